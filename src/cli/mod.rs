@@ -1,0 +1,182 @@
+//! Command-line front end: clap definitions, dispatch and exit codes.
+
+pub mod render;
+pub mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::host::Host;
+use crate::ids::MdevParent;
+use crate::inventory::{Inventory, ScanOptions};
+
+/// Exit codes, documented in docs/admin-guide.md.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The operation failed; stderr says why.
+    pub const FAILED: i32 = 1;
+    /// `--check`: the host differs from what is wanted (nothing was changed).
+    pub const PENDING: i32 = 2;
+    /// The command line itself is wrong (unknown flag, malformed identifier).
+    pub const USAGE: i32 = 64;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "vgpuctl", version, about = "Give NVIDIA GPUs to KVM virtual machines: passthrough, time-sliced vGPU and MIG-backed vGPU")]
+pub struct Cli {
+    /// Read and write the host under this directory instead of / (a simulated
+    /// host from `vgpuctl sim create`, or a test tree).
+    #[arg(long, global = true, env = "VGPUCTL_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); VGPUCTL_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List GPUs, their VFs and IOMMU groups, mdev parents and mdevs.
+    List(ListArgs),
+    /// List mdev and vGPU types per parent and per GPU.
+    Types(TypesArgs),
+    /// Simulated hosts for demos, tests and planning.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Machine-readable output (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Do not ask nvidia-smi for MIG mode (faster on hosts with many GPUs).
+    #[arg(long)]
+    pub no_mig: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TypesArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Only this parent (PCI address of a GPU/VF, or a virtual parent like mbochs).
+    #[arg(long, value_parser = parse_parent)]
+    pub parent: Option<MdevParent>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Write a simulated host tree into DIR (missing or empty).
+    Create {
+        dir: PathBuf,
+        #[arg(long, default_value = "h100x8-vfio")]
+        profile: String,
+    },
+    /// The built-in profiles.
+    Profiles,
+}
+
+fn parse_parent(s: &str) -> Result<MdevParent, String> {
+    s.parse().map_err(|e: crate::ids::IdError| e.to_string())
+}
+
+/// Every failure a command reports; printed with its whole source chain.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimError),
+    #[error("cannot encode JSON output")]
+    Json(#[from] serde_json::Error),
+}
+
+fn open_host(cli: &Cli) -> Result<Host, CliError> {
+    match &cli.root {
+        Some(root) => Ok(Host::at_root(root)?),
+        None => Ok(Host::real()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(v)?;
+    text.push('\n');
+    print_out(&text);
+    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`vgpuctl list | head`) ends the output
+/// quietly instead of panicking like `print!` would.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::OK);
+        }
+        eprintln!("vgpuctl: cannot write output: {e}");
+        std::process::exit(exit::FAILED);
+    }
+}
+
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::List(args) => {
+            let host = open_host(&cli)?;
+            let inv = Inventory::scan_with(&host, &ScanOptions { usage: true, mig: !args.no_mig })?;
+            if args.json {
+                print_json(&inv)?;
+            } else {
+                print_out(&render::list(&inv));
+                for w in &inv.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+        }
+        Command::Types(args) => {
+            let host = open_host(&cli)?;
+            let inv = Inventory::scan_with(&host, &ScanOptions { usage: false, mig: false })?;
+            let report = crate::types::report(&inv, args.parent.as_ref());
+            if args.json {
+                print_json(&report)?;
+            } else {
+                print_out(&crate::types::render(&report));
+            }
+        }
+        Command::Sim(SimCommand::Create { dir, profile }) => {
+            let state = crate::sim::create(dir, profile)?;
+            print_out(&format!(
+                "Created simulated host {:?} ({} GPUs) in {}. Read it with: vgpuctl --root {} list\n",
+                state.profile,
+                state.gpus.len(),
+                dir.display(),
+                dir.display()
+            ));
+        }
+        Command::Sim(SimCommand::Profiles) => {
+            let text: String = crate::sim::PROFILES.iter().map(|p| format!("{:<14} {}\n", p.name, p.summary)).collect();
+            print_out(&text);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `error: outer: cause: root cause`, one line, the whole chain.
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}

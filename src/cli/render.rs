@@ -1,0 +1,120 @@
+//! Human views of the inventory.
+
+use std::fmt::Write;
+
+use super::table::{opt, Table};
+use crate::inventory::{Gpu, Inventory};
+use crate::parse::MigModeState;
+
+fn mig_text(g: &Gpu) -> String {
+    match g.mig {
+        None => "-".into(),
+        Some(m) if m.current == m.pending => state(m.current).into(),
+        Some(m) => format!("{}->{} (pending)", state(m.current), state(m.pending)),
+    }
+}
+
+fn state(s: MigModeState) -> &'static str {
+    match s {
+        MigModeState::Enabled => "enabled",
+        MigModeState::Disabled => "disabled",
+        MigModeState::NotSupported => "n/a",
+    }
+}
+
+fn model(g: &Gpu) -> String {
+    match (&g.vendor, &g.name) {
+        (Some(v), Some(n)) => format!("{v} {n}"),
+        _ => format!("{}:{}", g.vendor_id.trim_start_matches("0x"), g.device_id.trim_start_matches("0x")),
+    }
+}
+
+fn sriov_text(g: &Gpu) -> String {
+    let Some(s) = &g.sriov else { return "-".into() };
+    let busy = s
+        .vfs
+        .iter()
+        .filter(|vf| vf.vgpu.as_ref().is_some_and(|v| v.current_type.is_some()))
+        .count();
+    if s.vfs.iter().any(|vf| vf.vgpu.is_some()) {
+        format!("{}/{} VFs, {busy} with vGPU", s.num_vfs, s.total_vfs)
+    } else {
+        format!("{}/{} VFs", s.num_vfs, s.total_vfs)
+    }
+}
+
+pub fn list(inv: &Inventory) -> String {
+    let mut out = String::new();
+    let mut t = Table::new(&["GPU", "MODEL", "DRIVER", "NUMA", "IOMMU", "BOOT_VGA", "SR-IOV", "MIG", "MDEV"]);
+    for g in &inv.gpus {
+        let vf_parents = g.sriov.as_ref().map(|s| s.vfs.iter().filter(|v| v.mdev_parent).count()).unwrap_or(0);
+        let mdev = match (g.mdev_parent, vf_parents) {
+            (true, _) => "parent".to_string(),
+            (false, 0) => "-".to_string(),
+            (false, n) => format!("{n} VF parents"),
+        };
+        t.row(vec![
+            g.address.to_string(),
+            model(g),
+            opt(&g.driver),
+            opt(&g.numa_node),
+            g.iommu_group.as_ref().map(|grp| {
+                if grp.members.len() > 1 { format!("{} ({} devices)", grp.id, grp.members.len()) } else { grp.id.to_string() }
+            }).unwrap_or_else(|| "-".into()),
+            match g.boot_vga { Some(true) => "yes".into(), Some(false) => "no".into(), None => "-".into() },
+            sriov_text(g),
+            mig_text(g),
+            mdev,
+        ]);
+    }
+    if t.is_empty() {
+        out.push_str("No GPU-class PCI devices.\n");
+    } else {
+        out.push_str(&t.render());
+    }
+    match &inv.nvidia_driver {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "\nNVIDIA driver {}{}{}",
+                d.version,
+                if d.open_kernel_module { ", open kernel module" } else { "" },
+                if d.vgpu_host { ", vGPU host" } else { "" }
+            );
+        }
+        None => out.push_str("\nNVIDIA driver: not loaded\n"),
+    }
+    let pci_parent_count = inv.mdev_parents.iter().filter(|p| p.name.pci_address().is_some()).count();
+    let other: Vec<_> = inv.mdev_parents.iter().filter(|p| p.name.pci_address().is_none()).collect();
+    if !inv.mdev_parents.is_empty() {
+        let _ = writeln!(out, "\nmdev parents: {} ({} PCI)", inv.mdev_parents.len(), pci_parent_count);
+        for p in other {
+            let types: Vec<String> = p
+                .types
+                .iter()
+                .map(|t| format!("{} ({} free)", t.id, opt(&t.available_instances)))
+                .collect();
+            let _ = writeln!(out, "  {}: {}", p.name, types.join(", "));
+        }
+    }
+    if !inv.mdevs.is_empty() {
+        let mut t = Table::new(&["MDEV", "PARENT", "TYPE", "IOMMU", "IN_USE"]);
+        for m in &inv.mdevs {
+            t.row(vec![
+                m.uuid.to_string(),
+                opt(&m.parent),
+                opt(&m.type_id),
+                opt(&m.iommu_group),
+                match (&m.in_use, &m.used_by) {
+                    (_, Some(u)) => format!("yes (pid {}{})", u.pid, u.vm.as_ref().map(|v| format!(", VM {v}")).unwrap_or_default()),
+                    (Some(true), None) => "yes".into(),
+                    (Some(false), _) => "no".into(),
+                    (None, _) => "unknown".into(),
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
+}

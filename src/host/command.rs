@@ -1,0 +1,201 @@
+//! External programs (nvidia-smi, mdevctl) run through one runner whose
+//! program paths tests can replace. Arguments are passed as a vector, never
+//! through a shell, so no input can turn into a command.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{HostError, HostResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    NvidiaSmi,
+    Mdevctl,
+}
+
+impl Tool {
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::NvidiaSmi => "nvidia-smi",
+            Tool::Mdevctl => "mdevctl",
+        }
+    }
+
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Tool::NvidiaSmi => "VGPUCTL_NVIDIA_SMI",
+            Tool::Mdevctl => "VGPUCTL_MDEVCTL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CommandRunner {
+    nvidia_smi: Option<PathBuf>,
+    mdevctl: Option<PathBuf>,
+    search_path: Option<std::ffi::OsString>,
+}
+
+impl CommandRunner {
+    /// Programs from `VGPUCTL_NVIDIA_SMI` / `VGPUCTL_MDEVCTL` when set,
+    /// otherwise looked up in `PATH` when first needed.
+    pub fn from_env() -> Self {
+        let get = |t: Tool| std::env::var_os(t.env_var()).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Self {
+            nvidia_smi: get(Tool::NvidiaSmi),
+            mdevctl: get(Tool::Mdevctl),
+            search_path: std::env::var_os("PATH"),
+        }
+    }
+
+    /// A runner that finds nothing: for simulated hosts, whose NVIDIA state
+    /// lives in the tree, and for tests.
+    pub fn none() -> Self {
+        Self { nvidia_smi: None, mdevctl: None, search_path: Some(Default::default()) }
+    }
+
+    pub fn with_program(mut self, tool: Tool, path: impl Into<PathBuf>) -> Self {
+        match tool {
+            Tool::NvidiaSmi => self.nvidia_smi = Some(path.into()),
+            Tool::Mdevctl => self.mdevctl = Some(path.into()),
+        }
+        self
+    }
+
+    /// Where the tool would be run from, if it can be found at all.
+    pub fn locate(&self, tool: Tool) -> Option<PathBuf> {
+        let explicit = match tool {
+            Tool::NvidiaSmi => &self.nvidia_smi,
+            Tool::Mdevctl => &self.mdevctl,
+        };
+        if let Some(p) = explicit {
+            return p.is_file().then(|| p.clone());
+        }
+        let search = self.search_path.as_deref().unwrap_or(OsStr::new("/usr/sbin:/usr/bin:/sbin:/bin"));
+        std::env::split_paths(search).map(|d| d.join(tool.program())).find(|p| is_executable(p))
+    }
+
+    pub fn is_available(&self, tool: Tool) -> bool {
+        self.locate(tool).is_some()
+    }
+
+    /// Runs the tool with `args`, waiting at most `timeout`. A tool that hangs
+    /// (nvidia-smi does, when the driver is wedged) is killed, not waited on forever.
+    pub fn run(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
+        let program = self.locate(tool).ok_or_else(|| HostError::ToolMissing {
+            tool: tool.program(),
+            looked_for: match tool {
+                Tool::NvidiaSmi => self.nvidia_smi.as_ref(),
+                Tool::Mdevctl => self.mdevctl.as_ref(),
+            }
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "PATH".to_string()),
+            env: tool.env_var(),
+        })?;
+        let mut child = Command::new(&program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LC_ALL", "C")
+            .spawn()
+            .map_err(|source| HostError::ToolSpawn { tool: tool.program(), source })?;
+        // Drain both pipes on threads so a chatty tool cannot block on a full pipe.
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let out_t = std::thread::spawn(move || read_all(out.as_mut()));
+        let err_t = std::thread::spawn(move || read_all(err.as_mut()));
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() >= timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(HostError::ToolTimeout { tool: tool.program(), seconds: timeout.as_secs() });
+                }
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(source) => return Err(HostError::ToolSpawn { tool: tool.program(), source }),
+            }
+        };
+        Ok(CommandOutput {
+            status: status.code(),
+            stdout: out_t.join().unwrap_or_default(),
+            stderr: err_t.join().unwrap_or_default(),
+        })
+    }
+}
+
+fn read_all<R: Read>(r: Option<&mut R>) -> String {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("fake-tool");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn test_run_replaced_program_passes_args_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), r#"printf '%s|' "$@"; echo; echo oops >&2; exit 3"#);
+        let r = CommandRunner::none().with_program(Tool::NvidiaSmi, p);
+        let out = r.run(Tool::NvidiaSmi, &["a b", "$(reboot)", ";x"], Duration::from_secs(5)).unwrap();
+        assert_eq!(out.stdout.trim(), "a b|$(reboot)|;x|");
+        assert_eq!(out.stderr.trim(), "oops");
+        assert_eq!(out.status, Some(3));
+    }
+
+    #[test]
+    fn test_run_missing_tool_names_the_env_var() {
+        let err = CommandRunner::none().run(Tool::Mdevctl, &[], Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("VGPUCTL_MDEVCTL"), "{err}");
+    }
+
+    #[test]
+    fn test_run_hanging_tool_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "exec sleep 30");
+        let r = CommandRunner::none().with_program(Tool::NvidiaSmi, p);
+        let t = Instant::now();
+        let err = r.run(Tool::NvidiaSmi, &[], Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, HostError::ToolTimeout { .. }));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,32 @@
+//! Marketing names for NVIDIA device ids, so `list` says "H100 80GB HBM3"
+//! instead of 0x2330. Ids come from the PCI ID repository; unknown ids simply
+//! have no name (nvidia-smi, when present, is the authority).
+
+const NVIDIA_MODELS: &[(u32, &str)] = &[
+    (0x1db4, "Tesla V100-PCIE-16GB"),
+    (0x1db6, "Tesla V100-PCIE-32GB"),
+    (0x1eb8, "Tesla T4"),
+    (0x20b0, "A100-SXM4-40GB"),
+    (0x20b2, "A100-SXM4-80GB"),
+    (0x20b5, "A100 80GB PCIe"),
+    (0x20b7, "A30"),
+    (0x20f1, "A100-PCIE-40GB"),
+    (0x2236, "A10"),
+    (0x2237, "A10G"),
+    (0x25b6, "A16"),
+    (0x2230, "RTX A6000"),
+    (0x2321, "H100 NVL"),
+    (0x2322, "H800 PCIe"),
+    (0x2324, "H800"),
+    (0x2330, "H100 80GB HBM3"),
+    (0x2331, "H100 PCIe"),
+    (0x2335, "H200"),
+    (0x233b, "H200 NVL"),
+    (0x26b5, "L40"),
+    (0x26b9, "L40S"),
+    (0x27b8, "L4"),
+];
+
+pub fn nvidia_model_name(device_id: u32) -> Option<&'static str> {
+    NVIDIA_MODELS.iter().find(|(id, _)| *id == device_id).map(|(_, n)| *n)
+}

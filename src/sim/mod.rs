@@ -1,0 +1,60 @@
+//! Simulated hosts: sysfs trees that the same code reads with `--root DIR`.
+//!
+//! `vgpuctl sim create DIR --profile NAME` writes one. What each file models,
+//! and from which source, is listed in docs/simulation.md. Write behaviour
+//! (what the kernel does when `create` or `current_vgpu_type` is written)
+//! plugs into the host layer through [`crate::host::WriteBehaviour`].
+
+pub mod catalog;
+mod profiles;
+mod state;
+mod tree;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use profiles::{find as find_profile, Profile, PROFILES};
+pub use state::{SimGpu, SimInterface, SimState};
+pub use tree::{relative, Tree};
+
+use crate::host::Host;
+use crate::ids::PciAddress;
+use crate::inventory::MigMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("unknown simulated profile {0:?} (known: {known})", known = PROFILES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))]
+    UnknownProfile(String),
+    #[error("cannot write the simulated host at {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes the profile's tree into `dir`, which must be missing or empty.
+pub fn create(dir: &Path, profile: &str) -> Result<SimState, SimError> {
+    let p = find_profile(profile).ok_or_else(|| SimError::UnknownProfile(profile.to_string()))?;
+    let werr = |source| SimError::Write { path: dir.display().to_string(), source };
+    let tree = Tree::create(dir).map_err(werr)?;
+    let state = p.build(&tree).map_err(werr)?;
+    state.save(dir).map_err(werr)?;
+    Ok(state)
+}
+
+pub fn profile_name(host: &Host) -> Option<String> {
+    host.is_simulated().then(|| SimState::load(host).ok().map(|s| s.profile)).flatten()
+}
+
+/// What nvidia-smi would report for MIG mode on a simulated host.
+pub fn mig_modes(host: &Host) -> Option<HashMap<PciAddress, MigMode>> {
+    let state = SimState::load(host).ok()?;
+    Some(
+        state
+            .gpus
+            .iter()
+            .map(|(a, g)| (*a, MigMode { current: g.mig_current, pending: g.mig_pending }))
+            .collect(),
+    )
+}
