@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Boots the Debian kernel with the vfio-mdev sample drivers under QEMU TCG
+# (virtme-ng) and runs every scenario in scenarios/ inside it, as root, against
+# the real /sys. Results land in WORK/out/<scenario>/; the Rust test
+# tests/real_kernel.rs asserts on them.
+#
+#   boot.sh WORK VGPUCTL_BINARY
+#
+# Exit 3: the stack (vng, kernel, headers, sources) is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$1
+bin=$2
+
+missing=()
+command -v vng >/dev/null || missing+=("vng (pip install virtme-ng)")
+command -v qemu-system-x86_64 >/dev/null || missing+=("qemu-system-x86_64 (apt-get install qemu-system-x86)")
+[ "$(id -u)" = 0 ] || missing+=("root (modules are installed under /lib/modules)")
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'real-kernel stack missing: %s\n' "${missing[@]}" >&2
+    exit 3
+fi
+kver=$("$here/build-modules.sh") || exit 3
+
+rm -rf "$work"
+mkdir -p "$work/out"
+cp "$bin" "$work/vgpuctl"
+start=$(date +%s)
+# Kernel messages go to the console log; results only through files, since
+# the console can interleave and drop lines.
+timeout 900 vng --run "/boot/vmlinuz-$kver" --disable-kvm --memory 2G --cpus 2 \
+    --rwdir "$work" --overlay-rwdir /etc --overlay-rwdir /var --overlay-rwdir /run \
+    ${VGPUCTL_VNG_EXTRA:-} \
+    --exec "bash $here/inside.sh $work" >"$work/console.log" 2>&1 || {
+    echo "vng failed (rc=$?); console log: $work/console.log" >&2
+    tail -n 30 "$work/console.log" >&2
+    exit 1
+}
+echo "guest round trip: $(( $(date +%s) - start )) s" >&2
+if [ ! -f "$work/out/done" ]; then
+    echo "the guest did not finish its scenarios; console log: $work/console.log" >&2
+    tail -n 30 "$work/console.log" >&2
+    exit 1
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs inside the real-kernel guest as root. Each scenario gets its own
+# output folder and its exit code is recorded; one failing scenario does not
+# stop the others, so one boot reports everything.
+set -u
+work=$1
+here=$(cd "$(dirname "$0")" && pwd)
+export WORK=$work
+export VGPUCTL=$work/vgpuctl
+export PATH=$work:$PATH
+modprobe -a vfio_iommu_type1 mdev mbochs mdpy mtty >"$work/out/modprobe.log" 2>&1
+echo $? >"$work/out/modprobe.rc"
+for s in "$here"/scenarios/*.sh; do
+    name=$(basename "$s" .sh)
+    if [ -n "${VGPUCTL_SCENARIOS:-}" ] && ! grep -qw "$name" <<<"$VGPUCTL_SCENARIOS"; then
+        continue
+    fi
+    out=$work/out/$name
+    mkdir -p "$out"
+    ( cd "$out" && OUT=$out bash -u "$s" >"$out/stdout" 2>"$out/stderr" )
+    echo $? >"$out/rc"
+done
+touch "$work/out/done"
