@@ -48,6 +48,15 @@ pub enum Command {
     /// Simulated hosts for demos, tests and planning.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Build a simulated host and walk through it: no GPU needed.
+    Demo {
+        /// Which simulated host (see `vgpuctl sim profiles`).
+        #[arg(long, default_value = "h100x8-vfio")]
+        profile: String,
+        /// Where to write it (default: a new folder under $TMPDIR, kept afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +167,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 dir.display()
             ));
         }
+        Command::Demo { profile, dir } => demo(profile, dir.as_deref())?,
         Command::Sim(SimCommand::Profiles) => {
             let text: String = crate::sim::PROFILES.iter().map(|p| format!("{:<14} {}\n", p.name, p.summary)).collect();
             print_out(&text);
@@ -179,4 +189,25 @@ pub fn error_line(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!(
+            "vgpuctl-demo-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        )),
+    };
+    let state = crate::sim::create(&dir, profile)?;
+    let host = Host::at_root(&dir)?;
+    print_out(&format!("# Simulated host {:?} written to {}\n\n$ vgpuctl --root {} list\n", state.profile, dir.display(), dir.display()));
+    let inv = Inventory::scan(&host)?;
+    print_out(&render::list(&inv));
+    print_out(&format!("\n$ vgpuctl --root {} types\n", dir.display()));
+    let report = crate::types::report(&inv, None);
+    print_out(&crate::types::render(&report));
+    print_out(&format!("\nExplore further with: vgpuctl --root {} list --json\n", dir.display()));
+    Ok(())
 }

@@ -23,9 +23,11 @@ fn state(s: MigModeState) -> &'static str {
 }
 
 fn model(g: &Gpu) -> String {
+    let ids = format!("{}:{}", g.vendor_id.trim_start_matches("0x"), g.device_id.trim_start_matches("0x"));
     match (&g.vendor, &g.name) {
         (Some(v), Some(n)) => format!("{v} {n}"),
-        _ => format!("{}:{}", g.vendor_id.trim_start_matches("0x"), g.device_id.trim_start_matches("0x")),
+        (Some(v), None) => format!("{v} [{ids}]"),
+        _ => ids,
     }
 }
 

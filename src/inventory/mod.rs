@@ -17,7 +17,7 @@ use crate::host::{Host, HostResult};
 use crate::parse::NvidiaDriverVersion;
 
 pub use mdev::{MdevDevice, MdevParentInfo, MdevTypeInfo};
-pub use names::nvidia_model_name;
+pub use names::{nvidia_model_name, vendor_name};
 pub use nvidia::{MigMode, VfVgpu};
 pub use pci::{Gpu, IommuGroup, Sriov, Vf};
 pub use usage::{VfioUser, VfioUsers};

@@ -48,7 +48,7 @@ pub struct Gpu {
     pub subsystem_vendor_id: Option<String>,
     pub subsystem_device_id: Option<String>,
     pub class: String,
-    /// Vendor and model for NVIDIA devices.
+    /// Vendor name for well-known vendors; model name for NVIDIA devices.
     pub vendor: Option<String>,
     pub name: Option<String>,
     pub driver: Option<String>,
@@ -125,6 +125,11 @@ pub(super) fn scan_gpus(
             w.push(format!("/sys/bus/pci/devices/{name}: not a PCI address, skipped"));
             continue;
         };
+        if !host.exists(&dev(&name, "class")) {
+            // A dangling /sys/bus/pci/devices link or a half-removed device.
+            w.push(format!("/sys/bus/pci/devices/{name}: no class attribute (broken link?), skipped"));
+            continue;
+        }
         let Some(class) = hex_attr(host, &name, "class", w) else { continue };
         if class >> 16 != DISPLAY_CLASS {
             continue;
@@ -183,7 +188,7 @@ pub(super) fn scan_gpus(
             subsystem_vendor_id: hex_attr(host, &name, "subsystem_vendor", w).map(|v| format!("0x{v:04x}")),
             subsystem_device_id: hex_attr(host, &name, "subsystem_device", w).map(|v| format!("0x{v:04x}")),
             class: format!("0x{class:06x}"),
-            vendor: is_nvidia.then(|| "NVIDIA".to_string()),
+            vendor: super::vendor_name(vendor).map(str::to_string),
             name: if is_nvidia { super::nvidia_model_name(device).map(str::to_string) } else { None },
             driver: w.ok(host.link_name(&dev(&name, "driver"))).flatten(),
             driver_override: w.ok(host.read_attr_opt(&dev(&name, "driver_override"))).flatten().and_then(|s| parse::driver_override(&s)),

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, CLI tests on simulated hosts, and the
+# real-kernel guest (real mdev sysfs under QEMU TCG). As root on Debian 12 it
+# installs what it needs first; set VGPUCTL_SKIP_INSTALL=1 to skip that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && [ "${VGPUCTL_SKIP_INSTALL:-0}" != 1 ]; then
+    scripts/install-test-deps.sh
+fi
+export VGPUCTL_REAL_KERNEL=1
+cargo build --locked --all-targets
+# Fast tests first: they say more, sooner, when something is broken.
+cargo test --locked --lib --bins
+# Integration tests, the real-kernel guest among them (booted once per binary).
+cargo test --locked --tests
