@@ -21,11 +21,12 @@ pub fn count(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// `numa_node`: `-1` means "no NUMA information", which is not an error.
-pub fn numa_node(s: &str) -> Result<Option<u32>, ()> {
+/// `numa_node`: `-1` means "no NUMA information" (`Some(None)`), which is
+/// not an error; `None` means the text is garbage.
+pub fn numa_node(s: &str) -> Option<Option<u32>> {
     match s.trim() {
-        "-1" => Ok(None),
-        other => count(other).map(Some).ok_or(()),
+        "-1" => Some(None),
+        other => count(other).map(Some),
     }
 }
 
@@ -223,9 +224,9 @@ mod tests {
 
     #[test]
     fn test_numa_node_minus_one_is_none() {
-        assert_eq!(numa_node("-1"), Ok(None));
-        assert_eq!(numa_node("1"), Ok(Some(1)));
-        assert!(numa_node("x").is_err());
+        assert_eq!(numa_node("-1"), Some(None));
+        assert_eq!(numa_node("1"), Some(Some(1)));
+        assert_eq!(numa_node("x"), None);
     }
 
     #[test]

@@ -131,20 +131,23 @@ pub fn render(r: &TypesReport) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        // (gpu, type id) -> (name, framebuffer, VFs where available, VFs, devices)
-        let mut rows: std::collections::BTreeMap<(PciAddress, &MdevTypeId), (String, String, u32, u32, usize)> = Default::default();
+        let mut rows: std::collections::BTreeMap<(PciAddress, &MdevTypeId), FoldedType> = Default::default();
         for p in vf_parents {
             let Some(gpu) = p.gpu else { continue };
             for ty in &p.types {
-                let e = rows.entry((gpu, &ty.id)).or_insert_with(|| (opt(&ty.name), framebuffer(ty), 0, 0, 0));
-                e.2 += u32::from(ty.available_instances.unwrap_or(0) > 0);
-                e.3 += 1;
-                e.4 += ty.devices;
+                let e = rows.entry((gpu, &ty.id)).or_insert_with(|| FoldedType {
+                    name: opt(&ty.name),
+                    framebuffer: framebuffer(ty),
+                    ..Default::default()
+                });
+                e.available_on += u32::from(ty.available_instances.unwrap_or(0) > 0);
+                e.vfs += 1;
+                e.devices += ty.devices;
             }
         }
         let mut t = Table::new(&["GPU", "TYPE", "NAME", "AVAILABLE_ON", "FRAMEBUFFER", "DEVICES"]);
-        for ((gpu, id), (name, fb, avail, vfs, devices)) in rows {
-            t.row(vec![gpu.to_string(), id.to_string(), name, format!("{avail}/{vfs} VFs"), fb, devices.to_string()]);
+        for ((gpu, id), f) in rows {
+            t.row(vec![gpu.to_string(), id.to_string(), f.name, format!("{}/{} VFs", f.available_on, f.vfs), f.framebuffer, f.devices.to_string()]);
         }
         out.push_str(&t.render());
     }
@@ -170,6 +173,16 @@ pub fn render(r: &TypesReport) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+/// One type folded over all VFs of a GPU, for the text view.
+#[derive(Default)]
+struct FoldedType {
+    name: String,
+    framebuffer: String,
+    available_on: u32,
+    vfs: u32,
+    devices: usize,
 }
 
 fn framebuffer(ty: &MdevTypeRow) -> String {

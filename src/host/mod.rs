@@ -114,11 +114,7 @@ impl Host {
     /// Reads a sysfs-style attribute, without its trailing newline.
     pub fn read_attr(&self, host_path: &str) -> HostResult<String> {
         let p = self.path(host_path)?;
-        let bytes = fs::read(&p).map_err(|source| HostError::io("read", host_path, source))?;
-        // Attributes are short text; a huge or binary file is garbage, not data.
-        if bytes.len() > 1 << 20 {
-            return Err(HostError::Garbage { path: host_path.to_string(), why: "larger than 1 MiB".into() });
-        }
+        let bytes = read_small(&p).map_err(|source| HostError::io("read", host_path, source))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| HostError::Garbage { path: host_path.to_string(), why: "not UTF-8 text".into() })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_string())
@@ -195,6 +191,33 @@ impl Host {
             .map_err(|source| HostError::io("write", host_path, source))?;
         f.write_all(value.as_bytes()).map_err(|source| HostError::io("write", host_path, source))
     }
+}
+
+/// Attributes are at most a page on sysfs; anything past 1 MiB is garbage.
+const MAX_ATTR_BYTES: usize = 1 << 20;
+
+/// open + read + close, without the size probe `fs::read` makes: an 8×32-VF
+/// inventory reads ~900 attributes and the extra syscall was a fifth of its time.
+/// A short read ends the loop: sysfs returns an attribute in one read, and
+/// for regular files a short read means end of file.
+fn read_small(p: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(p)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        if buf.len() >= MAX_ATTR_BYTES {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "larger than 1 MiB"));
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 fn libc_einval() -> i32 {

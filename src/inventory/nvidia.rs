@@ -35,10 +35,9 @@ pub struct VfVgpu {
 
 pub(super) fn vf_vgpu(host: &Host, vf: PciAddress, w: &mut Warnings) -> Option<VfVgpu> {
     let base = format!("/sys/bus/pci/devices/{vf}/nvidia");
-    if !host.is_dir(&base) {
-        return None;
-    }
-    let creatable_text = w.ok(host.read_attr_opt(&format!("{base}/creatable_vgpu_types"))).flatten().unwrap_or_default();
+    // No nvidia/ directory (legacy mode, or not an NVIDIA VF): the read fails
+    // with ENOENT, which is cheaper than asking first.
+    let creatable_text = w.ok(host.read_attr_opt(&format!("{base}/creatable_vgpu_types"))).flatten()?;
     let (creatable, bad) = parse::creatable_vgpu_types(&creatable_text);
     for line in bad {
         w.push(format!("{base}/creatable_vgpu_types: cannot parse line {line:?}"));

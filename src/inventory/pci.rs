@@ -125,12 +125,16 @@ pub(super) fn scan_gpus(
             w.push(format!("/sys/bus/pci/devices/{name}: not a PCI address, skipped"));
             continue;
         };
-        if !host.exists(&dev(&name, "class")) {
+        let Some(class_raw) = w.ok(host.read_attr_opt(&dev(&name, "class"))) else { continue };
+        let Some(class_raw) = class_raw else {
             // A dangling /sys/bus/pci/devices link or a half-removed device.
             w.push(format!("/sys/bus/pci/devices/{name}: no class attribute (broken link?), skipped"));
             continue;
-        }
-        let Some(class) = hex_attr(host, &name, "class", w) else { continue };
+        };
+        let Some(class) = parse::hex_id(&class_raw) else {
+            w.push(format!("{name}: class holds {class_raw:?}, not a hex id"));
+            continue;
+        };
         if class >> 16 != DISPLAY_CLASS {
             continue;
         }
@@ -160,8 +164,8 @@ pub(super) fn scan_gpus(
         };
         let numa_node = match w.ok(host.read_attr_opt(&dev(&name, "numa_node"))).flatten() {
             Some(raw) => match parse::numa_node(&raw) {
-                Ok(n) => n,
-                Err(()) => {
+                Some(n) => n,
+                None => {
                     w.push(format!("{name}: numa_node holds {raw:?}"));
                     None
                 }
