@@ -1,5 +1,6 @@
 //! Command-line front end: clap definitions, dispatch and exit codes.
 
+pub mod mdev;
 pub mod render;
 pub mod table;
 
@@ -45,6 +46,18 @@ pub enum Command {
     List(ListArgs),
     /// List mdev and vGPU types per parent and per GPU.
     Types(TypesArgs),
+    /// Create, remove, persist and restore mediated devices.
+    #[command(subcommand)]
+    Mdev(mdev::MdevCommand),
+    /// Install the systemd units shipped with vgpuctl.
+    InstallUnits {
+        /// Where unit files go (below --root).
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: String,
+        /// The vgpuctl binary the units run.
+        #[arg(long, default_value = "/usr/local/bin/vgpuctl")]
+        binary: String,
+    },
     /// Simulated hosts for demos, tests and planning.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -103,16 +116,17 @@ pub enum CliError {
     Sim(#[from] crate::sim::SimError),
     #[error("cannot encode JSON output")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Mdev(#[from] crate::mdev::MdevError),
+    #[error(transparent)]
+    Units(#[from] crate::units::UnitError),
 }
 
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
-    match &cli.root {
-        Some(root) => Ok(Host::at_root(root)?),
-        None => Ok(Host::real()),
-    }
+    Ok(crate::open_host(cli.root.as_deref())?)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(v)?;
     text.push('\n');
     print_out(&text);
@@ -167,6 +181,20 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 dir.display()
             ));
         }
+        Command::Mdev(cmd) => {
+            let host = open_host(&cli)?;
+            return mdev::run(&host, cmd);
+        }
+        Command::InstallUnits { unit_dir, binary } => {
+            let host = open_host(&cli)?;
+            let written = crate::units::install(&host, unit_dir, binary)?;
+            let mut text = String::new();
+            for w in &written {
+                text.push_str(&format!("wrote {w}\n"));
+            }
+            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-mdev-restore.service\n");
+            print_out(&text);
+        }
         Command::Demo { profile, dir } => demo(profile, dir.as_deref())?,
         Command::Sim(SimCommand::Profiles) => {
             let text: String = crate::sim::PROFILES.iter().map(|p| format!("{:<14} {}\n", p.name, p.summary)).collect();
@@ -176,19 +204,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-/// `error: outer: cause: root cause`, one line, the whole chain.
 pub fn error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
+    crate::error_chain(e)
 }
 
 fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
@@ -201,7 +218,7 @@ fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
         )),
     };
     let state = crate::sim::create(&dir, profile)?;
-    let host = Host::at_root(&dir)?;
+    let host = crate::open_host(Some(&dir))?;
     print_out(&format!("# Simulated host {:?} written to {}\n\n$ vgpuctl --root {} list\n", state.profile, dir.display(), dir.display()));
     let inv = Inventory::scan(&host)?;
     print_out(&render::list(&inv));

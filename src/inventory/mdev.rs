@@ -72,52 +72,60 @@ pub(super) fn scan_parents(host: &Host, w: &mut Warnings) -> HostResult<Vec<Mdev
                 continue;
             }
         };
-        let base = format!("/sys/class/mdev_bus/{parent}/mdev_supported_types");
-        let mut types = Vec::new();
-        let names = match host.list_dir(&base) {
-            Ok(n) => n,
+        if let Some(info) = scan_parent(host, &parent, w) {
+            parents.push(info);
+        }
+    }
+    Ok(parents)
+}
+
+/// One parent's types and devices; `None` when it is not an mdev parent here.
+pub fn scan_parent(host: &Host, parent: &MdevParent, w: &mut Warnings) -> Option<MdevParentInfo> {
+    let base = format!("/sys/class/mdev_bus/{parent}/mdev_supported_types");
+    let names = match host.list_dir(&base) {
+        Ok(n) if n.is_empty() && !host.exists(&format!("/sys/class/mdev_bus/{parent}")) => return None,
+        Ok(n) => n,
+        Err(e) => {
+            w.push(format!("{base}: {e}"));
+            return None;
+        }
+    };
+    let mut types = Vec::new();
+    for tname in names {
+        let id: MdevTypeId = match tname.parse() {
+            Ok(t) => t,
             Err(e) => {
-                w.push(format!("{base}: {e}"));
+                w.push(format!("{base}/{tname}: {e}; skipped"));
                 continue;
             }
         };
-        for tname in names {
-            let id: MdevTypeId = match tname.parse() {
-                Ok(t) => t,
-                Err(e) => {
-                    w.push(format!("{base}/{tname}: {e}; skipped"));
-                    continue;
-                }
-            };
-            let tdir = format!("{base}/{id}");
-            let attr = |w: &mut Warnings, a: &str| w.ok(host.read_attr_opt(&format!("{tdir}/{a}"))).flatten();
-            let description = attr(w, "description");
-            let available_raw = attr(w, "available_instances");
-            let available_instances = available_raw.as_deref().and_then(parse::count);
-            if available_raw.is_some() && available_instances.is_none() {
-                w.push(format!("{tdir}/available_instances holds {available_raw:?}, not a count"));
-            }
-            let vgpu = description.as_deref().map(parse::vgpu_description).filter(|d| !d.is_empty());
-            let mut devices = Vec::new();
-            for d in w.ok(host.list_dir(&format!("{tdir}/devices"))).unwrap_or_default() {
-                match d.parse() {
-                    Ok(u) => devices.push(u),
-                    Err(e) => w.push(format!("{tdir}/devices/{d}: {e}")),
-                }
-            }
-            types.push(MdevTypeInfo {
-                name: attr(w, "name"),
-                description,
-                vgpu,
-                available_instances,
-                device_api: attr(w, "device_api"),
-                devices,
-                id,
-            });
+        let tdir = format!("{base}/{id}");
+        let attr = |w: &mut Warnings, a: &str| w.ok(host.read_attr_opt(&format!("{tdir}/{a}"))).flatten();
+        let description = attr(w, "description");
+        let available_raw = attr(w, "available_instances");
+        let available_instances = available_raw.as_deref().and_then(parse::count);
+        if available_raw.is_some() && available_instances.is_none() {
+            w.push(format!("{tdir}/available_instances holds {available_raw:?}, not a count"));
         }
-        parents.push(MdevParentInfo { name: parent, types });
+        let vgpu = description.as_deref().map(parse::vgpu_description).filter(|d| !d.is_empty());
+        let mut devices = Vec::new();
+        for d in w.ok(host.list_dir(&format!("{tdir}/devices"))).unwrap_or_default() {
+            match d.parse() {
+                Ok(u) => devices.push(u),
+                Err(e) => w.push(format!("{tdir}/devices/{d}: {e}")),
+            }
+        }
+        types.push(MdevTypeInfo {
+            name: attr(w, "name"),
+            description,
+            vgpu,
+            available_instances,
+            device_api: attr(w, "device_api"),
+            devices,
+            id,
+        });
     }
-    Ok(parents)
+    Some(MdevParentInfo { name: parent.clone(), types })
 }
 
 pub(super) fn scan_devices(host: &Host, users: &VfioUsers, w: &mut Warnings) -> HostResult<Vec<MdevDevice>> {
@@ -130,24 +138,35 @@ pub(super) fn scan_devices(host: &Host, users: &VfioUsers, w: &mut Warnings) -> 
                 continue;
             }
         };
-        let base = format!("/sys/bus/mdev/devices/{uuid}");
-        // The device directory lives inside its parent's: .../<parent>/<uuid>.
-        let parent = w.ok(host.read_link(&base)).flatten().and_then(|t| {
-            let comps: Vec<_> = t.components().collect();
-            let p = comps.len().checked_sub(2).and_then(|i| comps.get(i))?;
-            p.as_os_str().to_str()?.parse::<MdevParent>().ok()
-        });
-        let type_id = w.ok(host.link_name(&format!("{base}/mdev_type"))).flatten().and_then(|t| t.parse().ok());
-        let iommu_group = w.ok(host.link_name(&format!("{base}/iommu_group"))).flatten().and_then(|g| parse::count(&g));
-        let used_by = iommu_group.and_then(|g| users.user_of(g));
-        out.push(MdevDevice {
-            uuid,
-            parent,
-            type_id,
-            iommu_group,
-            in_use: iommu_group.and_then(|g| users.in_use(g)),
-            used_by,
-        });
+        if let Some(d) = read_device(host, uuid, users, w) {
+            out.push(d);
+        }
     }
     Ok(out)
+}
+
+/// One mdev as sysfs shows it now; `None` when it does not exist.
+pub fn read_device(host: &Host, uuid: MdevUuid, users: &VfioUsers, w: &mut Warnings) -> Option<MdevDevice> {
+    let base = format!("/sys/bus/mdev/devices/{uuid}");
+    // The device directory lives inside its parent's: .../<parent>/<uuid>.
+    let target = w.ok(host.read_link(&base)).flatten()?;
+    let parent = {
+        let comps: Vec<_> = target.components().collect();
+        comps
+            .len()
+            .checked_sub(2)
+            .and_then(|i| comps.get(i))
+            .and_then(|p| p.as_os_str().to_str())
+            .and_then(|p| p.parse::<MdevParent>().ok())
+    };
+    let type_id = w.ok(host.link_name(&format!("{base}/mdev_type"))).flatten().and_then(|t| t.parse().ok());
+    let iommu_group = w.ok(host.link_name(&format!("{base}/iommu_group"))).flatten().and_then(|g| parse::count(&g));
+    Some(MdevDevice {
+        uuid,
+        parent,
+        type_id,
+        iommu_group,
+        in_use: iommu_group.and_then(|g| users.in_use(g)),
+        used_by: iommu_group.and_then(|g| users.user_of(g)),
+    })
 }

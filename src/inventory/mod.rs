@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::host::{Host, HostResult};
 use crate::parse::NvidiaDriverVersion;
 
-pub use mdev::{MdevDevice, MdevParentInfo, MdevTypeInfo};
+pub use mdev::{read_device, scan_parent, type_name_matches, MdevDevice, MdevParentInfo, MdevTypeInfo};
 pub use names::{nvidia_model_name, vendor_name};
 pub use nvidia::{MigMode, VfVgpu};
 pub use pci::{Gpu, IommuGroup, Sriov, Vf};
@@ -42,30 +42,25 @@ pub struct Inventory {
 
 /// Collects warnings while scanning so one bad item is reported, not fatal.
 #[derive(Debug, Default)]
-pub(crate) struct Warnings(Vec<String>);
+pub struct Warnings(pub Vec<String>);
 
 impl Warnings {
-    pub(crate) fn push(&mut self, msg: impl Into<String>) {
+    pub fn push(&mut self, msg: impl Into<String>) {
         let msg = msg.into();
         tracing::warn!("{msg}");
         self.0.push(msg);
     }
 
     /// Turns a failed read into a warning and `None`.
-    pub(crate) fn ok<T, E: std::fmt::Display>(&mut self, r: Result<T, E>) -> Option<T> {
+    pub fn ok<T, E: std::error::Error>(&mut self, r: Result<T, E>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
-                self.push(error_chain(&e));
+                self.push(crate::error_chain(&e));
                 None
             }
         }
     }
-}
-
-/// `outer: inner: innermost`, the way every vgpuctl error is printed.
-pub fn error_chain(e: &dyn std::fmt::Display) -> String {
-    e.to_string()
 }
 
 pub struct ScanOptions {

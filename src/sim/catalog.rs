@@ -65,11 +65,32 @@ pub const A100_80GB: &[SimType] = &[
     ts(715, "80C", 80, 1),
 ];
 
+/// Tesla T4 16GB (Turing, no SR-IOV): Q, C, B and A series. Sizes and
+/// maximums from NVIDIA's vGPU user guide type tables for T4.
+pub const T4: &[SimType] = &[
+    ts(222, "1B", 1, 16),
+    ts(223, "2B", 2, 8),
+    ts(224, "1Q", 1, 16),
+    ts(225, "2Q", 2, 8),
+    ts(226, "4Q", 4, 4),
+    ts(227, "8Q", 8, 2),
+    ts(228, "16Q", 16, 1),
+    ts(229, "1A", 1, 16),
+    ts(230, "2A", 2, 8),
+    ts(231, "4A", 4, 4),
+    ts(232, "8A", 8, 2),
+    ts(233, "16A", 16, 1),
+    ts(319, "4C", 4, 4),
+    ts(320, "8C", 8, 2),
+    ts(321, "16C", 16, 1),
+];
+
 /// The catalog of a simulated model, by the model part of its type names.
 pub fn catalog(model: &str) -> Option<&'static [SimType]> {
     match model {
         "H100" => Some(H100_80GB),
         "A100D" => Some(A100_80GB),
+        "T4" => Some(T4),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! (what the kernel does when `create` or `current_vgpu_type` is written)
 //! plugs into the host layer through [`crate::host::WriteBehaviour`].
 
+mod behaviour;
 pub mod catalog;
 mod profiles;
 mod state;
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use profiles::{find as find_profile, Profile, PROFILES};
+pub use behaviour::{SimBehaviour, IN_USE_MARKER};
 pub use state::{SimGpu, SimInterface, SimState};
 pub use tree::{relative, Tree};
 
@@ -57,4 +59,13 @@ pub fn mig_modes(host: &Host) -> Option<HashMap<PciAddress, MigMode>> {
             .map(|(a, g)| (*a, MigMode { current: g.mig_current, pending: g.mig_pending }))
             .collect(),
     )
+}
+
+/// Attaches simulated kernel behaviour when the host's root is a simulated host.
+pub fn attach(host: Host) -> Host {
+    if host.is_simulated() {
+        host.with_behaviour(std::sync::Arc::new(SimBehaviour))
+    } else {
+        host
+    }
 }

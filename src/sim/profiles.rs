@@ -27,6 +27,11 @@ pub const PROFILES: &[Profile] = &[
         build: a100x4_mdev,
     },
     Profile {
+        name: "t4x2-mdev",
+        summary: "2x Tesla T4 16GB, legacy mdev on the GPU itself (no SR-IOV): equal-size time-sliced vGPUs",
+        build: t4x2_mdev,
+    },
+    Profile {
         name: "passthrough",
         summary: "4 GPUs for full passthrough: 3x L40S on vfio-pci, an RTX A6000 + HDMI audio as the host's boot VGA",
         build: passthrough,
@@ -218,19 +223,55 @@ fn a100x4_mdev(tree: &Tree) -> io::Result<SimState> {
         for n in 0..spec.total_vfs {
             let (vf, dir) = nvidia_vf(tree, &mut groups, pf, &pf_dir, n, numa, &spec)?;
             tree.link(&format!("/sys/class/mdev_bus/{vf}"), &dir)?;
-            for t in cat {
-                let tdir = format!("{dir}/mdev_supported_types/nvidia-{}", t.id);
-                tree.write(&format!("{tdir}/name"), &format!("GRID {}-{}\n", spec.model, t.suffix))?;
-                tree.write(&format!("{tdir}/description"), &format!("{}\n", t.description()))?;
-                tree.write(&format!("{tdir}/device_api"), "vfio-pci\n")?;
-                // One mdev per VF; MIG-backed types need MIG mode, which is off.
-                let avail = if t.mig_profile.is_some() { 0 } else { 1 };
-                tree.write(&format!("{tdir}/available_instances"), &format!("{avail}\n"))?;
-                tree.write(&format!("{tdir}/create"), "")?;
-                tree.mkdir(&format!("{tdir}/devices"))?;
-            }
+            // One mdev per VF; MIG-backed types need MIG mode, which is off.
+            mdev_types(tree, &dir, spec.model, cat, |t| u32::from(t.mig_profile.is_none()))?;
         }
         gpus.insert(pf, SimGpu::nvidia(spec.model, SimInterface::LegacyMdev, MigModeState::Disabled));
+    }
+    Ok(SimState::new(gpus))
+}
+
+/// The `nvidia-N` type directories of a legacy mdev parent at `dir`.
+fn mdev_types(tree: &Tree, dir: &str, model: &str, cat: &[SimType], available: impl Fn(&SimType) -> u32) -> io::Result<()> {
+    for t in cat {
+        let tdir = format!("{dir}/mdev_supported_types/nvidia-{}", t.id);
+        tree.write(&format!("{tdir}/name"), &format!("GRID {model}-{}\n", t.suffix))?;
+        tree.write(&format!("{tdir}/description"), &format!("{}\n", t.description()))?;
+        tree.write(&format!("{tdir}/device_api"), "vfio-pci\n")?;
+        tree.write(&format!("{tdir}/available_instances"), &format!("{}\n", available(t)))?;
+        tree.write(&format!("{tdir}/create"), "")?;
+        tree.mkdir(&format!("{tdir}/devices"))?;
+    }
+    Ok(())
+}
+
+fn t4x2_mdev(tree: &Tree) -> io::Result<SimState> {
+    let cat = catalog::catalog("T4").unwrap_or_default();
+    let mut groups = GroupIds(0);
+    bmc_vga(tree, &mut groups)?;
+    tree.write("/proc/driver/nvidia/version", DRIVER_VGPU)?;
+    let mut gpus = BTreeMap::new();
+    for (i, bus) in [0x3bu8, 0xd8].into_iter().enumerate() {
+        let gpu = addr(bus, 0, 0);
+        let dir = root_port_and_fn(
+            tree,
+            &mut groups,
+            &PciFn {
+                address: gpu,
+                devpath: String::new(),
+                vendor: 0x10de,
+                device: 0x1eb8,
+                subsystem: (0x10de, 0x12a2),
+                class: 0x030200,
+                driver: Some("nvidia"),
+                boot_vga: Some(false),
+                numa_node: i as i32,
+                iommu_group: None,
+            },
+        )?;
+        tree.link(&format!("/sys/class/mdev_bus/{gpu}"), &dir)?;
+        mdev_types(tree, &dir, "T4", cat, |t| t.max_instances)?;
+        gpus.insert(gpu, SimGpu::nvidia("T4", SimInterface::LegacyMdev, MigModeState::NotSupported));
     }
     Ok(SimState::new(gpus))
 }

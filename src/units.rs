@@ -1,0 +1,72 @@
+//! The systemd units shipped in `systemd/`, installed by `vgpuctl install-units`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::host::{Host, HostError};
+
+pub const UNITS: &[(&str, &str)] = &[("vgpuctl-mdev-restore.service", include_str!("../systemd/vgpuctl-mdev-restore.service"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("the binary path {0:?} must be absolute and contain no spaces, quotes or '%' (systemd would misread it)")]
+    BadBinary(String),
+    #[error("the unit directory {0:?} must be an absolute path without '..'")]
+    BadDir(String),
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// Writes every unit into `unit_dir` (below the host root) atomically, with
+/// `@VGPUCTL@` replaced by `binary`. Returns the written paths.
+pub fn install(host: &Host, unit_dir: &str, binary: &str) -> Result<Vec<String>, UnitError> {
+    if !binary.starts_with('/') || binary.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '\\' | '$')) {
+        return Err(UnitError::BadBinary(binary.to_string()));
+    }
+    if !unit_dir.starts_with('/') || unit_dir.split('/').any(|c| c == "..") {
+        return Err(UnitError::BadDir(unit_dir.to_string()));
+    }
+    let dir = host.path(unit_dir)?;
+    fs::create_dir_all(&dir).map_err(|source| UnitError::Write { path: unit_dir.to_string(), source })?;
+    let mut written = Vec::new();
+    for (name, text) in UNITS {
+        let shown = format!("{}/{name}", unit_dir.trim_end_matches('/'));
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let body = text.replace("@VGPUCTL@", binary);
+        let res = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+            f.write_all(body.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(name))
+        })();
+        res.map_err(|source| UnitError::Write { path: shown.clone(), source })?;
+        written.push(shown);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_install_units_substitutes_binary_and_refuses_odd_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::at_root(d.path()).unwrap();
+        let w = install(&h, "/etc/systemd/system", "/usr/local/bin/vgpuctl").unwrap();
+        assert_eq!(w, vec!["/etc/systemd/system/vgpuctl-mdev-restore.service"]);
+        let text = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
+        assert!(text.contains("ExecStart=/usr/local/bin/vgpuctl mdev restore --wait 120"));
+        assert!(!text.contains("@VGPUCTL@"));
+        assert!(install(&h, "/etc/systemd/system", "vgpuctl").is_err());
+        assert!(install(&h, "/etc/systemd/system", "/usr/bin/vgpu ctl").is_err());
+        assert!(install(&h, "/etc/../tmp", "/usr/bin/vgpuctl").is_err());
+    }
+}
