@@ -68,7 +68,7 @@ fn redact(text: &str, root: &Path) -> String {
 
 #[test]
 fn test_list_snapshots_every_profile() {
-    for profile in ["h100x8-vfio", "a100x4-mdev", "passthrough"] {
+    for profile in ["h100x8-vfio", "a100x4-mdev", "t4x2-mdev", "passthrough"] {
         let dir = sim(profile);
         let root = dir.path().join("host");
         let table = vgpuctl(&root, &["list"]);
@@ -87,7 +87,7 @@ fn test_list_snapshots_every_profile() {
 
 #[test]
 fn test_types_snapshots_every_profile() {
-    for profile in ["h100x8-vfio", "a100x4-mdev", "passthrough"] {
+    for profile in ["h100x8-vfio", "a100x4-mdev", "t4x2-mdev", "passthrough"] {
         let dir = sim(profile);
         let root = dir.path().join("host");
         let o = vgpuctl(&root, &["types"]);

@@ -1,0 +1,237 @@
+//! mdev lifecycle on simulated NVIDIA hosts: the equal-size framebuffer rule
+//! (T4, no SR-IOV), one mdev per VF (A100 legacy SR-IOV), type lookup by
+//! name, persistence, restore, locking under concurrency, and bad input that
+//! must leave the host untouched.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::sim::SimHost;
+
+const T4: &str = "0000:3b:00.0";
+
+#[test]
+fn test_t4_equal_size_rule_follows_the_first_vgpu() {
+    let h = SimHost::new("t4x2-mdev");
+    let u = h.ok(&["mdev", "create", "--parent", T4, "--type", "T4-4Q"]);
+    let u = u.trim();
+    // Same size, other series: still allowed, one fewer left.
+    assert_eq!(h.available(T4, "nvidia-226"), 3);
+    assert_eq!(h.available(T4, "nvidia-319"), 3, "T4-4C shares the 4 GB size");
+    assert_eq!(h.available(T4, "nvidia-227"), 0, "T4-8Q is another size");
+    assert_eq!(h.available(T4, "nvidia-224"), 0, "T4-1Q is another size");
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-8Q"], 1);
+    assert!(e.contains("equal-size mode") && e.contains("4096 MiB") && e.contains(u), "{e}");
+    // The other GPU is independent.
+    assert_eq!(h.available("0000:d8:00.0", "nvidia-227"), 2);
+    // Fill the GPU with 4 GB vGPUs, then it is full.
+    for _ in 0..3 {
+        h.ok(&["mdev", "create", "--parent", T4, "--type", "GRID T4-4C"]);
+    }
+    assert_eq!(h.available(T4, "nvidia-226"), 0);
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-4A"], 1);
+    assert!(e.contains("no room"), "{e}");
+    // Removing every vGPU frees all sizes again.
+    let list = h.json(&["mdev", "list", "--json"]);
+    for d in list["devices"].as_array().unwrap() {
+        h.ok(&["mdev", "remove", d["uuid"].as_str().unwrap()]);
+    }
+    assert_eq!(h.available(T4, "nvidia-227"), 2);
+    assert_eq!(h.available(T4, "nvidia-228"), 1);
+}
+
+#[test]
+fn test_a100_legacy_one_mdev_per_vf_and_gpu_wide_size_rule() {
+    let h = SimHost::new("a100x4-mdev");
+    let c = h.json(&["mdev", "create", "--parent", "0000:17:00.4", "--type", "A100D-20C", "--json"]);
+    assert_eq!(c["type"], "nvidia-713");
+    assert_eq!(c["type_name"], "GRID A100D-20C");
+    // The VF now holds its one mdev: nothing else is available on it.
+    for t in ["nvidia-713", "nvidia-709", "nvidia-715"] {
+        assert_eq!(h.available("0000:17:00.4", t), 0, "{t}");
+    }
+    // Sibling VFs: same size still 1, other sizes 0 (the GPU-wide equal-size rule).
+    assert_eq!(h.available("0000:17:00.5", "nvidia-713"), 1);
+    assert_eq!(h.available("0000:17:00.5", "nvidia-711"), 0);
+    // Another GPU is untouched.
+    assert_eq!(h.available("0000:65:00.4", "nvidia-711"), 1);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:17:00.4", "--type", "A100D-20C"], 1);
+    assert!(e.contains("no room") && e.contains("GRID A100D-20C"), "{e}");
+    // A100D-20C: at most 4 per GPU. Three more fit on other VFs, the fifth does not.
+    for vf in ["0000:17:00.5", "0000:17:00.6", "0000:17:00.7"] {
+        h.ok(&["mdev", "create", "--parent", vf, "--type", "A100D-20C"]);
+    }
+    assert_eq!(h.available("0000:17:01.0", "nvidia-713"), 0);
+    // MIG-backed types need MIG mode, which is off.
+    assert_eq!(h.available("0000:65:00.4", "nvidia-699"), 0);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:65:00.4", "--type", "A100D-1-10C"], 1);
+    assert!(e.contains("no room"), "{e}");
+}
+
+#[test]
+fn test_type_lookup_by_dir_name_full_name_and_short_name() {
+    let h = SimHost::new("t4x2-mdev");
+    for t in ["nvidia-226", "GRID T4-4Q", "T4-4Q", "t4-4q"] {
+        let c = h.json(&["mdev", "create", "--parent", T4, "--type", t, "--json"]);
+        assert_eq!(c["type"], "nvidia-226", "{t}");
+    }
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "H100-4C"], 1);
+    assert!(e.contains("has no mdev type \"H100-4C\"") && e.contains("nvidia-226 (GRID T4-4Q)"), "{e}");
+}
+
+#[test]
+fn test_bad_input_is_refused_and_changes_nothing() {
+    let h = SimHost::new("t4x2-mdev");
+    let before = h.snapshot();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["mdev", "create", "--parent", "0000:99:00.0", "--type", "T4-4Q"], 1, "no mdev parent 0000:99:00.0"),
+        (&["mdev", "create", "--parent", "../0000:3b:00.0", "--type", "T4-4Q"], 64, "invalid mdev parent"),
+        (&["mdev", "create", "--parent", "mbochs/..", "--type", "T4-4Q"], 64, "invalid mdev parent"),
+        (&["mdev", "create", "--parent", T4, "--type", "nvidia/226"], 1, "has no mdev type"),
+        (&["mdev", "create", "--parent", T4, "--type", "../../../etc"], 1, "has no mdev type"),
+        (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", "not-a-uuid"], 64, "invalid mdev UUID"),
+        (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", "../../aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 64, "invalid mdev UUID"),
+        (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--attr", "../remove=1"], 64, "invalid attribute"),
+        (&["mdev", "remove", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no mdev aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee exists"),
+        (&["mdev", "start", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no definition"),
+        (&["mdev", "undefine", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no definition"),
+        (&["mdev", "define", "--parent", "0000:77:00.0", "--type", "GRID T4-4Q"], 1, "directory name"),
+    ];
+    for (args, code, needle) in cases {
+        let e = h.fails(args, *code);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    h.assert_unchanged(&before, "a refused command");
+}
+
+#[test]
+fn test_duplicate_uuid_names_its_owner() {
+    let h = SimHost::new("t4x2-mdev");
+    let u = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    h.ok(&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", u]);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:d8:00.0", "--type", "T4-4Q", "--uuid", u], 1);
+    assert!(e.contains("already in use by an mdev of type nvidia-226 on 0000:3b:00.0"), "{e}");
+}
+
+#[test]
+fn test_remove_of_device_in_use_names_it_and_keeps_it() {
+    let h = SimHost::new("t4x2-mdev");
+    let u = h.ok(&["mdev", "create", "--parent", T4, "--type", "T4-8Q"]);
+    let u = u.trim();
+    std::fs::write(h.path(&format!("/sys/bus/mdev/devices/{u}/.sim-in-use")), "").unwrap();
+    let e = h.fails(&["mdev", "remove", u], 1);
+    assert!(e.contains("is in use") && e.contains("stop the VM"), "{e}");
+    assert!(h.path(&format!("/sys/bus/mdev/devices/{u}")).exists());
+    std::fs::remove_file(h.path(&format!("/sys/bus/mdev/devices/{u}/.sim-in-use"))).unwrap();
+    h.ok(&["mdev", "remove", u]);
+    // Removing again: an error, or success with --if-exists.
+    h.fails(&["mdev", "remove", u], 1);
+    h.ok(&["mdev", "remove", u, "--if-exists"]);
+}
+
+#[test]
+fn test_persist_define_start_stop_undefine_round_trip() {
+    let h = SimHost::new("t4x2-mdev");
+    let u = "11111111-2222-3333-4444-555555555555";
+    let c = h.json(&["mdev", "create", "--parent", T4, "--type", "T4-2Q", "--uuid", u, "--persist", "--auto", "--json"]);
+    assert_eq!(c["defined"], true);
+    let def = std::fs::read_to_string(h.path(&format!("/etc/mdevctl.d/{T4}/{u}"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&def).unwrap();
+    assert_eq!(v, serde_json::json!({"mdev_type": "nvidia-225", "start": "auto", "attrs": []}));
+    let d = h.json(&["mdev", "list", "--defined", "--json"]);
+    assert_eq!(d["devices"][0]["active"], true);
+    h.ok(&["mdev", "stop", u]);
+    let d = h.json(&["mdev", "list", "--defined", "--json"]);
+    assert_eq!(d["devices"][0]["active"], false);
+    assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 0);
+    let s = h.json(&["mdev", "start", u, "--json"]);
+    assert_eq!(s["created"], true);
+    // Starting again is a no-op success.
+    let s = h.json(&["mdev", "start", u, "--json"]);
+    assert_eq!(s["created"], false);
+    h.ok(&["mdev", "remove", u, "--undefine"]);
+    assert!(!h.path(&format!("/etc/mdevctl.d/{T4}/{u}")).exists());
+    // Define with a name turns it into the directory name mdevctl needs.
+    let d = h.json(&["mdev", "define", "--parent", T4, "--type", "GRID T4-16Q", "--json"]);
+    assert_eq!(d["type"], "nvidia-228");
+    // A definition that clashes with an existing one is refused.
+    let e = h.fails(&["mdev", "define", "--parent", T4, "--type", "T4-1Q", "--uuid", d["uuid"].as_str().unwrap()], 1);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn test_corrupt_foreign_definition_is_reported_and_kept() {
+    let h = SimHost::new("t4x2-mdev");
+    let dir = h.path(&format!("/etc/mdevctl.d/{T4}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("99999999-2222-3333-4444-555555555555");
+    std::fs::write(&bad, "{\"mdev_type\": \"nvidia-226\", \"start\": \"auto\", \"surprise\": true}").unwrap();
+    h.ok(&["mdev", "define", "--parent", T4, "--type", "T4-4Q", "--auto", "--uuid", "11111111-2222-3333-4444-555555555555"]);
+    let o = h.run(&["mdev", "list", "--defined"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("99999999") && err.contains("unknown field `surprise`") && err.contains("left untouched"), "{err}");
+    let r = h.json(&["mdev", "restore", "--wait", "0", "--json"]);
+    assert_eq!(r["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(r["devices"][0]["result"], "started");
+    assert!(bad.exists());
+}
+
+#[test]
+fn test_restore_waits_bounded_for_missing_parent_and_reports_it() {
+    let h = SimHost::new("t4x2-mdev");
+    h.ok(&["mdev", "define", "--parent", "0000:77:00.0", "--type", "nvidia-226", "--auto", "--uuid", "11111111-2222-3333-4444-555555555555"]);
+    h.ok(&["mdev", "define", "--parent", T4, "--type", "T4-4Q", "--auto", "--uuid", "22222222-2222-3333-4444-555555555555"]);
+    h.ok(&["mdev", "define", "--parent", T4, "--type", "T4-4Q", "--uuid", "33333333-2222-3333-4444-555555555555"]);
+    let t = std::time::Instant::now();
+    let o = h.run(&["mdev", "restore", "--wait", "1", "--json"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "a missing parent makes restore fail");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let devs = r["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2, "manual definitions are not restored: {devs:?}");
+    assert_eq!(devs[0]["parent"], "0000:3b:00.0");
+    assert_eq!(devs[0]["result"], "started");
+    assert_eq!(devs[1]["result"], "parent_missing");
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5), "{took:?}");
+    // Again: the started one is already active.
+    let r = h.json(&["mdev", "list", "--json"]);
+    assert_eq!(r["devices"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn test_concurrent_creates_never_overcommit() {
+    let h = SimHost::new("t4x2-mdev");
+    // T4-4Q: 4 fit on the GPU. 16 racing creates: exactly 4 succeed.
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            h.cmd()
+                .args(["mdev", "create", "--parent", T4, "--type", "T4-4Q"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 4);
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("no room"), "{e}");
+    }
+    let list = h.json(&["mdev", "list", "--json"]);
+    assert_eq!(list["devices"].as_array().unwrap().len(), 4);
+    assert_eq!(h.available(T4, "nvidia-226"), 0);
+}
+
+#[test]
+fn test_install_units_writes_the_restore_unit() {
+    let h = SimHost::new("passthrough");
+    let out = h.ok(&["install-units", "--binary", "/usr/bin/vgpuctl"]);
+    assert!(out.contains("systemctl daemon-reload"), "{out}");
+    let unit = std::fs::read_to_string(h.path("/etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/vgpuctl mdev restore --wait 120"));
+    assert!(unit.contains("Before=libvirtd.service"));
+}
