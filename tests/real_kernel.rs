@@ -110,3 +110,137 @@ fn test_real_kernel_missing_root_is_a_clear_error() {
     let err = g.read("10-inventory", "missing-root.err");
     assert!(err.contains("/nonexistent") && err.contains("--root"), "{err}");
 }
+
+fn facts(g: &common::guest::GuestRun, scenario: &str) -> HashMap<String, String> {
+    g.read(scenario, "facts.txt")
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+#[test]
+fn test_real_kernel_mdev_create_list_remove_on_each_parent() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    for (p, t) in [("mbochs", "mbochs-small"), ("mdpy", "mdpy-hd"), ("mtty", "mtty-1")] {
+        assert_eq!(f[&format!("create_{p}")], "0", "{p}");
+        assert_eq!(f[&format!("exists_{p}")], "0", "{p}: device present after create");
+        assert_eq!(f[&format!("type_{p}")], t);
+        assert_eq!(f[&format!("remove_{p}")], "0");
+        assert_eq!(f[&format!("gone_{p}")], "1", "{p}: device gone after remove");
+        let list = g.json("20-mdev", &format!("list_{p}.json"));
+        let devs = list["devices"].as_array().unwrap();
+        assert_eq!(devs.len(), 1);
+        assert_eq!(devs[0]["parent"], p);
+        assert_eq!(devs[0]["type"], t);
+        assert_eq!(devs[0]["in_use"], Value::Bool(false));
+    }
+    assert_eq!(f["create_by_name"], "0");
+    assert_eq!(f["by_name_type"], "mtty-2", "type given by its name attribute");
+}
+
+#[test]
+fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    assert_eq!(f["pool_before"], "64/16/4");
+    assert_eq!(f["pool_create"], "0");
+    assert_eq!(f["pool_after"], "48/12/3", "one large (64 MB) takes from the shared pool");
+    let created = g.json("20-mdev", "pool-create.json");
+    assert_eq!(created["type"], "mbochs-large");
+    assert!(created["iommu_group"].is_u64());
+    assert_eq!(f["dup_rc"], "1");
+    let dup = g.read("20-mdev", "dup.err");
+    assert!(dup.contains("already in use by an mdev of type mbochs-large on mbochs"), "{dup}");
+    assert_eq!(f["full_rc"], "1");
+    let full = g.read("20-mdev", "full.err");
+    assert!(full.contains("no room for mbochs-large on mbochs") && full.contains("holds 4 mdev(s)"), "{full}");
+    // What the kernel itself says when full, as our ENOSPC/EUSERS mapping expects.
+    assert!(g.read("20-mdev", "kernel-full.err").contains("No space left on device"));
+    assert_eq!(f["missing_rc"], "1");
+    assert!(g.read("20-mdev", "missing.err").contains("no mdev 0badc0de-0000-4000-8000-000000000000 exists"));
+    assert_eq!(f["missing_ok_rc"], "0");
+}
+
+#[test]
+fn test_real_kernel_mdev_bad_input_changes_nothing() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    assert_eq!(f["bad_parent_rc"], "64");
+    assert_eq!(f["bad_type_rc"], "1");
+    assert_eq!(f["bad_uuid_rc"], "64");
+    assert_eq!(f["bad_unknown_rc"], "1");
+    assert!(g.read("20-mdev", "bad1.err").contains("invalid mdev parent \"../mbochs\""));
+    assert!(g.read("20-mdev", "bad2.err").contains("has no mdev type"));
+    assert!(g.read("20-mdev", "bad3.err").contains("invalid mdev UUID \"1234\""));
+    assert!(g.read("20-mdev", "bad4.err").contains("parents here: mbochs, mdpy, mtty"));
+    assert_eq!(g.read("20-mdev", "before-bad.txt"), g.read("20-mdev", "after-bad.txt"));
+}
+
+#[test]
+fn test_real_kernel_mdev_32_racing_creates_get_exactly_the_free_slots() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    assert_eq!(f["race_free"], "4");
+    assert_eq!(f["race_ok"], "4", "exactly as many creates succeed as slots were free");
+    assert_eq!(f["race_devices"], "4", "no extra device leaked");
+    assert_eq!(f["race_left"], "0");
+    let errs = g.read("20-mdev", "race-errors.txt");
+    assert_eq!(errs.lines().filter(|l| l.contains("no room for mbochs-large")).count(), 28, "{errs}");
+    assert!(!errs.contains("panicked"));
+}
+
+#[test]
+fn test_real_kernel_mdevctl_interop_both_ways() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    let ours = &f["ours_uuid"];
+    let theirs = &f["theirs_uuid"];
+    assert_eq!(f["ours_rc"], "0");
+    assert_eq!(f["mdevctl_list_rc"], "0");
+    // mdevctl sees our persistent device, active and auto.
+    let defined = g.read("20-mdev", "mdevctl-defined.txt");
+    assert!(defined.contains(&format!("{ours} mbochs mbochs-medium auto (active)")), "{defined}");
+    // We see mdevctl's definition and start it.
+    assert_eq!(f["mdevctl_define_rc"], "0");
+    let listed = g.json("20-mdev", "ours-defined.json");
+    let t = listed["devices"].as_array().unwrap().iter().find(|d| d["uuid"] == theirs.as_str()).expect("mdevctl's definition listed");
+    assert_eq!(t["parent"], "mdpy");
+    assert_eq!(t["type"], "mdpy-xga");
+    assert_eq!(t["start"], "auto");
+    assert_eq!(t["active"], false);
+    assert_eq!(f["start_theirs_rc"], "0");
+    assert_eq!(g.json("20-mdev", "start-theirs.json")["created"], true);
+    let after = g.read("20-mdev", "mdevctl-after-start.txt");
+    assert!(after.contains(&format!("{theirs} mdpy mdpy-xga auto")), "{after}");
+}
+
+#[test]
+fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("20-mdev");
+    let f = facts(g, "20-mdev");
+    assert_eq!(f["rmmod_rc"], "0");
+    assert_eq!(f["restore_rc"], "0");
+    let r = g.json("20-mdev", "restore.json");
+    let devs = r["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    for d in devs {
+        // mdevctl's udev rule may win the race for a parent; either way it is there.
+        let res = d["result"].as_str().unwrap();
+        assert!(res == "started" || res == "already_active", "{d}");
+    }
+    // mdpy came back ~2 s late: restore waited for it instead of failing.
+    let ms: u64 = f["restore_ms"].parse().unwrap();
+    assert!(ms >= 1500, "restore returned before the late parent appeared ({ms} ms)");
+    let present = g.read("20-mdev", "after-restore.txt");
+    assert!(present.contains(&f["ours_uuid"]) && present.contains(&f["theirs_uuid"]), "{present}");
+    assert_eq!(f["restore_again_rc"], "0");
+    let again = g.json("20-mdev", "restore-again.json");
+    assert!(again["devices"].as_array().unwrap().iter().all(|d| d["result"] == "already_active"));
+}
