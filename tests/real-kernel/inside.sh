@@ -10,7 +10,7 @@ export VGPUCTL=$work/vgpuctl
 export PATH=$work:$PATH
 modprobe -a vfio_iommu_type1 mdev mbochs mdpy mtty >"$work/out/modprobe.log" 2>&1
 echo $? >"$work/out/modprobe.rc"
-for s in "$here"/scenarios/*.sh; do
+for s in "${VGPUCTL_SCENARIO_DIR:-$here/scenarios}"/*.sh; do
     name=$(basename "$s" .sh)
     if [ -n "${VGPUCTL_SCENARIOS:-}" ] && ! grep -qw "$name" <<<"$VGPUCTL_SCENARIOS"; then
         continue
