@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked >&2
 work=${TMPDIR:-/tmp}/vgpuctl-bench-mdev
 BENCH_N=${1:-20} VGPUCTL_SCENARIO_DIR=$PWD/tests/real-kernel/bench \
-    bash tests/real-kernel/boot.sh "$work" target/release/vgpuctl
+    bash tests/real-kernel/boot.sh "$work" target/x86_64-unknown-linux-gnu/release/vgpuctl
 res=$work/out/50-mdev-vs-mdevctl
 if [ "$(cat "$res/rc")" != 0 ]; then
     echo "benchmark scenario failed:" >&2

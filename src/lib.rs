@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod lock;
+pub mod logging;
 pub mod mdev;
 pub mod host;
 pub mod ids;

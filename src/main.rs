@@ -11,13 +11,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = EnvFilter::try_from_env("VGPUCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+    init_logging(cli.verbose);
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -26,4 +20,21 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Warnings only, unless asked for more: the plain case installs a tiny
+/// subscriber instead of tracing-subscriber's registry, whose set-up was 7 %
+/// of a short command's instructions.
+fn init_logging(verbose: u8) {
+    let from_env = std::env::var_os("VGPUCTL_LOG").is_some();
+    if verbose == 0 && !from_env {
+        let _ = tracing::subscriber::set_global_default(vgpuctl::logging::WarnToStderr);
+        return;
+    }
+    let default = match verbose {
+        0 | 1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("VGPUCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
 }

@@ -47,7 +47,7 @@ pub struct Warnings(pub Vec<String>);
 impl Warnings {
     pub fn push(&mut self, msg: impl Into<String>) {
         let msg = msg.into();
-        tracing::warn!("{msg}");
+        tracing::debug!("{msg}");
         self.0.push(msg);
     }
 

@@ -25,6 +25,10 @@ kver=$("$here/build-modules.sh") || exit 3
 rm -rf "$work"
 mkdir -p "$work/out"
 cp "$bin" "$work/vgpuctl"
+# The guest does not inherit our environment: pass the knobs through a file.
+for var in VGPUCTL_SCENARIOS VGPUCTL_SCENARIO_DIR BENCH_N; do
+    if [ -n "${!var:-}" ]; then printf 'export %s=%q\n' "$var" "${!var}"; fi
+done >"$work/env.sh"
 start=$(date +%s)
 # Kernel messages go to the console log; results only through files, since
 # the console can interleave and drop lines.
