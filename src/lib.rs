@@ -13,8 +13,11 @@ pub mod ids;
 pub mod inventory;
 pub mod parse;
 pub mod sim;
+pub mod sriov;
 pub mod types;
 pub mod units;
+pub mod vgpu;
+pub mod nvctl;
 
 /// `outer: cause: root cause` on one line: how every vgpuctl error is shown.
 /// A cause whose text the outer message already contains is not repeated.

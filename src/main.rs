@@ -16,7 +16,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vgpuctl: {}", cli::error_line(&e));
-            exit::FAILED
+            if matches!(e, cli::CliError::Usage(_)) { exit::USAGE } else { exit::FAILED }
         }
     };
     std::process::exit(code);

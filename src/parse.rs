@@ -209,6 +209,14 @@ pub fn mig_mode_csv(text: &str) -> Vec<MigModeRow> {
         .collect()
 }
 
+/// The value of a `Name : value` line in `nvidia-smi -q` output (first match).
+pub fn smi_q_field(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +299,14 @@ mod tests {
         assert_eq!(rows[0].address.to_string(), "0000:00:06.0");
         assert_eq!(rows[1].current, MigModeState::Enabled);
         assert_eq!(mig_mode_csv("00000000:00:06.0, [N/A], [N/A]")[0].current, MigModeState::NotSupported);
+    }
+
+    #[test]
+    fn test_smi_q_field_from_real_capture() {
+        let text = include_str!("../tests/fixtures/h100-passthrough/nvidia-smi-q.txt");
+        assert_eq!(smi_q_field(text, "vGPU Heterogeneous Mode").as_deref(), Some("N/A"));
+        assert_eq!(smi_q_field(text, "Virtualization Mode").as_deref(), Some("Pass-Through"));
+        assert_eq!(smi_q_field(text, "No Such Field"), None);
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn timeout(&self) -> Duration {
+    pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.lock_timeout)
     }
 }

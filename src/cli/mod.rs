@@ -3,6 +3,7 @@
 pub mod mdev;
 pub mod render;
 pub mod table;
+pub mod vgpu;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,19 @@ pub enum Command {
     /// Create, remove, persist and restore mediated devices.
     #[command(subcommand)]
     Mdev(mdev::MdevCommand),
+    /// Create and remove vGPUs by type name; mixed-size mode.
+    #[command(subcommand)]
+    Vgpu(vgpu::VgpuCommand),
+    /// SR-IOV virtual functions of NVIDIA GPUs.
+    #[command(subcommand)]
+    Sriov(vgpu::SriovCommand),
+    /// Why a vGPU type can or cannot be created on each GPU, and what would make room.
+    Explain {
+        #[arg(long = "type", value_parser = vgpu::parse_type_arg)]
+        type_name: crate::vgpu::typename::VgpuTypeName,
+        #[arg(long)]
+        json: bool,
+    },
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
         /// Where unit files go (below --root).
@@ -120,6 +134,14 @@ pub enum CliError {
     Mdev(#[from] crate::mdev::MdevError),
     #[error(transparent)]
     Units(#[from] crate::units::UnitError),
+    #[error(transparent)]
+    Vgpu(#[from] crate::vgpu::VgpuError),
+    #[error(transparent)]
+    Sriov(#[from] crate::sriov::SriovError),
+    #[error(transparent)]
+    Nvctl(#[from] crate::nvctl::NvctlError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
@@ -163,8 +185,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Types(args) => {
             let host = open_host(&cli)?;
-            let inv = Inventory::scan_with(&host, &ScanOptions { usage: false, mig: false })?;
-            let report = crate::types::report(&inv, args.parent.as_ref());
+            let inv = Inventory::scan_with(&host, &ScanOptions { usage: false, mig: true })?;
+            let views = crate::vgpu::view::build(&inv, &crate::vgpu::view::HostFacts { host: &host });
+            let report = crate::types::report(&inv, views, args.parent.as_ref());
             if args.json {
                 print_json(&report)?;
             } else {
@@ -184,6 +207,18 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Mdev(cmd) => {
             let host = open_host(&cli)?;
             return mdev::run(&host, cmd);
+        }
+        Command::Vgpu(cmd) => {
+            let host = open_host(&cli)?;
+            return vgpu::run_vgpu(&host, cmd);
+        }
+        Command::Sriov(cmd) => {
+            let host = open_host(&cli)?;
+            return vgpu::run_sriov(&host, cmd);
+        }
+        Command::Explain { type_name, json } => {
+            let host = open_host(&cli)?;
+            return vgpu::run_explain(&host, type_name, *json);
         }
         Command::InstallUnits { unit_dir, binary } => {
             let host = open_host(&cli)?;
@@ -219,12 +254,44 @@ fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
     };
     let state = crate::sim::create(&dir, profile)?;
     let host = crate::open_host(Some(&dir))?;
-    print_out(&format!("# Simulated host {:?} written to {}\n\n$ vgpuctl --root {} list\n", state.profile, dir.display(), dir.display()));
+    let root = dir.display().to_string();
+    let step = |cmd: &str| print_out(&format!("\n$ vgpuctl --root {root} {cmd}\n"));
+    print_out(&format!("# Simulated host {:?} written to {root}\n", state.profile));
+    step("list");
+    print_out(&render::list(&Inventory::scan(&host)?));
+    let lock = std::time::Duration::from_secs(60);
+    if crate::sriov::status(&host)?.iter().any(|s| s.num_vfs == 0 && s.total_vfs > 0) {
+        step("sriov enable all");
+        for c in crate::sriov::set(&host, None, None, std::time::Duration::from_secs(30), lock)? {
+            print_out(&format!("{}: {} -> {} VFs\n", c.gpu, c.before, c.after));
+        }
+    }
+    let views = crate::vgpu::view::build(&Inventory::scan(&host)?, &crate::vgpu::view::HostFacts { host: &host });
+    // A time-sliced type of the first vGPU GPU, to show create and explain.
+    let wanted = views
+        .iter()
+        .flat_map(|v| v.types.iter())
+        .filter(|t| t.kind == Some(crate::vgpu::typename::VgpuKind::TimeSliced) && t.creatable > 1)
+        .filter_map(|t| t.name.parse::<crate::vgpu::typename::VgpuTypeName>().ok())
+        .max_by_key(|t| t.framebuffer_gb.min(20));
+    if let Some(t) = wanted {
+        for _ in 0..2 {
+            step(&format!("vgpu create --type {t}"));
+            let c = crate::vgpu::create(&host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: None, uuid: None, policy: Default::default() }, lock)?;
+            print_out(&format!("{} on {} ({})\n", c.type_name, c.gpu, c.vf.map(|v| format!("VF {v}")).or(c.uuid.map(|u| format!("mdev {u}"))).unwrap_or_default()));
+        }
+        let smaller = format!("{}-{}{}", t.model, (t.framebuffer_gb / 2).max(1), t.series.letter());
+        if let Ok(other) = smaller.parse::<crate::vgpu::typename::VgpuTypeName>() {
+            step(&format!("explain --type {other}"));
+            let (_, views) = crate::vgpu::views(&host)?;
+            print_out(&crate::vgpu::explain::render(&crate::vgpu::explain::explain(&views, &other)));
+        }
+    }
     let inv = Inventory::scan(&host)?;
-    print_out(&render::list(&inv));
-    print_out(&format!("\n$ vgpuctl --root {} types\n", dir.display()));
-    let report = crate::types::report(&inv, None);
-    print_out(&crate::types::render(&report));
-    print_out(&format!("\nExplore further with: vgpuctl --root {} list --json\n", dir.display()));
+    let views = crate::vgpu::view::build(&inv, &crate::vgpu::view::HostFacts { host: &host });
+    let first: Vec<_> = views.into_iter().take(1).collect();
+    step("types   (first GPU shown)");
+    print_out(&crate::types::render(&crate::types::report(&inv, first, None)));
+    print_out(&format!("\nExplore further with: vgpuctl --root {root} list --json\n"));
     Ok(())
 }

@@ -21,9 +21,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::tree::relative;
+use super::state::{SimGpu, SimInterface, SimState};
+use super::tree::{relative, Tree};
 use crate::host::{Host, WriteBehaviour};
-use crate::ids::MdevUuid;
+use crate::ids::{MdevUuid, PciAddress};
 use crate::parse;
 
 #[derive(Debug, Default)]
@@ -43,6 +44,8 @@ impl WriteBehaviour for SimBehaviour {
                 Some(mdev_create(host, parent, ty, value))
             }
             ["sys", "bus", "mdev", "devices", uuid, "remove"] => Some(mdev_remove(host, uuid, value)),
+            ["sys", "bus", "pci", "devices", dev, "sriov_numvfs"] => Some(sriov_numvfs(host, dev, value)),
+            ["sys", "bus", "pci", "devices", dev, "nvidia", "current_vgpu_type"] => Some(current_vgpu_type(host, dev, value)),
             _ => None,
         }
     }
@@ -114,6 +117,101 @@ fn mdev_remove(host: &Host, uuid: &str, value: &str) -> io::Result<()> {
     fs::remove_file(&bus_link)?;
     fs::remove_dir_all(&dev)?;
     recompute(host, &parent)
+}
+
+fn state_of(host: &Host, pf: PciAddress) -> io::Result<(SimState, SimGpu)> {
+    let state = SimState::load(host)?;
+    let gpu = state.gpus.get(&pf).cloned().ok_or_else(|| errno(nix::errno::Errno::ENODEV))?;
+    Ok((state, gpu))
+}
+
+/// The kernel's `sriov_numvfs_store`: more than total → ERANGE; changing a
+/// non-zero count to another non-zero count → EBUSY; the same count → no-op.
+fn sriov_numvfs(host: &Host, dev: &str, value: &str) -> io::Result<()> {
+    let pf: PciAddress = dev.parse().map_err(|_| errno(nix::errno::Errno::ENODEV))?;
+    let n = parse::count(value.trim()).ok_or_else(|| errno(nix::errno::Errno::EINVAL))?;
+    let read = |name: &str| -> io::Result<u32> {
+        let p = abs(host, &format!("/sys/bus/pci/devices/{pf}/{name}"))?;
+        fs::read_to_string(p).ok().and_then(|s| parse::count(&s)).ok_or_else(|| errno(nix::errno::Errno::ENOENT))
+    };
+    let total = read("sriov_totalvfs")?;
+    let current = read("sriov_numvfs")?;
+    if n > total {
+        return Err(errno(nix::errno::Errno::ERANGE));
+    }
+    if n == current {
+        return Ok(());
+    }
+    if current != 0 && n != 0 {
+        return Err(errno(nix::errno::Errno::EBUSY));
+    }
+    let (_, gpu) = state_of(host, pf)?;
+    let tree = Tree::open(host.root())?;
+    if n == 0 {
+        super::vfs::remove_vfs(&tree, pf)
+    } else {
+        super::vfs::add_vfs(&tree, pf, &gpu, n)
+    }
+}
+
+/// NVIDIA's vendor-specific VFIO: a type id when empty, `0` to clear. A type
+/// when one is set, or 0 when none is, is EPERM; a type the VF does not list
+/// as creatable is EINVAL; clearing a VF a VM holds is EBUSY.
+fn current_vgpu_type(host: &Host, dev: &str, value: &str) -> io::Result<()> {
+    let vf: PciAddress = dev.parse().map_err(|_| errno(nix::errno::Errno::ENODEV))?;
+    let vf_dir = fs::canonicalize(abs(host, &format!("/sys/bus/pci/devices/{vf}"))?)?;
+    let file = vf_dir.join("nvidia/current_vgpu_type");
+    let current = fs::read_to_string(&file).ok().and_then(|s| parse::count(&s)).unwrap_or(0);
+    let wanted = parse::count(value.trim()).ok_or_else(|| errno(nix::errno::Errno::EINVAL))?;
+    let pf_name = fs::canonicalize(vf_dir.join("physfn"))?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<PciAddress>().ok())
+        .ok_or_else(|| errno(nix::errno::Errno::ENODEV))?;
+    if wanted == 0 {
+        if current == 0 {
+            return Err(errno(nix::errno::Errno::EPERM));
+        }
+        if vf_dir.join(IN_USE_MARKER).exists() {
+            return Err(errno(nix::errno::Errno::EBUSY));
+        }
+    } else {
+        if current != 0 {
+            return Err(errno(nix::errno::Errno::EPERM));
+        }
+        let listed = fs::read_to_string(vf_dir.join("nvidia/creatable_vgpu_types")).unwrap_or_default();
+        let (types, _) = parse::creatable_vgpu_types(&listed);
+        if !types.iter().any(|t| t.id == wanted) {
+            return Err(errno(nix::errno::Errno::EINVAL));
+        }
+    }
+    fs::write(&file, format!("{wanted}\n"))?;
+    let (_, gpu) = state_of(host, pf_name)?;
+    super::vfs::refresh_vendor(&Tree::open(host.root())?, pf_name, &gpu)
+}
+
+/// Recomputes what a GPU offers after a change of driver state (mixed-size
+/// mode, MIG mode).
+pub fn refresh_gpu(host: &Host, gpu: PciAddress) -> io::Result<()> {
+    let (_, g) = state_of(host, gpu)?;
+    match g.interface {
+        SimInterface::VendorVfio => super::vfs::refresh_vendor(&Tree::open(host.root())?, gpu, &g),
+        SimInterface::LegacyMdev => {
+            let parent = gpu.to_string();
+            if host.exists(&format!("/sys/class/mdev_bus/{parent}")) {
+                return recompute(host, &parent);
+            }
+            // SR-IOV legacy: recompute through the first VF parent.
+            let first = fs::read_link(abs(host, &format!("/sys/bus/pci/devices/{gpu}/virtfn0"))?)
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+            match first {
+                Some(vf) => recompute(host, &vf),
+                None => Ok(()),
+            }
+        }
+        SimInterface::None => Ok(()),
+    }
 }
 
 /// One vGPU type as its sysfs files describe it.

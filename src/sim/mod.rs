@@ -6,16 +6,16 @@
 //! plugs into the host layer through [`crate::host::WriteBehaviour`].
 
 mod behaviour;
-pub mod catalog;
 mod profiles;
 mod state;
 mod tree;
+pub mod vfs;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 pub use profiles::{find as find_profile, Profile, PROFILES};
-pub use behaviour::{SimBehaviour, IN_USE_MARKER};
+pub use behaviour::{refresh_gpu, SimBehaviour, IN_USE_MARKER};
 pub use state::{SimGpu, SimInterface, SimState};
 pub use tree::{relative, Tree};
 

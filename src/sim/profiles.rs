@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::catalog::{self, SimType};
+use super::vfs;
 use super::state::{SimGpu, SimInterface, SimState};
 use super::tree::{PciFn, Tree};
 use crate::ids::PciAddress;
@@ -18,7 +18,7 @@ pub struct Profile {
 pub const PROFILES: &[Profile] = &[
     Profile {
         name: "h100x8-vfio",
-        summary: "8x H100 80GB HBM3, vGPU 17+ vendor-specific VFIO: 32 VFs each with nvidia/creatable_vgpu_types",
+        summary: "8x H100 80GB HBM3, vGPU 17+ vendor-specific VFIO, as after boot: 32 VFs each once enabled (vgpuctl sriov enable all)",
         build: h100x8_vfio,
     },
     Profile {
@@ -57,24 +57,8 @@ fn addr(bus: u8, dev: u8, func: u8) -> PciAddress {
     PciAddress { domain: 0, bus, device: dev, function: func }
 }
 
-/// Routing id of VF `n` (0-based) with NVIDIA's first-VF offset 4 and stride 1.
-fn vf_address(pf: PciAddress, n: u32) -> PciAddress {
-    let rid = (u32::from(pf.device) << 3 | u32::from(pf.function)) + 4 + n;
-    addr(pf.bus, ((rid >> 3) & 0x1f) as u8, (rid & 7) as u8)
-}
-
-/// Allocates IOMMU group numbers in discovery order, like the kernel.
-struct GroupIds(u32);
-
-impl GroupIds {
-    fn next(&mut self) -> u32 {
-        self.0 += 1;
-        self.0
-    }
-}
-
 /// A PCIe root port at `<bus-1>:01.0` with the GPU behind it, each in its own group.
-fn root_port_and_fn<'a>(tree: &Tree, groups: &mut GroupIds, gpu: &PciFn<'a>) -> io::Result<String> {
+fn root_port_and_fn<'a>(tree: &Tree, gpu: &PciFn<'a>) -> io::Result<String> {
     let port = addr(gpu.address.bus.wrapping_sub(1), 1, 0);
     let port_path = format!("pci0000:{:02x}/{port}", port.bus);
     tree.pci(&PciFn {
@@ -87,18 +71,18 @@ fn root_port_and_fn<'a>(tree: &Tree, groups: &mut GroupIds, gpu: &PciFn<'a>) -> 
         driver: Some("pcieport"),
         boot_vga: None,
         numa_node: gpu.numa_node,
-        iommu_group: Some(groups.next()),
+        iommu_group: Some(tree.next_group()),
     })?;
-    let group = groups.next();
+    let group = tree.next_group();
     tree.pci(&PciFn { devpath: format!("{port_path}/{}", gpu.address), iommu_group: Some(group), ..*gpu })
 }
 
 /// The server's BMC display (ASPEED AST2600): the boot VGA of almost every
 /// GPU server, and the device vgpuctl must never give away.
-fn bmc_vga(tree: &Tree, groups: &mut GroupIds) -> io::Result<()> {
+fn bmc_vga(tree: &Tree, ) -> io::Result<()> {
     let bridge = addr(0x02, 0, 0);
     let vga = addr(0x03, 0, 0);
-    let g = groups.next();
+    let g = tree.next_group();
     tree.pci(&PciFn {
         address: bridge,
         devpath: format!("pci0000:00/0000:00:1c.0/{bridge}"),
@@ -133,10 +117,9 @@ struct NvidiaGpuSpec {
     model: &'static str,
 }
 
-fn nvidia_pf(tree: &Tree, groups: &mut GroupIds, pf: PciAddress, numa: i32, spec: &NvidiaGpuSpec) -> io::Result<String> {
+fn nvidia_pf(tree: &Tree, pf: PciAddress, numa: i32, spec: &NvidiaGpuSpec) -> io::Result<String> {
     let dir = root_port_and_fn(
         tree,
-        groups,
         &PciFn {
             address: pf,
             devpath: String::new(),
@@ -151,111 +134,51 @@ fn nvidia_pf(tree: &Tree, groups: &mut GroupIds, pf: PciAddress, numa: i32, spec
         },
     )?;
     tree.write(&format!("{dir}/sriov_totalvfs"), &format!("{}\n", spec.total_vfs))?;
-    tree.write(&format!("{dir}/sriov_numvfs"), &format!("{}\n", spec.total_vfs))?;
+    tree.write(&format!("{dir}/sriov_numvfs"), "0\n")?;
     tree.write(&format!("{dir}/sriov_offset"), "4\n")?;
     tree.write(&format!("{dir}/sriov_stride"), "1\n")?;
     Ok(dir)
 }
 
-fn nvidia_vf(tree: &Tree, groups: &mut GroupIds, pf: PciAddress, pf_dir: &str, n: u32, numa: i32, spec: &NvidiaGpuSpec) -> io::Result<(PciAddress, String)> {
-    let vf = vf_address(pf, n);
-    let parent_dir = pf_dir.rsplit_once('/').map(|(p, _)| p).unwrap_or(pf_dir);
-    let devpath = format!("{}/{vf}", parent_dir.trim_start_matches("/sys/devices/"));
-    let dir = tree.pci(&PciFn {
-        address: vf,
-        devpath,
-        vendor: 0x10de,
-        device: spec.device,
-        subsystem: (0x10de, spec.subsystem),
-        class: 0x030200,
-        driver: Some("nvidia"),
-        boot_vga: Some(false),
-        numa_node: numa,
-        iommu_group: Some(groups.next()),
-    })?;
-    tree.link(&format!("{dir}/physfn"), pf_dir)?;
-    tree.link(&format!("{pf_dir}/virtfn{n}"), &dir)?;
-    Ok((vf, dir))
-}
-
-fn time_sliced(cat: &[SimType]) -> impl Iterator<Item = &SimType> {
-    cat.iter().filter(|t| t.mig_profile.is_none())
-}
-
+/// The H100 host as it is after boot: vGPU manager loaded, VFs not enabled
+/// yet (`vgpuctl sriov enable all` does that).
 fn h100x8_vfio(tree: &Tree) -> io::Result<SimState> {
     let spec = NvidiaGpuSpec { device: 0x2330, subsystem: 0x16c1, total_vfs: 32, model: "H100" };
-    let cat = catalog::catalog(spec.model).unwrap_or_default();
-    let mut groups = GroupIds(0);
-    bmc_vga(tree, &mut groups)?;
+    bmc_vga(tree)?;
     tree.write("/proc/driver/nvidia/version", DRIVER_VGPU)?;
     let mut gpus = BTreeMap::new();
     for (i, bus) in [0x18u8, 0x2a, 0x3a, 0x5d, 0x9a, 0xab, 0xba, 0xdb].into_iter().enumerate() {
         let pf = addr(bus, 0, 0);
-        let numa = if i < 4 { 0 } else { 1 };
-        let pf_dir = nvidia_pf(tree, &mut groups, pf, numa, &spec)?;
-        // With MIG off and nothing created, every VF offers every time-sliced type.
-        let mut creatable = String::from("ID    : vGPU Name\n");
-        for t in time_sliced(cat) {
-            creatable.push_str(&format!("{:<5} : NVIDIA {}-{}\n", t.id, spec.model, t.suffix));
-        }
-        for n in 0..spec.total_vfs {
-            let (_, dir) = nvidia_vf(tree, &mut groups, pf, &pf_dir, n, numa, &spec)?;
-            tree.write(&format!("{dir}/nvidia/creatable_vgpu_types"), &creatable)?;
-            tree.write(&format!("{dir}/nvidia/current_vgpu_type"), "0\n")?;
-            tree.write(&format!("{dir}/nvidia/vgpu_params"), "\n")?;
-        }
+        nvidia_pf(tree, pf, if i < 4 { 0 } else { 1 }, &spec)?;
         gpus.insert(pf, SimGpu::nvidia(spec.model, SimInterface::VendorVfio, MigModeState::Disabled));
     }
     Ok(SimState::new(gpus))
 }
 
+/// The A100 host after `sriov-manage -e ALL`: every VF an mdev parent.
 fn a100x4_mdev(tree: &Tree) -> io::Result<SimState> {
     let spec = NvidiaGpuSpec { device: 0x20b5, subsystem: 0x1533, total_vfs: 20, model: "A100D" };
-    let cat = catalog::catalog(spec.model).unwrap_or_default();
-    let mut groups = GroupIds(0);
-    bmc_vga(tree, &mut groups)?;
+    bmc_vga(tree)?;
     tree.write("/proc/driver/nvidia/version", DRIVER_VGPU)?;
     let mut gpus = BTreeMap::new();
     for (i, bus) in [0x17u8, 0x65, 0xca, 0xe3].into_iter().enumerate() {
         let pf = addr(bus, 0, 0);
-        let numa = if i < 2 { 0 } else { 1 };
-        let pf_dir = nvidia_pf(tree, &mut groups, pf, numa, &spec)?;
-        for n in 0..spec.total_vfs {
-            let (vf, dir) = nvidia_vf(tree, &mut groups, pf, &pf_dir, n, numa, &spec)?;
-            tree.link(&format!("/sys/class/mdev_bus/{vf}"), &dir)?;
-            // One mdev per VF; MIG-backed types need MIG mode, which is off.
-            mdev_types(tree, &dir, spec.model, cat, |t| u32::from(t.mig_profile.is_none()))?;
-        }
-        gpus.insert(pf, SimGpu::nvidia(spec.model, SimInterface::LegacyMdev, MigModeState::Disabled));
+        nvidia_pf(tree, pf, if i < 2 { 0 } else { 1 }, &spec)?;
+        let gpu = SimGpu::nvidia(spec.model, SimInterface::LegacyMdev, MigModeState::Disabled);
+        vfs::add_vfs(tree, pf, &gpu, spec.total_vfs)?;
+        gpus.insert(pf, gpu);
     }
     Ok(SimState::new(gpus))
 }
 
-/// The `nvidia-N` type directories of a legacy mdev parent at `dir`.
-fn mdev_types(tree: &Tree, dir: &str, model: &str, cat: &[SimType], available: impl Fn(&SimType) -> u32) -> io::Result<()> {
-    for t in cat {
-        let tdir = format!("{dir}/mdev_supported_types/nvidia-{}", t.id);
-        tree.write(&format!("{tdir}/name"), &format!("GRID {model}-{}\n", t.suffix))?;
-        tree.write(&format!("{tdir}/description"), &format!("{}\n", t.description()))?;
-        tree.write(&format!("{tdir}/device_api"), "vfio-pci\n")?;
-        tree.write(&format!("{tdir}/available_instances"), &format!("{}\n", available(t)))?;
-        tree.write(&format!("{tdir}/create"), "")?;
-        tree.mkdir(&format!("{tdir}/devices"))?;
-    }
-    Ok(())
-}
-
 fn t4x2_mdev(tree: &Tree) -> io::Result<SimState> {
-    let cat = catalog::catalog("T4").unwrap_or_default();
-    let mut groups = GroupIds(0);
-    bmc_vga(tree, &mut groups)?;
+        bmc_vga(tree)?;
     tree.write("/proc/driver/nvidia/version", DRIVER_VGPU)?;
     let mut gpus = BTreeMap::new();
     for (i, bus) in [0x3bu8, 0xd8].into_iter().enumerate() {
         let gpu = addr(bus, 0, 0);
         let dir = root_port_and_fn(
             tree,
-            &mut groups,
             &PciFn {
                 address: gpu,
                 devpath: String::new(),
@@ -270,18 +193,17 @@ fn t4x2_mdev(tree: &Tree) -> io::Result<SimState> {
             },
         )?;
         tree.link(&format!("/sys/class/mdev_bus/{gpu}"), &dir)?;
-        mdev_types(tree, &dir, "T4", cat, |t| t.max_instances)?;
+        vfs::legacy_types(tree, &dir, "T4", |t| t.max_instances)?;
         gpus.insert(gpu, SimGpu::nvidia("T4", SimInterface::LegacyMdev, MigModeState::NotSupported));
     }
     Ok(SimState::new(gpus))
 }
 
 fn passthrough(tree: &Tree) -> io::Result<SimState> {
-    let mut groups = GroupIds(0);
-    let mut gpus = BTreeMap::new();
+        let mut gpus = BTreeMap::new();
     // The host's own display: an RTX A6000 with its HDMI audio function, boot VGA.
     let a6000 = addr(0x01, 0, 0);
-    let g = groups.next();
+    let g = tree.next_group();
     let gfx = PciFn {
         address: a6000,
         devpath: format!("pci0000:00/0000:00:01.0/{a6000}"),
@@ -312,7 +234,6 @@ fn passthrough(tree: &Tree) -> io::Result<SimState> {
         let numa = if i == 0 { 0 } else { 1 };
         root_port_and_fn(
             tree,
-            &mut groups,
             &PciFn {
                 address: a,
                 devpath: String::new(),
@@ -330,7 +251,7 @@ fn passthrough(tree: &Tree) -> io::Result<SimState> {
     }
     // A GPU behind a switch without ACS, sharing its group with an NVMe drive
     // on the host's own driver: the non-viable group an admin must be told about.
-    let shared = groups.next();
+    let shared = tree.next_group();
     let l4 = addr(0xe2, 0, 0);
     let nvme = addr(0xe3, 0, 0);
     let base = PciFn {

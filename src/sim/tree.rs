@@ -10,6 +10,9 @@ use crate::ids::PciAddress;
 
 pub struct Tree {
     root: PathBuf,
+    /// The last IOMMU group number handed out; the kernel numbers groups in
+    /// discovery order, and VFs enabled later get the next free numbers.
+    last_group: std::cell::Cell<u32>,
 }
 
 /// One PCI function to put into the tree.
@@ -33,7 +36,24 @@ impl Tree {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not empty", root.display())));
         }
         fs::create_dir_all(root)?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self { root: root.to_path_buf(), last_group: std::cell::Cell::new(0) })
+    }
+
+    /// An existing simulated tree, to change it the way the kernel would.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let last = fs::read_dir(root.join("sys/kernel/iommu_groups"))
+            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).max().unwrap_or(0))
+            .unwrap_or(0);
+        Ok(Self { root: root.to_path_buf(), last_group: std::cell::Cell::new(last) })
+    }
+
+    pub fn next_group(&self) -> u32 {
+        self.last_group.set(self.last_group.get() + 1);
+        self.last_group.get()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn abs(&self, host_path: &str) -> PathBuf {

@@ -1,0 +1,194 @@
+//! Why a vGPU type can or cannot be created on each GPU, and the smallest
+//! change that would make room.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::typename::{VgpuKind, VgpuTypeName};
+use super::view::{GpuView, Interface, Slot, TypeView};
+use crate::ids::PciAddress;
+
+fn holdings(view: &GpuView) -> String {
+    let mut by_type: BTreeMap<&str, u32> = BTreeMap::new();
+    for v in &view.vgpus {
+        *by_type.entry(v.type_name.as_deref().unwrap_or("unknown type")).or_default() += 1;
+    }
+    by_type.iter().map(|(t, n)| format!("{n}×{t}")).collect::<Vec<_>>().join(", ")
+}
+
+fn mib(v: u64) -> String {
+    if v % 1024 == 0 {
+        format!("{} GB", v / 1024)
+    } else {
+        format!("{v} MiB")
+    }
+}
+
+/// The reason `t` has no creatable instance on `view`, in the admin's terms.
+pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> String {
+    let gpu = view.gpu;
+    if view.interface == Interface::None {
+        return no_interface(view);
+    }
+    match t.kind {
+        Some(VgpuKind::MigBacked) => {
+            let profile = t.mig_profile.clone().unwrap_or_else(|| "its".into());
+            if !view.mig_enabled() {
+                return format!("MIG mode is off on {gpu}; enable it (vgpuctl mig enable {gpu}) and create a {profile} GPU instance");
+            }
+            if view.vgpus.iter().any(|v| v.kind == Some(VgpuKind::TimeSliced)) {
+                return format!("{gpu} holds time-sliced vGPUs ({}); time-sliced and MIG-backed vGPUs never share a GPU", holdings(view));
+            }
+            format!("no free {profile} GPU instance on {gpu}; create one (vgpuctl mig create --gpu {gpu} --profile {profile})")
+        }
+        Some(VgpuKind::TimeSliced) => {
+            if view.mig_enabled() || view.holds_mig_backed() {
+                return format!(
+                    "{gpu} is in MIG mode{}; time-sliced vGPUs need MIG mode off (vgpuctl mig disable {gpu}) and never share a GPU with MIG-backed ones",
+                    if view.vgpus.is_empty() { String::new() } else { format!(" and holds {}", holdings(view)) }
+                );
+            }
+            let sizes = view.sizes_in_use();
+            let fb = t.framebuffer_mib.unwrap_or(0);
+            let het = view.heterogeneous == Some(true);
+            if !het && sizes.keys().any(|s| *s != fb) {
+                let mixed = match view.heterogeneous {
+                    Some(false) => format!(", or remove them all and enable mixed-size mode (vgpuctl vgpu mode --heterogeneous on {gpu})"),
+                    _ => String::new(),
+                };
+                return format!(
+                    "{gpu} holds {}; equal-size mode allows one framebuffer size per GPU and {} has {}: remove those vGPUs to use it{mixed}",
+                    holdings(view),
+                    t.name,
+                    mib(fb)
+                );
+            }
+            if het {
+                if let Some(total) = parsed.and_then(|p| super::known::total_framebuffer_gb(&p.model)) {
+                    let used: u64 = sizes.iter().map(|(s, n)| s * u64::from(*n)).sum();
+                    let total = u64::from(total) * 1024;
+                    if used + fb > total {
+                        return format!(
+                            "mixed-size mode: {} of {} framebuffer in use ({}); {} needs {}: remove vGPUs to free it",
+                            mib(used),
+                            mib(total),
+                            holdings(view),
+                            t.name,
+                            mib(fb)
+                        );
+                    }
+                }
+            }
+            let same = sizes.get(&fb).copied().unwrap_or(0);
+            if let Some(max) = t.max_instances.filter(|m| same >= *m) {
+                return format!("{gpu} is full for {} ({} of at most {max}): remove one ({})", mib(fb), same, holdings(view));
+            }
+            if view.free_slots == 0 {
+                return match view.interface {
+                    Interface::LegacyMdev => format!("{gpu} has no room left ({})", holdings(view)),
+                    _ => format!("every VF of {gpu} holds a vGPU ({}/{}): remove one, or enable more VFs", view.slots, view.slots),
+                };
+            }
+            format!("the driver offers {} on no free slot of {gpu} right now", t.name)
+        }
+        None => format!("the driver lists {} without a parsable vGPU name; vgpuctl cannot tell why it is not available", t.name),
+    }
+}
+
+/// Why a GPU lists no vGPU types at all.
+pub fn why_no_types(view: &GpuView) -> String {
+    no_interface(view)
+}
+
+fn no_interface(view: &GpuView) -> String {
+    let gpu = view.gpu;
+    match (view.sriov_total_vfs, view.sriov_num_vfs, view.driver.as_deref()) {
+        (Some(t), Some(0), Some("nvidia")) if t > 0 => format!("SR-IOV VFs are not enabled on {gpu}: vgpuctl sriov enable {gpu}"),
+        (_, _, Some("nvidia")) => format!("the NVIDIA driver offers no vGPU types on {gpu} (a passthrough/compute driver, not the vGPU manager?)"),
+        (_, _, Some(d)) => format!("{gpu} is bound to {d}, not to the NVIDIA vGPU host driver"),
+        (_, _, None) => format!("{gpu} is bound to no driver"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub gpu: PciAddress,
+    pub name: Option<String>,
+    pub can_create: bool,
+    pub creatable: u32,
+    /// The first slot a create would use.
+    pub next_slot: Option<Slot>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub schema_version: u32,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub kind: VgpuKind,
+    pub framebuffer_mib: u64,
+    pub mig_profile: Option<String>,
+    pub gpus: Vec<Verdict>,
+}
+
+pub fn explain(views: &[GpuView], wanted: &VgpuTypeName) -> Explanation {
+    let gpus = views
+        .iter()
+        .map(|v| {
+            let base = Verdict { gpu: v.gpu, name: v.name.clone(), can_create: false, creatable: 0, next_slot: None, reason: String::new() };
+            if let Some(m) = v.model.as_deref().filter(|m| *m != wanted.model) {
+                return Verdict {
+                    reason: format!(
+                        "{} ({}) takes {m} vGPU types; {wanted} is for {} GPUs",
+                        v.gpu,
+                        v.name.as_deref().unwrap_or("GPU"),
+                        wanted.model
+                    ),
+                    ..base
+                };
+            }
+            match v.find_type(wanted) {
+                Some(t) if t.creatable > 0 => Verdict {
+                    can_create: true,
+                    creatable: t.creatable,
+                    next_slot: t.slots.first().map(|(s, _)| s.clone()),
+                    reason: format!("{} more can be created", t.creatable),
+                    ..base
+                },
+                Some(t) => Verdict { reason: t.why_not.clone().unwrap_or_default(), ..base },
+                None if v.interface == Interface::None => Verdict { reason: no_interface(v), ..base },
+                None => Verdict { reason: format!("the driver does not offer {wanted} on {}", v.gpu), ..base },
+            }
+        })
+        .collect();
+    Explanation {
+        schema_version: crate::inventory::SCHEMA_VERSION,
+        type_name: wanted.to_string(),
+        kind: wanted.kind(),
+        framebuffer_mib: wanted.framebuffer_mib(),
+        mig_profile: wanted.mig_profile().map(|p| p.to_string()),
+        gpus,
+    }
+}
+
+pub fn render(e: &Explanation) -> String {
+    let mut out = format!(
+        "{} ({}, {} framebuffer{})\n",
+        e.type_name,
+        match e.kind {
+            VgpuKind::TimeSliced => "time-sliced",
+            VgpuKind::MigBacked => "MIG-backed",
+        },
+        mib(e.framebuffer_mib),
+        e.mig_profile.as_ref().map(|p| format!(", MIG profile {p}")).unwrap_or_default()
+    );
+    if e.gpus.is_empty() {
+        out.push_str("  no NVIDIA GPUs on this host\n");
+    }
+    for g in &e.gpus {
+        out.push_str(&format!("  {} {}: {}\n", g.gpu, if g.can_create { "yes" } else { "no " }, g.reason));
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! vGPU types across both NVIDIA kernel interfaces (legacy mdev, and the
+//! vendor-specific VFIO of vGPU 17+): names, the per-GPU view, allocation,
+//! create/remove and `explain`.
+
+pub mod alloc;
+pub mod explain;
+pub mod known;
+mod ops;
+pub mod typename;
+pub mod view;
+
+pub use ops::{create, create_locked, remove, remove_locked, set_heterogeneous, views, ModeChange, ModeError, VgpuCreateRequest, VgpuCreated, VgpuError, VgpuRemoved};

@@ -1,0 +1,247 @@
+//! Create and remove vGPUs by type name, on either NVIDIA interface.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::alloc::{self, Policy};
+use super::explain;
+use super::typename::VgpuTypeName;
+use super::view::{self, GpuView, HostFacts, Interface, Slot, TypeRef};
+use crate::host::{Host, HostError};
+use crate::ids::{MdevParent, MdevUuid, PciAddress};
+use crate::inventory::{Inventory, ScanOptions, VfioUsers};
+use crate::lock::{HostLock, LockError};
+use crate::mdev::{self, CreateRequest, MdevError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VgpuError {
+    #[error("no GPU can take a {wanted} now:\n{reasons}")]
+    NoRoom { wanted: String, reasons: String },
+    #[error("{gpu} is not a GPU with vGPU support here (see `vgpuctl explain --type {wanted}`)")]
+    NotAVgpuGpu { gpu: PciAddress, wanted: String },
+    #[error("--uuid applies to mdev-based vGPUs only; {gpu} uses NVIDIA's vendor-specific VFIO interface, where the VM's own UUID identifies the vGPU")]
+    UuidOnVendorVfio { gpu: PciAddress },
+    #[error("{target} is neither an mdev UUID nor the PCI address of a VF holding a vGPU")]
+    UnknownTarget { target: String },
+    #[error("{addr} is a physical GPU; remove a vGPU by its VF address or mdev UUID (vgpuctl list --json shows them)")]
+    IsPhysicalGpu { addr: PciAddress },
+    #[error("VF {vf} holds no vGPU")]
+    VfEmpty { vf: PciAddress },
+    #[error("VF {vf} is in use{by}; stop the VM first")]
+    VfBusy { vf: PciAddress, by: String },
+    #[error("VF {vf} changed behind vgpuctl's back: {why}")]
+    VfChanged { vf: PciAddress, why: String },
+    #[error("the driver refused type {type_id} on VF {vf}")]
+    VfRejected {
+        vf: PciAddress,
+        type_id: u32,
+        #[source]
+        source: HostError,
+    },
+    #[error(transparent)]
+    Mode(ModeError),
+    #[error(transparent)]
+    Nvctl(#[from] crate::nvctl::NvctlError),
+    #[error(transparent)]
+    Mdev(#[from] MdevError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VgpuCreated {
+    pub interface: Interface,
+    pub gpu: PciAddress,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub type_id: TypeRef,
+    /// Vendor-specific VFIO: the VF now carrying the vGPU (give it to the VM, unmanaged).
+    pub vf: Option<PciAddress>,
+    /// Legacy mdev: the mdev and its parent.
+    pub uuid: Option<MdevUuid>,
+    pub parent: Option<MdevParent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VgpuCreateRequest {
+    pub type_name: VgpuTypeName,
+    pub gpu: Option<PciAddress>,
+    pub uuid: Option<MdevUuid>,
+    pub policy: Policy,
+}
+
+/// The current vGPU view of the host (no usage scan: callers under the lock
+/// need allocation facts, not who holds what).
+pub fn views(host: &Host) -> Result<(Inventory, Vec<GpuView>), HostError> {
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
+    let v = view::build(&inv, &HostFacts { host });
+    Ok((inv, v))
+}
+
+pub fn create(host: &Host, req: &VgpuCreateRequest, lock_timeout: Duration) -> Result<VgpuCreated, VgpuError> {
+    let _lock = HostLock::acquire(host, lock_timeout)?;
+    create_locked(host, req)
+}
+
+pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated, VgpuError> {
+    let (_, views) = views(host)?;
+    if let Some(g) = req.gpu {
+        if !views.iter().any(|v| v.gpu == g && v.interface != Interface::None) {
+            return Err(VgpuError::NotAVgpuGpu { gpu: g, wanted: req.type_name.to_string() });
+        }
+    }
+    let Some(choice) = alloc::choose(&views, &req.type_name, req.gpu, req.policy) else {
+        let e = explain::explain(&views, &req.type_name);
+        let reasons = e
+            .gpus
+            .iter()
+            .filter(|v| req.gpu.is_none_or(|g| g == v.gpu))
+            .map(|v| format!("  {}: {}", v.gpu, v.reason))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(VgpuError::NoRoom { wanted: req.type_name.to_string(), reasons: if reasons.is_empty() { "  no NVIDIA GPUs".into() } else { reasons } });
+    };
+    let gpu = choice.view.gpu;
+    let type_name = choice.ty.name.clone();
+    match (&choice.slot, &choice.id) {
+        (Slot::Vf { vf }, TypeRef::VendorId(id)) => {
+            if req.uuid.is_some() {
+                return Err(VgpuError::UuidOnVendorVfio { gpu });
+            }
+            set_vf_type(host, *vf, *id)?;
+            Ok(VgpuCreated { interface: Interface::VendorVfio, gpu, type_name, type_id: choice.id.clone(), vf: Some(*vf), uuid: None, parent: None })
+        }
+        (Slot::Mdev { parent }, TypeRef::Mdev(t)) => {
+            let c = mdev::create_locked(
+                host,
+                &CreateRequest { parent: parent.clone(), mdev_type: t.to_string(), uuid: req.uuid, persist: None, attrs: vec![] },
+            )?;
+            Ok(VgpuCreated {
+                interface: choice.view.interface,
+                gpu,
+                type_name,
+                type_id: choice.id.clone(),
+                vf: parent.pci_address().filter(|_| choice.view.interface == Interface::LegacyMdevVfs),
+                uuid: Some(c.uuid),
+                parent: Some(parent.clone()),
+            })
+        }
+        // A vendor slot always carries a vendor id and an mdev slot an mdev type.
+        _ => Err(VgpuError::NoRoom { wanted: type_name, reasons: "inconsistent slot".into() }),
+    }
+}
+
+fn vf_file(vf: PciAddress) -> String {
+    format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")
+}
+
+fn read_vf_type(host: &Host, vf: PciAddress) -> Result<u32, VgpuError> {
+    let raw = host.read_attr(&vf_file(vf))?;
+    crate::parse::count(&raw).ok_or_else(|| VgpuError::VfChanged { vf, why: format!("current_vgpu_type holds {raw:?}") })
+}
+
+/// Writes a type to an empty VF and checks it took. The driver answers EPERM
+/// when the VF already has a type; we read first so the admin never sees that.
+fn set_vf_type(host: &Host, vf: PciAddress, id: u32) -> Result<(), VgpuError> {
+    let current = read_vf_type(host, vf)?;
+    if current != 0 {
+        return Err(VgpuError::VfChanged { vf, why: format!("it already holds type {current}") });
+    }
+    tracing::info!(%vf, id, "setting vGPU type");
+    host.write_attr(&vf_file(vf), &id.to_string()).map_err(|source| VgpuError::VfRejected { vf, type_id: id, source })?;
+    let now = read_vf_type(host, vf)?;
+    if now != id {
+        let _ = host.write_attr(&vf_file(vf), "0");
+        return Err(VgpuError::VfChanged { vf, why: format!("wrote {id} but it reads {now}; set back to 0") });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VgpuRemoved {
+    pub vf: Option<PciAddress>,
+    pub uuid: Option<MdevUuid>,
+    pub removed: bool,
+}
+
+pub fn remove(host: &Host, target: &str, if_exists: bool, lock_timeout: Duration) -> Result<VgpuRemoved, VgpuError> {
+    let _lock = HostLock::acquire(host, lock_timeout)?;
+    remove_locked(host, target, if_exists)
+}
+
+pub fn remove_locked(host: &Host, target: &str, if_exists: bool) -> Result<VgpuRemoved, VgpuError> {
+    if let Ok(uuid) = target.parse::<MdevUuid>() {
+        let r = mdev::remove_locked(host, uuid, false, if_exists)?;
+        return Ok(VgpuRemoved { vf: None, uuid: Some(uuid), removed: r.removed });
+    }
+    let Ok(vf) = target.parse::<PciAddress>() else {
+        return Err(VgpuError::UnknownTarget { target: target.to_string() });
+    };
+    if !host.exists(&vf_file(vf)) {
+        if host.exists(&format!("/sys/bus/pci/devices/{vf}/sriov_totalvfs")) {
+            return Err(VgpuError::IsPhysicalGpu { addr: vf });
+        }
+        return Err(VgpuError::UnknownTarget { target: target.to_string() });
+    }
+    if read_vf_type(host, vf)? == 0 {
+        // Writing 0 to an empty VF is EPERM on real hosts: say what it means.
+        return if if_exists { Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: false }) } else { Err(VgpuError::VfEmpty { vf }) };
+    }
+    if let Some(by) = vf_user(host, vf) {
+        return Err(VgpuError::VfBusy { vf, by });
+    }
+    tracing::info!(%vf, "clearing vGPU type");
+    host.write_attr(&vf_file(vf), "0").map_err(|e| match e.errno().map(nix::errno::Errno::from_raw) {
+        Some(nix::errno::Errno::EBUSY | nix::errno::Errno::EPERM) => VgpuError::VfBusy { vf, by: String::new() },
+        _ => VgpuError::Host(e),
+    })?;
+    Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: true })
+}
+
+/// Who holds the VF's VFIO group, if anyone (and if we can tell).
+fn vf_user(host: &Host, vf: PciAddress) -> Option<String> {
+    let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok()??.parse::<u32>().ok()?;
+    let u = VfioUsers::scan(host).user_of(group)?;
+    Some(format!(" by {} (pid {}){}", u.process, u.pid, u.vm.map(|v| format!(", VM {v}")).unwrap_or_default()))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeChange {
+    pub gpu: PciAddress,
+    pub heterogeneous: bool,
+    pub changed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error("{gpu} has no mixed-size (heterogeneous) vGPU mode (it needs vGPU 17+ on a GPU that supports it; `nvidia-smi -q` shows 'vGPU Heterogeneous Mode')")]
+    Unsupported { gpu: PciAddress },
+    #[error("cannot change the mixed-size mode of {gpu} while it holds vGPUs ({what}); the driver refuses (IN_USE): remove them first")]
+    VgpusExist { gpu: PciAddress, what: String },
+    #[error("cannot enable mixed-size mode on {gpu} while MIG mode is on (the driver answers NOT_SUPPORTED)")]
+    MigOn { gpu: PciAddress },
+}
+
+/// Turns mixed-size mode on or off, after the checks the driver would fail
+/// with less helpful messages.
+pub fn set_heterogeneous(host: &Host, gpu: PciAddress, on: bool, lock_timeout: Duration) -> Result<ModeChange, VgpuError> {
+    let _lock = HostLock::acquire(host, lock_timeout)?;
+    let (_, views) = views(host)?;
+    let v = views.iter().find(|v| v.gpu == gpu).ok_or(VgpuError::NotAVgpuGpu { gpu, wanted: "a vGPU".into() })?;
+    let current = v.heterogeneous.ok_or(VgpuError::Mode(ModeError::Unsupported { gpu }))?;
+    if current == on {
+        return Ok(ModeChange { gpu, heterogeneous: on, changed: false });
+    }
+    if !v.vgpus.is_empty() {
+        let what = v.vgpus.iter().map(|x| x.type_name.clone().unwrap_or_default()).collect::<Vec<_>>().join(", ");
+        return Err(VgpuError::Mode(ModeError::VgpusExist { gpu, what }));
+    }
+    if on && v.mig_enabled() {
+        return Err(VgpuError::Mode(ModeError::MigOn { gpu }));
+    }
+    crate::nvctl::backend(host).set_heterogeneous(gpu, on)?;
+    Ok(ModeChange { gpu, heterogeneous: on, changed: true })
+}
