@@ -98,7 +98,7 @@ fn main() {
     let exe = Path::new(env!("CARGO_BIN_EXE_vgpuctl"));
     {
         let cmd = time(30, || {
-            let o = Command::new(&exe).arg("--root").arg(&dir).args(["list", "--json"]).output().unwrap();
+            let o = Command::new(exe).arg("--root").arg(&dir).args(["list", "--json"]).output().unwrap();
             assert!(o.status.success());
         });
         let truth = time(30, || {

@@ -99,6 +99,8 @@ fn test_types_snapshots_every_profile() {
 #[test]
 fn test_list_json_h100_structure() {
     let dir = sim("h100x8-vfio");
+    let o = vgpuctl(&dir.path().join("host"), &["sriov", "enable", "all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&vgpuctl(&dir.path().join("host"), &["list", "--json"]))).unwrap();
     let gpus = v["gpus"].as_array().unwrap();
     let h100: Vec<_> = gpus.iter().filter(|g| g["name"] == "H100 80GB HBM3").collect();
@@ -128,7 +130,11 @@ fn test_types_parent_filter_and_bad_parent() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["mdev"].as_array().unwrap().len(), 1);
     assert_eq!(v["mdev"][0]["parent"], "0000:17:00.4");
-    assert_eq!(v["mdev"][0]["gpu"], "0000:17:00.0");
+    let o = vgpuctl(&root, &["types", "--json", "--parent", "0000:17:00.0"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["gpus"].as_array().unwrap().len(), 1);
+    assert_eq!(v["gpus"][0]["interface"], "legacy_mdev_vfs");
+    assert_eq!(v["gpus"][0]["slots"], 20);
     for bad in ["../17:00.4", "0000:17:00.9", "a/b"] {
         let o = vgpuctl(&root, &["types", "--parent", bad]);
         assert_eq!(o.status.code(), Some(64), "{bad}");
@@ -179,6 +185,7 @@ fn test_pci_devices_that_is_a_file_is_a_clear_error() {
 fn test_garbage_sysfs_is_reported_and_skipped() {
     let dir = sim("h100x8-vfio");
     let root = dir.path().join("host");
+    assert!(vgpuctl(&root, &["sriov", "enable", "all"]).status.success());
     let devs = root.join("sys/bus/pci/devices");
     let dev = |a: &str| fs::canonicalize(devs.join(a)).unwrap();
     // A dangling device link.

@@ -18,7 +18,7 @@ fn holdings(view: &GpuView) -> String {
 }
 
 fn mib(v: u64) -> String {
-    if v % 1024 == 0 {
+    if v.is_multiple_of(1024) {
         format!("{} GB", v / 1024)
     } else {
         format!("{v} MiB")
