@@ -5,6 +5,7 @@
 //! See docs/architecture.md.
 
 pub mod cli;
+pub mod libvirt;
 pub mod lock;
 pub mod logging;
 pub mod mdev;

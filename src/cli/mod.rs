@@ -4,6 +4,7 @@ pub mod mdev;
 pub mod render;
 pub mod table;
 pub mod vgpu;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Domain XML for GPU VMs; define/attach/detach go through vgpuctl-libvirt.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
         /// Where unit files go (below --root).
@@ -142,6 +146,12 @@ pub enum CliError {
     Nvctl(#[from] crate::nvctl::NvctlError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Template(#[from] crate::libvirt::templates::TemplateError),
+    #[error(transparent)]
+    Generate(#[from] crate::libvirt::generate::GenerateError),
+    #[error(transparent)]
+    DomainXml(#[from] crate::libvirt::domain_xml::DomainXmlError),
 }
 
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
@@ -215,6 +225,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Sriov(cmd) => {
             let host = open_host(&cli)?;
             return vgpu::run_sriov(&host, cmd);
+        }
+        Command::Vm(cmd) => {
+            let host = open_host(&cli)?;
+            return vm::run(&host, cmd);
         }
         Command::Explain { type_name, json } => {
             let host = open_host(&cli)?;

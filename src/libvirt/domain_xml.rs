@@ -1,0 +1,267 @@
+//! Reading a libvirt domain XML: vgpuctl's metadata and the GPU hostdevs.
+//! Used by the qemu hook (XML on stdin) and `vm show`, so it trusts nothing:
+//! every attribute goes through the strict grammar of its identifier, and a
+//! malformed vgpuctl element is an error naming it, not a guess.
+
+use serde::Serialize;
+
+use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
+use crate::vgpu::alloc::Policy;
+use crate::vgpu::typename::VgpuTypeName;
+
+pub const NAMESPACE: &str = "https://vgpuctl.dev/xmlns/libvirt/domain/1";
+/// Domain XML larger than this is refused before parsing (real ones are a few KiB).
+pub const MAX_XML_BYTES: usize = 4 << 20;
+
+/// What a VM asked vgpuctl for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GpuRequest {
+    /// A vGPU by type. Legacy mdev: `uuid` set, created on any GPU with room.
+    /// Vendor VFIO: `vf` set (the VF the domain's hostdev names).
+    Vgpu {
+        #[serde(rename = "type")]
+        type_name: String,
+        policy: Policy,
+        gpu: Option<PciAddress>,
+        vf: Option<PciAddress>,
+        uuid: Option<MdevUuid>,
+    },
+    /// An mdev of a given type (any mdev driver), on `parent` or any parent offering it.
+    Mdev {
+        #[serde(rename = "type")]
+        mdev_type: MdevTypeId,
+        parent: Option<MdevParent>,
+        uuid: MdevUuid,
+    },
+    /// A whole GPU (and its companion functions) through vfio-pci.
+    Passthrough { address: PciAddress, companions: Vec<PciAddress> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hostdev {
+    Mdev { uuid: MdevUuid },
+    Pci { address: PciAddress, managed: bool },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainGpus {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub requests: Vec<GpuRequest>,
+    pub hostdevs: Vec<Hostdev>,
+    /// The `<os>` type hints a Windows guest (libosinfo id).
+    pub os_hint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainXmlError {
+    #[error("domain XML is larger than 4 MiB")]
+    TooLarge,
+    #[error("domain XML does not parse: {0}")]
+    Parse(String),
+    #[error("domain XML has no <domain> root")]
+    NotADomain,
+    #[error("domain XML has no <name>")]
+    NoName,
+    #[error("vgpuctl metadata element <{element}>: {why}")]
+    Metadata { element: String, why: String },
+    #[error("hostdev: {0}")]
+    Hostdev(String),
+}
+
+fn attr<'a>(n: &roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> {
+    n.attribute(name)
+}
+
+/// The first child element `name` in no namespace (libvirt's own elements).
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children().find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none())
+}
+
+fn meta_err(el: &str, why: impl Into<String>) -> DomainXmlError {
+    DomainXmlError::Metadata { element: el.to_string(), why: why.into() }
+}
+
+fn parse_opt<T: std::str::FromStr>(n: &roxmltree::Node, el: &str, name: &str) -> Result<Option<T>, DomainXmlError>
+where
+    T::Err: std::fmt::Display,
+{
+    match attr(n, name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e: T::Err| meta_err(el, format!("attribute {name}: {e}"))),
+    }
+}
+
+fn hex_attr(n: &roxmltree::Node, name: &str) -> Result<u32, DomainXmlError> {
+    let v = attr(n, name).ok_or_else(|| DomainXmlError::Hostdev(format!("PCI address without {name}")))?;
+    let digits = v.strip_prefix("0x").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DomainXmlError::Hostdev(format!("PCI address {name}={v:?} is not hex")));
+    }
+    u32::from_str_radix(digits, 16).map_err(|_| DomainXmlError::Hostdev(format!("PCI address {name}={v:?}")))
+}
+
+fn pci_from_address(a: &roxmltree::Node) -> Result<PciAddress, DomainXmlError> {
+    let (d, b, s, f) = (hex_attr(a, "domain")?, hex_attr(a, "bus")?, hex_attr(a, "slot")?, hex_attr(a, "function")?);
+    match (u16::try_from(d), u8::try_from(b), u8::try_from(s), u8::try_from(f)) {
+        (Ok(d), Ok(b), Ok(s), Ok(f)) => PciAddress::new(d, b, s, f).ok_or_else(|| DomainXmlError::Hostdev("PCI address out of range".into())),
+        _ => Err(DomainXmlError::Hostdev("PCI address out of range".into())),
+    }
+}
+
+pub fn parse(xml: &str) -> Result<DomainGpus, DomainXmlError> {
+    if xml.len() > MAX_XML_BYTES {
+        return Err(DomainXmlError::TooLarge);
+    }
+    let doc = roxmltree::Document::parse(xml).map_err(|e| DomainXmlError::Parse(e.to_string()))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "domain" {
+        return Err(DomainXmlError::NotADomain);
+    }
+    let name = child(root, "name").and_then(|n| n.text()).map(str::to_string).ok_or(DomainXmlError::NoName)?;
+    let uuid = child(root, "uuid").and_then(|n| n.text()).map(|s| s.trim().to_string());
+    let mut requests = Vec::new();
+    if let Some(md) = child(root, "metadata") {
+        for gpus in md.children().filter(|c| c.is_element() && c.tag_name().namespace() == Some(NAMESPACE)) {
+            if gpus.tag_name().name() != "gpus" {
+                return Err(meta_err(gpus.tag_name().name(), "unknown element in vgpuctl's namespace (expected <gpus>)"));
+            }
+            for d in gpus.children().filter(|c| c.is_element()) {
+                let el = d.tag_name().name();
+                if d.tag_name().namespace() != Some(NAMESPACE) {
+                    return Err(meta_err(el, "element outside vgpuctl's namespace inside <vgpuctl:gpus>"));
+                }
+                requests.push(parse_request(&d, el)?);
+            }
+        }
+    }
+    let mut hostdevs = Vec::new();
+    if let Some(devs) = child(root, "devices") {
+        for h in devs.children().filter(|c| c.is_element() && c.tag_name().name() == "hostdev") {
+            if attr(&h, "mode") != Some("subsystem") {
+                continue;
+            }
+            let Some(src) = child(h, "source") else { continue };
+            match attr(&h, "type") {
+                Some("mdev") => {
+                    let a = child(src, "address").ok_or_else(|| DomainXmlError::Hostdev("mdev hostdev without <address uuid=…>".into()))?;
+                    let u = attr(&a, "uuid").ok_or_else(|| DomainXmlError::Hostdev("mdev hostdev without uuid".into()))?;
+                    let uuid = u.parse().map_err(|e: crate::ids::IdError| DomainXmlError::Hostdev(e.to_string()))?;
+                    hostdevs.push(Hostdev::Mdev { uuid });
+                }
+                Some("pci") => {
+                    let Some(a) = child(src, "address") else { continue };
+                    hostdevs.push(Hostdev::Pci { address: pci_from_address(&a)?, managed: attr(&h, "managed") == Some("yes") });
+                }
+                _ => {}
+            }
+        }
+    }
+    // libosinfo ids such as http://microsoft.com/win/11 mark Windows guests.
+    let os_hint = child(root, "metadata")
+        .and_then(|m| m.descendants().find(|d| d.tag_name().name() == "os" && attr(d, "id").is_some()))
+        .and_then(|o| attr(&o, "id"))
+        .map(str::to_string);
+    Ok(DomainGpus { name, uuid, requests, hostdevs, os_hint })
+}
+
+fn parse_request(d: &roxmltree::Node, el: &str) -> Result<GpuRequest, DomainXmlError> {
+    let known: &[&str] = match el {
+        "vgpu" => &["type", "policy", "gpu", "vf", "uuid"],
+        "mdev" => &["type", "parent", "uuid"],
+        "passthrough" => &["address", "companions"],
+        _ => return Err(meta_err(el, "unknown element (expected vgpu, mdev or passthrough)")),
+    };
+    for a in d.attributes() {
+        if !known.contains(&a.name()) {
+            return Err(meta_err(el, format!("unknown attribute {:?}", a.name())));
+        }
+    }
+    Ok(match el {
+        "vgpu" => {
+            let t = attr(d, "type").ok_or_else(|| meta_err(el, "missing type"))?;
+            let parsed: VgpuTypeName = t.parse().map_err(|e: crate::vgpu::typename::TypeNameError| meta_err(el, e.to_string()))?;
+            let policy = match attr(d, "policy") {
+                None | Some("pack") => Policy::Pack,
+                Some("spread") => Policy::Spread,
+                Some(p) => return Err(meta_err(el, format!("policy {p:?} (expected pack or spread)"))),
+            };
+            let vf = parse_opt(d, el, "vf")?;
+            let uuid = parse_opt(d, el, "uuid")?;
+            if vf.is_some() == uuid.is_some() {
+                return Err(meta_err(el, "needs exactly one of vf (vendor-specific VFIO) or uuid (mdev)"));
+            }
+            GpuRequest::Vgpu { type_name: parsed.to_string(), policy, gpu: parse_opt(d, el, "gpu")?, vf, uuid }
+        }
+        "mdev" => GpuRequest::Mdev {
+            mdev_type: parse_opt(d, el, "type")?.ok_or_else(|| meta_err(el, "missing type"))?,
+            parent: parse_opt(d, el, "parent")?,
+            uuid: parse_opt(d, el, "uuid")?.ok_or_else(|| meta_err(el, "missing uuid"))?,
+        },
+        _ => {
+            let companions = match attr(d, "companions") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(|a| a.trim().parse().map_err(|e: crate::ids::IdError| meta_err(el, e.to_string())))
+                    .collect::<Result<_, _>>()?,
+            };
+            GpuRequest::Passthrough { address: parse_opt(d, el, "address")?.ok_or_else(|| meta_err(el, "missing address"))?, companions }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "xmlns:vgpuctl='https://vgpuctl.dev/xmlns/libvirt/domain/1'";
+
+    fn dom(meta: &str, devices: &str) -> String {
+        format!("<domain type='qemu'><name>vm1</name><uuid>c7a5fdbd-cdaf-9455-926a-d65c16db1809</uuid><metadata>{meta}</metadata><devices>{devices}</devices></domain>")
+    }
+
+    #[test]
+    fn test_parses_metadata_and_hostdevs() {
+        let x = dom(
+            &format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='mbochs-medium' parent='mbochs' uuid='11111111-2222-3333-4444-555555555555'/><vgpuctl:vgpu type='NVIDIA H100-10C' vf='0000:18:00.4'/><vgpuctl:passthrough address='0000:41:00.0' companions='0000:41:00.1'/></vgpuctl:gpus>"),
+            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='11111111-2222-3333-4444-555555555555'/></source></hostdev><hostdev mode='subsystem' type='pci' managed='no'><source><address domain='0x0000' bus='0x18' slot='0x00' function='0x4'/></source></hostdev>",
+        );
+        let d = parse(&x).unwrap();
+        assert_eq!(d.name, "vm1");
+        assert_eq!(d.requests.len(), 3);
+        assert!(matches!(&d.requests[1], GpuRequest::Vgpu { type_name, vf: Some(_), .. } if type_name == "H100-10C"));
+        assert_eq!(d.hostdevs.len(), 2);
+        assert_eq!(d.hostdevs[1], Hostdev::Pci { address: "0000:18:00.4".parse().unwrap(), managed: false });
+    }
+
+    #[test]
+    fn test_domain_without_gpus_is_empty_not_an_error() {
+        let d = parse("<domain type='kvm'><name>plain</name><devices><disk/></devices></domain>").unwrap();
+        assert!(d.requests.is_empty() && d.hostdevs.is_empty());
+    }
+
+    #[test]
+    fn test_hostile_metadata_is_refused_with_the_element_named() {
+        for (meta, needle) in [
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='../x' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus>"), "invalid mdev type"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' parent='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus>"), "invalid mdev parent"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' uuid='not-a-uuid'/></vgpuctl:gpus>"), "invalid mdev UUID"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:vgpu type='H100-10C'/></vgpuctl:gpus>"), "exactly one of vf"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:vgpu type='H100-10C; rm -rf /' vf='0000:18:00.4'/></vgpuctl:gpus>"), "invalid vGPU type name"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:bogus/></vgpuctl:gpus>"), "unknown element"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' uuid='11111111-2222-3333-4444-555555555555' evil='1'/></vgpuctl:gpus>"), "unknown attribute"),
+            (format!("<vgpuctl:gpus {NS}><vgpuctl:passthrough address='0000:41:00.0' companions='0000:41:00.1,../x'/></vgpuctl:gpus>"), "invalid PCI address"),
+        ] {
+            let e = parse(&dom(&meta, "")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{meta}: {e}");
+        }
+        assert!(parse("<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='zz'/></source></hostdev></devices></domain>").is_err());
+        assert!(parse("<domain><name>x</name><devices><hostdev mode='subsystem' type='pci'><source><address domain='0x0000' bus='0x1ff' slot='0x00' function='0x0'/></source></hostdev></devices></domain>").is_err());
+        assert!(matches!(parse("not xml"), Err(DomainXmlError::Parse(_))));
+        assert!(matches!(parse("<network/>"), Err(DomainXmlError::NotADomain)));
+        assert!(matches!(parse(&"x".repeat(MAX_XML_BYTES + 1)), Err(DomainXmlError::TooLarge)));
+    }
+}
