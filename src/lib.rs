@@ -9,6 +9,7 @@ pub mod libvirt;
 pub mod lock;
 pub mod logging;
 pub mod mdev;
+pub mod hook;
 pub mod host;
 pub mod ids;
 pub mod inventory;

@@ -3,6 +3,23 @@ use tracing_subscriber::EnvFilter;
 use vgpuctl::cli::{self, exit, Cli};
 
 fn main() {
+    // libvirt runs hooks on every VM event; most have nothing to do, so the
+    // hook path skips argument parsing and logging set-up entirely.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(hook_args) = hook_invocation(&args) {
+        let root = std::env::var_os("VGPUCTL_ROOT").filter(|r| !r.is_empty()).map(std::path::PathBuf::from);
+        let code = match vgpuctl::open_host(root.as_deref()) {
+            Ok(host) => {
+                let _ = tracing::subscriber::set_global_default(vgpuctl::logging::WarnToStderr);
+                vgpuctl::hook::run_qemu(&host, hook_args, &mut std::io::stdin().lock())
+            }
+            Err(e) => {
+                eprintln!("vgpuctl hook: {}", vgpuctl::error_chain(&e));
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -37,4 +54,16 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::try_from_env("VGPUCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+}
+
+/// `vgpuctl hook qemu ARGS…`, or the binary installed (symlinked) as a
+/// libvirt hook: `…/hooks/qemu ARGS…` or `…/hooks/qemu.d/<name> ARGS…`.
+fn hook_invocation(args: &[String]) -> Option<&[String]> {
+    if args.len() >= 3 && args[1] == "hook" && args[2] == "qemu" {
+        return Some(&args[3..]);
+    }
+    let argv0 = std::path::Path::new(args.first()?);
+    let parent = argv0.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+    let name = argv0.file_name().and_then(|n| n.to_str());
+    (parent == Some("qemu.d") || (name == Some("qemu") && parent == Some("hooks"))).then(|| &args[1..])
 }

@@ -67,6 +67,17 @@ pub enum Command {
     /// Domain XML for GPU VMs; define/attach/detach go through vgpuctl-libvirt.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// The libvirt qemu hook.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Free devices left by crashed VM starts and releases that never came.
+    Gc {
+        /// Keep devices of prepared domains younger than this (seconds): their VM may be starting.
+        #[arg(long, default_value_t = 60)]
+        grace: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
         /// Where unit files go (below --root).
@@ -87,6 +98,37 @@ pub enum Command {
         /// Where to write it (default: a new folder under $TMPDIR, kept afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Run as libvirt's qemu hook: <domain> <op> <subop> <extra>, domain XML on stdin.
+    Qemu {
+        #[arg(num_args = 0.., allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Dry run: what a start of this domain (XML file, or - for stdin) would create.
+    Test {
+        xml: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the hook into <hooks-dir>/qemu.d/vgpuctl (never replacing another hook).
+    Install {
+        #[arg(long, default_value = "/etc/libvirt/hooks")]
+        hooks_dir: String,
+        /// The vgpuctl binary the hook runs (default: this one).
+        #[arg(long)]
+        binary: Option<String>,
+        /// Install the shell script hooks/qemu instead of a symlink to the binary.
+        #[arg(long)]
+        script: bool,
+    },
+    /// Remove vgpuctl's hook.
+    Uninstall {
+        #[arg(long, default_value = "/etc/libvirt/hooks")]
+        hooks_dir: String,
     },
 }
 
@@ -152,6 +194,10 @@ pub enum CliError {
     Generate(#[from] crate::libvirt::generate::GenerateError),
     #[error(transparent)]
     DomainXml(#[from] crate::libvirt::domain_xml::DomainXmlError),
+    #[error(transparent)]
+    Hook(#[from] crate::hook::HookError),
+    #[error(transparent)]
+    HookInstall(#[from] crate::hook::install::InstallError),
 }
 
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
@@ -229,6 +275,20 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Vm(cmd) => {
             let host = open_host(&cli)?;
             return vm::run(&host, cmd);
+        }
+        Command::Hook(cmd) => {
+            let host = open_host(&cli)?;
+            return run_hook(&host, cmd);
+        }
+        Command::Gc { grace, json } => {
+            let host = open_host(&cli)?;
+            let r = crate::hook::gc(&host, std::time::Duration::from_secs(*grace))?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                let text: String = r.iter().map(|i| format!("{} ({}): {}\n", i.domain, i.key, i.action)).collect();
+                print_out(if text.is_empty() { "nothing to clean up\n" } else { &text });
+            }
         }
         Command::Explain { type_name, json } => {
             let host = open_host(&cli)?;
@@ -308,4 +368,52 @@ fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
     print_out(&crate::types::render(&crate::types::report(&inv, first, None)));
     print_out(&format!("\nExplore further with: vgpuctl --root {root} list --json\n"));
     Ok(())
+}
+
+fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
+    match cmd {
+        HookCommand::Qemu { args } => Ok(crate::hook::run_qemu(host, args, &mut std::io::stdin().lock())),
+        HookCommand::Test { xml, json } => {
+            let d = crate::libvirt::domain_xml::parse(&vm::read_xml_arg(xml)?)?;
+            let actions = crate::hook::plan(host, &d)?;
+            if *json {
+                print_json(&actions)?;
+            } else {
+                let mut text = format!("on `prepare begin` of {}:\n", d.name);
+                if actions.is_empty() {
+                    text.push_str("  nothing to do (no vgpuctl metadata, no mdev hostdevs)\n");
+                }
+                for a in &actions {
+                    text.push_str(&match a {
+                        crate::hook::Action::Mdev { uuid, mdev_type, parent } => {
+                            format!("  mdev {uuid}: {mdev_type} on {}\n", parent.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "any parent with room".into()))
+                        }
+                        crate::hook::Action::LegacyVgpu { uuid, type_name, .. } => format!("  vGPU {type_name} as mdev {uuid} on a GPU with room\n"),
+                        crate::hook::Action::VendorVgpu { vf, type_name } => format!("  vGPU {type_name} written to VF {vf}\n"),
+                        crate::hook::Action::Note { what } => format!("  {what}\n"),
+                    });
+                }
+                text.push_str("on `release end`: free exactly what that start created\n");
+                print_out(&text);
+            }
+            Ok(exit::OK)
+        }
+        HookCommand::Install { hooks_dir, binary, script } => {
+            let bin = match binary {
+                Some(b) => b.clone(),
+                None => std::env::current_exe().map(|p| p.display().to_string()).map_err(|e| CliError::Usage(format!("cannot tell where this binary is ({e}); pass --binary")))?,
+            };
+            let r = crate::hook::install::install(host, hooks_dir, &bin, *script)?;
+            print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
+            Ok(exit::OK)
+        }
+        HookCommand::Uninstall { hooks_dir } => {
+            if crate::hook::install::uninstall(host, hooks_dir)? {
+                print_out("removed vgpuctl's hook; restart libvirtd for it to take effect\n");
+            } else {
+                print_out("vgpuctl's hook was not installed\n");
+            }
+            Ok(exit::OK)
+        }
+    }
 }

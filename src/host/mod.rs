@@ -36,12 +36,72 @@ pub struct Host {
     root: PathBuf,
     runner: CommandRunner,
     behaviour: Option<Arc<dyn WriteBehaviour>>,
+    fault: Option<Arc<Fault>>,
+}
+
+/// Test-only fault injection, from `VGPUCTL_FAULT=write:N:ERRNO` (the Nth
+/// host write fails with EIO, EBUSY, ENOSPC, …) or `write:N:die` (the process
+/// is killed just before the Nth write, as a crash would). Counting starts at
+/// 1 per process. Documented in docs/testing.md; unset in production.
+#[derive(Debug)]
+pub struct Fault {
+    nth: u32,
+    action: FaultAction,
+    seen: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FaultAction {
+    Fail(nix::errno::Errno),
+    Die,
+}
+
+impl Fault {
+    fn from_env() -> Option<Arc<Self>> {
+        let spec = std::env::var("VGPUCTL_FAULT").ok()?;
+        let mut it = spec.splitn(3, ':');
+        let (Some("write"), Some(n), Some(what)) = (it.next(), it.next(), it.next()) else {
+            tracing::warn!("ignoring malformed VGPUCTL_FAULT={spec:?} (expected write:N:ERRNO or write:N:die)");
+            return None;
+        };
+        let nth = n.parse().ok().filter(|n| *n > 0)?;
+        use nix::errno::Errno;
+        let action = match what {
+            "die" => FaultAction::Die,
+            "EIO" => FaultAction::Fail(Errno::EIO),
+            "EBUSY" => FaultAction::Fail(Errno::EBUSY),
+            "ENOSPC" => FaultAction::Fail(Errno::ENOSPC),
+            "EPERM" => FaultAction::Fail(Errno::EPERM),
+            "EINVAL" => FaultAction::Fail(Errno::EINVAL),
+            _ => return None,
+        };
+        Some(Arc::new(Self { nth, action, seen: std::sync::atomic::AtomicU32::new(0) }))
+    }
+
+    fn check(&self, path: &str) -> io::Result<()> {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n != self.nth {
+            return Ok(());
+        }
+        match self.action {
+            FaultAction::Fail(e) => {
+                tracing::warn!("injected fault: write {n} to {path} fails with {e}");
+                Err(io::Error::from_raw_os_error(e as i32))
+            }
+            FaultAction::Die => {
+                eprintln!("vgpuctl: injected fault: killed before write {n} ({path})");
+                // SIGKILL, like an OOM kill: no destructors, no cleanup.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                std::process::abort()
+            }
+        }
+    }
 }
 
 impl Host {
     /// The real host: root `/`, tools from `PATH` or their `VGPUCTL_*` overrides.
     pub fn real() -> Self {
-        Self { root: PathBuf::from("/"), runner: CommandRunner::from_env(), behaviour: None }
+        Self { root: PathBuf::from("/"), runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env() }
     }
 
     /// A host whose files live under `root`. The root must be a readable
@@ -56,7 +116,7 @@ impl Host {
             });
         }
         fs::read_dir(&root).map_err(|source| HostError::Root { root: root.clone(), source })?;
-        Ok(Self { root, runner: CommandRunner::from_env(), behaviour: None })
+        Ok(Self { root, runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env() })
     }
 
     pub fn with_runner(mut self, runner: CommandRunner) -> Self {
@@ -178,6 +238,9 @@ impl Host {
     /// trees get their kernel behaviour first.
     pub fn write_attr(&self, host_path: &str, value: &str) -> HostResult<()> {
         let p = self.path(host_path)?;
+        if let Some(f) = &self.fault {
+            f.check(host_path).map_err(|source| HostError::io("write", host_path, source))?;
+        }
         if let Some(b) = &self.behaviour {
             if let Some(result) = b.write(self, host_path, value) {
                 return result.map_err(|source| HostError::io("write", host_path, source));

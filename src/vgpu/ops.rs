@@ -245,3 +245,50 @@ pub fn set_heterogeneous(host: &Host, gpu: PciAddress, on: bool, lock_timeout: D
     crate::nvctl::backend(host).set_heterogeneous(gpu, on)?;
     Ok(ModeChange { gpu, heterogeneous: on, changed: true })
 }
+
+/// For the hook: makes the VF a domain names carry `wanted`. `Ok(Some(id))`
+/// when it wrote the type, `Ok(None)` when the VF already had it.
+pub fn ensure_vf_type(host: &Host, vf: PciAddress, wanted: &VgpuTypeName) -> Result<Option<u32>, VgpuError> {
+    let (_, views) = views(host)?;
+    let view = views.iter().find(|v| v.slots > 0 && v.interface == Interface::VendorVfio && host_vf_of(host, v.gpu, vf));
+    let current = read_vf_type(host, vf)?;
+    if current != 0 {
+        let name = view.and_then(|v| v.vgpus.iter().find(|x| x.vf == Some(vf))).and_then(|x| x.type_name.clone());
+        return match name {
+            Some(n) if wanted.matches(&n) => Ok(None),
+            other => Err(VgpuError::VfChanged {
+                vf,
+                why: format!("it holds {} while this VM wants {wanted}", other.unwrap_or_else(|| format!("type {current}"))),
+            }),
+        };
+    }
+    let listed = host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/creatable_vgpu_types"))?;
+    let (types, _) = crate::parse::creatable_vgpu_types(&listed);
+    let Some(t) = types.iter().find(|t| wanted.matches(&t.name)) else {
+        let reason = view
+            .map(|v| explain::explain(std::slice::from_ref(v), wanted))
+            .and_then(|e| e.gpus.first().map(|g| g.reason.clone()))
+            .unwrap_or_else(|| format!("VF {vf} does not list {wanted} as creatable"));
+        return Err(VgpuError::NoRoom { wanted: wanted.to_string(), reasons: format!("  VF {vf}: {reason}") });
+    };
+    set_vf_type(host, vf, t.id)?;
+    Ok(Some(t.id))
+}
+
+/// Clears a VF the hook set, if it still holds `type_id` (never touching a
+/// type someone else wrote since).
+pub fn clear_vf_type(host: &Host, vf: PciAddress, type_id: u32) -> Result<bool, VgpuError> {
+    match read_vf_type(host, vf) {
+        Ok(t) if t == type_id => {
+            host.write_attr(&vf_file(vf), "0")?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(VgpuError::Host(e)) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn host_vf_of(host: &Host, pf: PciAddress, vf: PciAddress) -> bool {
+    host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|n| n.parse::<PciAddress>().ok()) == Some(pf)
+}

@@ -1,0 +1,137 @@
+//! What the hook made for each domain, under /run/vgpuctl/domains: written
+//! atomically before (intent) and after (done) every sysfs change, so a
+//! crash at any point leaves enough to undo exactly what was made.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Host, HostError};
+use crate::ids::{MdevUuid, PciAddress};
+
+pub const DIR: &str = "/run/vgpuctl/domains";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A prepare is (or was, if its pid is gone) under way.
+    Preparing,
+    /// Every device was made; the VM is starting or running.
+    Prepared,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    Mdev { uuid: MdevUuid, done: bool },
+    VfType { vf: PciAddress, type_id: u32, done: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub format: u32,
+    pub domain: String,
+    pub uuid: Option<String>,
+    pub pid: u32,
+    pub state: State,
+    /// Seconds since the epoch of the last write.
+    pub updated: u64,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot write the hook journal {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("hook journal {path} is corrupt: {why}")]
+    Corrupt { path: String, why: String },
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// The file name for a domain: its UUID when it has a valid one, else the
+/// name hex-encoded (names may hold anything but '/').
+pub fn key(domain: &str, uuid: Option<&str>) -> String {
+    match uuid.and_then(|u| u.parse::<uuid::Uuid>().ok()) {
+        Some(u) => u.hyphenated().to_string(),
+        None => format!("name-{}", domain.bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn path(host: &Host, key: &str) -> Result<PathBuf, JournalError> {
+    Ok(host.path(&format!("{DIR}/{key}.json"))?)
+}
+
+pub fn load(host: &Host, key: &str) -> Result<Option<Journal>, JournalError> {
+    let p = path(host, key)?;
+    match fs::read_to_string(&p) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| JournalError::Corrupt { path: p.display().to_string(), why: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(JournalError::Write { path: p.display().to_string(), source }),
+    }
+}
+
+pub fn save(host: &Host, key: &str, j: &mut Journal) -> Result<(), JournalError> {
+    j.updated = now();
+    let dir = host.path(DIR)?;
+    let p = path(host, key)?;
+    let err = |source| JournalError::Write { path: p.display().to_string(), source };
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
+    let tmp = dir.join(format!(".{key}.tmp"));
+    let text = serde_json::to_string_pretty(j).unwrap_or_default();
+    let r = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &p)
+    })();
+    r.map_err(err)
+}
+
+pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {
+    let p = path(host, key)?;
+    match fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(JournalError::Write { path: p.display().to_string(), source }),
+    }
+}
+
+/// Every journal on the host, by key.
+pub fn all(host: &Host) -> Result<Vec<(String, Result<Journal, JournalError>)>, JournalError> {
+    let mut out = Vec::new();
+    for name in host.list_dir(DIR)? {
+        let Some(key) = name.strip_suffix(".json") else { continue };
+        if key.starts_with('.') {
+            continue;
+        }
+        out.push((key.to_string(), load(host, key).and_then(|j| j.ok_or_else(|| JournalError::Corrupt { path: name.clone(), why: "vanished".into() }))));
+    }
+    Ok(out)
+}
+
+impl Journal {
+    pub fn new(domain: &str, uuid: Option<&str>) -> Self {
+        Self {
+            format: 1,
+            domain: domain.to_string(),
+            uuid: uuid.map(str::to_string),
+            pid: std::process::id(),
+            state: State::Preparing,
+            updated: now(),
+            entries: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The libvirt qemu hook: makes a VM's GPU devices exist at `prepare begin`
+//! and frees exactly what it made at `release end`.
+//!
+//! It never calls libvirt (libvirt documents that a hook calling back into
+//! libvirtd deadlocks): everything comes from argv, the domain XML on stdin
+//! and the host. Every allocation runs under the host-wide lock, and a
+//! journal per domain records intent and completion around each sysfs change,
+//! so a crash mid-prepare is undone by the next hook call for that domain or
+//! by `vgpuctl gc`.
+
+pub mod install;
+pub mod journal;
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::host::Host;
+use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
+use crate::inventory::{read_device, Inventory, ScanOptions, VfioUsers, Warnings};
+use crate::libvirt::domain_xml::{self, DomainGpus, GpuRequest, Hostdev};
+use crate::lock::HostLock;
+use crate::mdev::{self, CreateRequest};
+use crate::vgpu::alloc::Policy;
+use crate::vgpu::typename::VgpuTypeName;
+use journal::{Entry, Journal, State};
+
+/// One device a VM start needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// An mdev of a type, on `parent` or on any parent offering the type.
+    Mdev { uuid: MdevUuid, mdev_type: MdevTypeId, parent: Option<MdevParent> },
+    /// A vGPU type on the legacy interface, as an mdev with this UUID.
+    LegacyVgpu { uuid: MdevUuid, type_name: String, policy: Policy, gpu: Option<PciAddress> },
+    /// A vGPU type written to the VF the domain's hostdev names.
+    VendorVgpu { vf: PciAddress, type_name: String },
+    /// Nothing to make; a note for `hook test` (passthrough is libvirt's job with managed='yes').
+    Note { what: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Xml(#[from] domain_xml::DomainXmlError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+}
+
+/// The devices a domain's start needs, from its metadata and hostdevs.
+pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
+    let mut actions = Vec::new();
+    let mut covered: Vec<Hostdev> = Vec::new();
+    for r in &d.requests {
+        match r {
+            GpuRequest::Mdev { uuid, mdev_type, parent } => {
+                covered.push(Hostdev::Mdev { uuid: *uuid });
+                actions.push(Action::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone() });
+            }
+            GpuRequest::Vgpu { type_name, policy, gpu, uuid: Some(u), .. } => {
+                covered.push(Hostdev::Mdev { uuid: *u });
+                actions.push(Action::LegacyVgpu { uuid: *u, type_name: type_name.clone(), policy: *policy, gpu: *gpu });
+            }
+            GpuRequest::Vgpu { type_name, vf: Some(vf), .. } => {
+                covered.push(Hostdev::Pci { address: *vf, managed: false });
+                actions.push(Action::VendorVgpu { vf: *vf, type_name: type_name.clone() });
+            }
+            GpuRequest::Vgpu { .. } => {}
+            GpuRequest::Passthrough { address, .. } => {
+                covered.push(Hostdev::Pci { address: *address, managed: true });
+                actions.push(Action::Note { what: format!("passthrough {address}: libvirt binds it to vfio-pci (managed='yes')") });
+            }
+        }
+    }
+    for h in &d.hostdevs {
+        let Hostdev::Mdev { uuid } = h else { continue };
+        if covered.contains(h) || host.exists(&format!("/sys/bus/mdev/devices/{uuid}")) {
+            continue;
+        }
+        // A plain mdev hostdev: make it from its mdevctl/vgpuctl definition.
+        match mdev::definitions::find(host, uuid).map_err(|e| HookError::Failed(crate::error_chain(&e)))? {
+            Some(def) => actions.push(Action::Mdev { uuid: *uuid, mdev_type: def.mdev_type, parent: Some(def.parent) }),
+            None => {
+                return Err(HookError::Failed(format!(
+                    "mdev {uuid} does not exist and has no definition in /etc/mdevctl.d: create it (vgpuctl mdev create … --uuid {uuid} --persist) or add vgpuctl metadata to the domain"
+                )))
+            }
+        }
+    }
+    Ok(actions)
+}
+
+fn mdev_exists(host: &Host, uuid: MdevUuid) -> Option<MdevTypeId> {
+    read_device(host, uuid, &VfioUsers::unknown(), &mut Warnings::default()).and_then(|d| d.type_id)
+}
+
+/// Makes one device; `Ok(None)` when it already existed as wanted (then it
+/// is not ours to remove at release).
+fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), String> {
+    let fail = |e: &dyn std::error::Error| crate::error_chain(e);
+    match a {
+        Action::Mdev { uuid, mdev_type, parent } => {
+            if let Some(t) = mdev_exists(host, *uuid) {
+                return if t == *mdev_type { Ok(()) } else { Err(format!("mdev {uuid} exists as {t}, but the domain wants {mdev_type}")) };
+            }
+            record(host, key, j, Entry::Mdev { uuid: *uuid, done: false })?;
+            let parents: Vec<MdevParent> = match parent {
+                Some(p) => vec![p.clone()],
+                None => Inventory::scan_with(host, &ScanOptions { usage: false, mig: false })
+                    .map_err(|e| fail(&e))?
+                    .mdev_parents
+                    .iter()
+                    .filter(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
+                    .map(|p| p.name.clone())
+                    .collect(),
+            };
+            if parents.is_empty() {
+                return Err(format!("no room for an mdev of type {mdev_type} on any parent (vgpuctl types shows what is free)"));
+            }
+            let mut last = String::new();
+            for p in parents {
+                let req = CreateRequest { parent: p, mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
+                match mdev::create_locked(host, &req) {
+                    Ok(_) => return finish(host, key, j),
+                    Err(e) => last = fail(&e),
+                }
+            }
+            Err(last)
+        }
+        Action::LegacyVgpu { uuid, type_name, policy, gpu } => {
+            if mdev_exists(host, *uuid).is_some() {
+                return Ok(());
+            }
+            let t: VgpuTypeName = type_name.parse().map_err(|e| fail(&e))?;
+            record(host, key, j, Entry::Mdev { uuid: *uuid, done: false })?;
+            let req = crate::vgpu::VgpuCreateRequest { type_name: t, gpu: *gpu, uuid: Some(*uuid), policy: *policy };
+            crate::vgpu::create_locked(host, &req).map_err(|e| fail(&e))?;
+            finish(host, key, j)
+        }
+        Action::VendorVgpu { vf, type_name } => {
+            let t: VgpuTypeName = type_name.parse().map_err(|e| fail(&e))?;
+            // Record the intent with the id only once known: ensure_vf_type
+            // writes at most once, and reads back before returning.
+            match crate::vgpu::ensure_vf_type(host, *vf, &t).map_err(|e| fail(&e))? {
+                Some(id) => {
+                    record(host, key, j, Entry::VfType { vf: *vf, type_id: id, done: false })?;
+                    finish(host, key, j)
+                }
+                None => Ok(()),
+            }
+        }
+        Action::Note { .. } => Ok(()),
+    }
+}
+
+fn record(host: &Host, key: &str, j: &mut Journal, e: Entry) -> Result<(), String> {
+    j.entries.push(e);
+    journal::save(host, key, j).map_err(|e| crate::error_chain(&e))
+}
+
+fn finish(host: &Host, key: &str, j: &mut Journal) -> Result<(), String> {
+    if let Some(last) = j.entries.last_mut() {
+        match last {
+            Entry::Mdev { done, .. } | Entry::VfType { done, .. } => *done = true,
+        }
+    }
+    journal::save(host, key, j).map_err(|e| crate::error_chain(&e))
+}
+
+/// Undoes a journal's devices, newest first; pending entries too, when the
+/// device got made before the crash. Returns the problems (devices left).
+pub fn undo(host: &Host, j: &Journal) -> Vec<String> {
+    let mut problems = Vec::new();
+    for e in j.entries.iter().rev() {
+        match e {
+            Entry::Mdev { uuid, .. } => {
+                if let Err(err) = mdev::remove_locked(host, *uuid, false, true) {
+                    problems.push(crate::error_chain(&err));
+                }
+            }
+            Entry::VfType { vf, type_id, .. } => {
+                if let Err(err) = crate::vgpu::clear_vf_type(host, *vf, *type_id) {
+                    problems.push(crate::error_chain(&err));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
+    let actions = plan(host, d)?;
+    let key = journal::key(&d.name, d.uuid.as_deref());
+    let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
+    if let Some(old) = journal::load(host, &key)? {
+        let intact = old.state == State::Prepared
+            && old.entries.iter().all(|e| match e {
+                Entry::Mdev { uuid, .. } => mdev_exists(host, *uuid).is_some(),
+                Entry::VfType { vf, type_id, .. } => {
+                    host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).ok().as_deref().map(str::trim) == Some(&type_id.to_string())
+                }
+            });
+        if intact {
+            return Ok(actions); // prepare twice: everything is already there
+        }
+        tracing::warn!(domain = %d.name, "cleaning up an earlier interrupted prepare");
+        let problems = undo(host, &old);
+        if !problems.is_empty() {
+            return Err(HookError::Failed(format!("an earlier start of {} left devices that cannot be removed: {}", d.name, problems.join("; "))));
+        }
+        journal::delete(host, &key)?;
+    }
+    let mut j = Journal::new(&d.name, d.uuid.as_deref());
+    journal::save(host, &key, &mut j)?;
+    let mut errors = Vec::new();
+    for a in &actions {
+        if let Err(e) = perform(host, a, &mut j, &key) {
+            errors.push(e);
+            break;
+        }
+    }
+    if !errors.is_empty() {
+        let problems = undo(host, &j);
+        errors.extend(problems.into_iter().map(|p| format!("rollback: {p}")));
+        if journal::delete(host, &key).is_err() {
+            errors.push("the journal could not be removed; `vgpuctl gc` will".into());
+        }
+        return Err(HookError::Failed(errors.join("\n")));
+    }
+    if j.entries.is_empty() {
+        journal::delete(host, &key)?;
+    } else {
+        j.state = State::Prepared;
+        journal::save(host, &key, &mut j)?;
+    }
+    Ok(actions)
+}
+
+pub fn release(host: &Host, d: &DomainGpus) -> Result<(), HookError> {
+    let key = journal::key(&d.name, d.uuid.as_deref());
+    let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
+    let Some(j) = journal::load(host, &key)? else { return Ok(()) };
+    let problems = undo(host, &j);
+    if problems.is_empty() {
+        journal::delete(host, &key)?;
+        Ok(())
+    } else {
+        Err(HookError::Failed(format!("could not free every device of {}: {}; `vgpuctl gc` retries", d.name, problems.join("; "))))
+    }
+}
+
+/// Entry point for libvirt: `<hook> <domain> <op> <subop> <extra>`, XML on stdin.
+/// Returns the exit code; prints one line per problem to stderr (libvirt
+/// shows it to whoever ran `virsh start`).
+pub fn run_qemu(host: &Host, args: &[String], stdin: &mut dyn std::io::Read) -> i32 {
+    let op = args.get(1).map(String::as_str).unwrap_or("");
+    let sub = args.get(2).map(String::as_str).unwrap_or("");
+    let wanted = matches!((op, sub), ("prepare", "begin") | ("release", "end"));
+    let mut xml = String::new();
+    // libvirt writes the XML whatever the op; read it so it never sees EPIPE.
+    if stdin.take(domain_xml::MAX_XML_BYTES as u64 + 1).read_to_string(&mut xml).is_err() {
+        if wanted {
+            eprintln!("vgpuctl hook: cannot read the domain XML on stdin");
+            return 1;
+        }
+        return 0;
+    }
+    if !wanted || !(xml.contains(domain_xml::NAMESPACE) || xml.contains("mdev")) {
+        return 0; // no GPU work: the common case, kept cheap
+    }
+    let d = match domain_xml::parse(&xml) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vgpuctl hook: {}", crate::error_chain(&e));
+            return 1;
+        }
+    };
+    if d.requests.is_empty() && !d.hostdevs.iter().any(|h| matches!(h, Hostdev::Mdev { .. })) {
+        return 0;
+    }
+    let r = if op == "prepare" { prepare(host, &d).map(|_| ()) } else { release(host, &d) };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            for line in crate::error_chain(&e).lines() {
+                eprintln!("vgpuctl: {}: {line}", d.name);
+            }
+            1
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcItem {
+    pub domain: String,
+    pub key: String,
+    pub action: String,
+}
+
+/// Cleans up after crashed prepares and releases that never came: journals
+/// whose hook process is gone mid-prepare, and prepared ones whose VM is not
+/// running (no QEMU with `-name guest=<domain>`) for over `grace`.
+pub fn gc(host: &Host, grace: Duration) -> Result<Vec<GcItem>, HookError> {
+    let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
+    let running = running_guests(host);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut out = Vec::new();
+    for (key, j) in journal::all(host)? {
+        let j = match j {
+            Ok(j) => j,
+            Err(e) => {
+                out.push(GcItem { domain: "?".into(), key, action: format!("left alone: {}", crate::error_chain(&e)) });
+                continue;
+            }
+        };
+        let stale = match j.state {
+            State::Preparing => !pid_alive(j.pid),
+            State::Prepared => running.as_ref().is_some_and(|r| !r.contains(&j.domain)) && now.saturating_sub(j.updated) >= grace.as_secs(),
+        };
+        if !stale {
+            out.push(GcItem { domain: j.domain.clone(), key, action: "kept: in use".into() });
+            continue;
+        }
+        let problems = undo(host, &j);
+        let action = if problems.is_empty() {
+            journal::delete(host, &key)?;
+            format!("freed {} device(s)", j.entries.len())
+        } else {
+            format!("could not free: {}", problems.join("; "))
+        };
+        out.push(GcItem { domain: j.domain, key, action });
+    }
+    Ok(out)
+}
+
+/// Names of running QEMU guests, or `None` when /proc cannot be read.
+fn running_guests(host: &Host) -> Option<Vec<String>> {
+    let pids = host.list_dir("/proc").ok()?;
+    let mut names = Vec::new();
+    for pid in pids.iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+        let Ok(p) = host.path(&format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(raw) = std::fs::read(p) else { continue };
+        let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+        if let Some(i) = args.iter().position(|a| *a == b"-name") {
+            if let Some(v) = args.get(i + 1).and_then(|v| std::str::from_utf8(v).ok()) {
+                let first = v.split(',').next().unwrap_or(v);
+                names.push(first.strip_prefix("guest=").unwrap_or(first).to_string());
+            }
+        }
+    }
+    Some(names)
+}
