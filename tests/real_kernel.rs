@@ -244,3 +244,77 @@ fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
     let again = g.json("20-mdev", "restore-again.json");
     assert!(again["devices"].as_array().unwrap().iter().all(|d| d["result"] == "already_active"));
 }
+
+#[test]
+fn test_real_kernel_hook_creates_metadata_mdev_at_start_and_frees_it() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("30-hook");
+    let f = facts(g, "30-hook");
+    assert_eq!(f["install_rc"], "0", "{}", g.read("30-hook", "install.txt"));
+    assert!(g.read("30-hook", "install.txt").contains("restart it once"));
+    assert_eq!(f["libvirtd_rc"], "0");
+    assert_eq!(f["validateA_rc"], "0", "generated XML must pass virt-xml-validate: {}", g.read("30-hook", "validate.txt"));
+    assert_eq!(f["existsA_before"], "1", "the mdev does not exist before the start");
+    assert_eq!(f["startA_rc"], "0", "{}", g.read("30-hook", "startA.txt"));
+    assert_eq!(f["existsA_running"], "0", "the hook created the mdev");
+    assert_eq!(f["stateA"], "running");
+    assert_eq!(f["destroyA_rc"], "0");
+    assert_eq!(f["goneA"], "0", "release removed the mdev");
+    assert_eq!(g.read("30-hook", "journals-after-A.txt").trim(), "", "no journal left after release");
+    // The running VM holds its mdev: list says so and names the VM.
+    let list = g.json("30-hook", "listA.json");
+    let m = &list["mdevs"][0];
+    assert_eq!(m["in_use"], Value::Bool(true), "{m}");
+    assert_eq!(m["used_by"]["vm"], "vmA", "{m}");
+}
+
+#[test]
+fn test_real_kernel_hook_starts_plain_mdev_hostdev_from_definition() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("30-hook");
+    let f = facts(g, "30-hook");
+    assert_eq!(g.read("30-hook", "vmB-vgpuctl-count.txt").trim(), "0", "vmB has no vgpuctl metadata");
+    assert_eq!(f["startB_rc"], "0", "{}", g.read("30-hook", "startB.txt"));
+    assert_eq!(f["existsB_running"], "0");
+    assert_eq!(f["goneB"], "0", "the hook frees what it created");
+    assert_eq!(f["definitionB_kept"], "0", "the definition stays");
+    assert_eq!(f["hook_test_rc"], "0");
+    assert!(g.read("30-hook", "hook-test-B.txt").contains("mbochs-small on mbochs"));
+    // An mdev that cannot be made aborts the start with a clear line.
+    assert_eq!(f["startX_rc"], "1");
+    let x = g.read("30-hook", "startX.txt");
+    assert!(x.contains("does not exist and has no definition"), "{x}");
+}
+
+#[test]
+fn test_real_kernel_hook_16_parallel_starts_for_4_slots_with_churn() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("30-hook");
+    let f = facts(g, "30-hook");
+    for round in 1..=3 {
+        assert_eq!(f[&format!("running_{round}")], "4", "round {round}");
+        assert_eq!(f[&format!("mdevs_{round}")], "4", "round {round}");
+        assert_eq!(f[&format!("failed_{round}")], "12", "round {round}");
+        assert_eq!(f[&format!("left_{round}")], "0", "round {round}: no mdev leaked after destroy");
+    }
+    let errs = g.read("30-hook", "start-errors.txt");
+    assert_eq!(errs.matches("no room for an mdev of type mbochs-large").count(), 36, "{errs}");
+}
+
+#[test]
+fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("30-hook");
+    let f = facts(g, "30-hook");
+    assert_eq!(f["crash_rc"], "137", "the injected fault killed the hook");
+    assert_eq!(f["crash_leaked"], "1", "one mdev was made before the crash");
+    let j = g.json("30-hook", "crash-journal.json");
+    assert_eq!(j["state"], "preparing");
+    assert_eq!(f["gc_rc"], "0");
+    assert_eq!(g.json("30-hook", "gc.json")[0]["action"], "freed 2 device(s)");
+    assert_eq!(f["after_gc"], "0");
+    assert_eq!(f["startC_rc"], "0", "{}", g.read("30-hook", "startC.txt"));
+    assert_eq!(f["runningC_mdevs"], "2");
+    assert_eq!(f["final_mdevs"], "0");
+    assert_eq!(g.read("30-hook", "final-journals.txt").trim(), "");
+}

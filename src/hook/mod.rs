@@ -113,17 +113,28 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), St
             record(host, key, j, Entry::Mdev { uuid: *uuid, done: false })?;
             let parents: Vec<MdevParent> = match parent {
                 Some(p) => vec![p.clone()],
-                None => Inventory::scan_with(host, &ScanOptions { usage: false, mig: false })
-                    .map_err(|e| fail(&e))?
-                    .mdev_parents
-                    .iter()
-                    .filter(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
-                    .map(|p| p.name.clone())
-                    .collect(),
+                None => {
+                    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: false }).map_err(|e| fail(&e))?;
+                    let offering: Vec<_> = inv.mdev_parents.iter().filter(|p| p.types.iter().any(|t| t.id == *mdev_type)).collect();
+                    let free: Vec<MdevParent> = offering
+                        .iter()
+                        .filter(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
+                        .map(|p| p.name.clone())
+                        .collect();
+                    if free.is_empty() {
+                        let held: Vec<String> = offering
+                            .iter()
+                            .map(|p| format!("{} holds {} mdev(s)", p.name, p.types.iter().map(|t| t.devices.len()).sum::<usize>()))
+                            .collect();
+                        return Err(if held.is_empty() {
+                            format!("no mdev parent on this host offers type {mdev_type}")
+                        } else {
+                            format!("no room for an mdev of type {mdev_type}: {}; stop a VM using one, or see `vgpuctl types`", held.join(", "))
+                        });
+                    }
+                    free
+                }
             };
-            if parents.is_empty() {
-                return Err(format!("no room for an mdev of type {mdev_type} on any parent (vgpuctl types shows what is free)"));
-            }
             let mut last = String::new();
             for p in parents {
                 let req = CreateRequest { parent: p, mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
