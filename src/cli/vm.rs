@@ -67,8 +67,8 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     pub fn resolve(&self, host: &Host) -> Result<Vec<DeviceSpec>, CliError> {
         let mut out = Vec::new();
-        for t in &self.vgpu {
-            out.push(generate::resolve_vgpu(host, t, self.gpu, self.policy, self.display)?);
+        if !self.vgpu.is_empty() {
+            out.extend(generate::resolve_vgpus(host, &self.vgpu, self.gpu, self.policy, self.display)?);
         }
         for u in &self.mdev {
             out.push(generate::resolve_mdev(host, *u, self.display, self.ramfb)?);

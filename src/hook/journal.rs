@@ -109,8 +109,11 @@ pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {
     }
 }
 
+/// A journal file's key and what reading it gave.
+pub type LoadedJournal = (String, Result<Journal, JournalError>);
+
 /// Every journal on the host, by key.
-pub fn all(host: &Host) -> Result<Vec<(String, Result<Journal, JournalError>)>, JournalError> {
+pub fn all(host: &Host) -> Result<Vec<LoadedJournal>, JournalError> {
     let mut out = Vec::new();
     for name in host.list_dir(DIR)? {
         let Some(key) = name.strip_suffix(".json") else { continue };

@@ -236,11 +236,31 @@ pub fn domain(t: &Templates, spec: &DomainSpec) -> Result<String, GenerateError>
 /// `--vgpu TYPE`: chooses now where the vGPU will live. Vendor VFIO fixes a
 /// VF (libvirt needs its address in the XML); legacy mdev fixes a UUID and
 /// leaves the GPU to the hook at start.
-pub fn resolve_vgpu(host: &Host, wanted: &VgpuTypeName, gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<Vec<DeviceSpec>, GenerateError> {
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
-    let views = view::build(&inv, &HostFacts { host });
-    let Some(c) = alloc::choose(&views, wanted, gpu, policy) else {
-        let e = crate::vgpu::explain::explain(&views, wanted);
+    let mut views = view::build(&inv, &HostFacts { host });
+    let mut out = Vec::new();
+    for w in wanted {
+        let d = resolve_one_vgpu(&views, w, gpu, policy, display)?;
+        let (g, slot) = match &d {
+            DeviceSpec::VendorVgpu { vf, .. } => (views.iter().find(|v| v.types.iter().any(|t| t.slots.iter().any(|(s, _)| *s == Slot::Vf { vf: *vf }))).map(|v| v.gpu), Slot::Vf { vf: *vf }),
+            _ => (None, Slot::Mdev { parent: "unused".parse().expect("valid parent name") }),
+        };
+        if let Some(g) = g {
+            alloc::reserve(&mut views, g, &slot, w);
+        } else if let Some(c) = alloc::choose(&views, w, gpu, policy) {
+            // Legacy: the hook picks the parent at start; reserve capacity now.
+            let (g, s) = (c.view.gpu, c.slot.clone());
+            alloc::reserve(&mut views, g, &s, w);
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn resolve_one_vgpu(views: &[crate::vgpu::view::GpuView], wanted: &VgpuTypeName, gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+    let Some(c) = alloc::choose(views, wanted, gpu, policy) else {
+        let e = crate::vgpu::explain::explain(views, wanted);
         let reasons = e.gpus.iter().map(|v| format!("  {}: {}", v.gpu, v.reason)).collect::<Vec<_>>().join("\n");
         return Err(GenerateError::NoRoom { wanted: wanted.to_string(), reasons: if reasons.is_empty() { "  no NVIDIA GPUs".into() } else { reasons } });
     };

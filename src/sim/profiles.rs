@@ -44,6 +44,9 @@ pub fn find(name: &str) -> Option<&'static Profile> {
 
 impl Profile {
     pub fn build(&self, tree: &Tree) -> io::Result<SimState> {
+        // What a host with the vfio and mdev modules loaded always has.
+        tree.mkdir("/sys/bus/mdev/devices")?;
+        tree.write("/dev/vfio/vfio", "")?;
         let mut state = (self.build)(tree)?;
         state.profile = self.name.to_string();
         Ok(state)

@@ -50,3 +50,40 @@ pub fn choose<'a>(views: &'a [GpuView], wanted: &VgpuTypeName, only: Option<PciA
     let (slot, id) = ty.slots.first()?.clone();
     Some(Choice { view, ty, slot, id })
 }
+
+/// Records a choice in `views` as if the vGPU existed, so the next choice
+/// in the same request (a domain asking for several vGPUs) sees it: the slot
+/// is gone, one fewer of that size fits, and in equal-size mode other sizes
+/// no longer fit on that GPU.
+pub fn reserve(views: &mut [GpuView], gpu: PciAddress, slot: &Slot, wanted: &VgpuTypeName) {
+    let Some(v) = views.iter_mut().find(|v| v.gpu == gpu) else { return };
+    let fb = wanted.framebuffer_mib();
+    let het = v.heterogeneous == Some(true);
+    for t in &mut v.types {
+        // A VF holds one vGPU; an mdev parent (non-SR-IOV GPU) holds many.
+        if matches!(slot, Slot::Vf { .. }) {
+            t.slots.retain(|(s, _)| s != slot);
+        }
+        let same = t.framebuffer_mib == Some(fb);
+        let before = t.creatable;
+        t.creatable = if same || het { t.creatable.saturating_sub(1) } else { 0 };
+        if t.slots.is_empty() {
+            t.creatable = 0;
+        }
+        if before > 0 && t.creatable == 0 {
+            t.why_not = Some(format!("{} is taken by the other vGPUs of this request", v.gpu));
+        }
+    }
+    v.free_slots = v.free_slots.saturating_sub(1);
+    v.vgpus.push(super::view::ActiveVgpu {
+        vf: match slot {
+            Slot::Vf { vf } => Some(*vf),
+            Slot::Mdev { .. } => None,
+        },
+        uuid: None,
+        parent: None,
+        type_name: Some(wanted.to_string()),
+        kind: Some(wanted.kind()),
+        framebuffer_mib: Some(fb),
+    });
+}

@@ -1,0 +1,199 @@
+//! The qemu hook on simulated NVIDIA hosts and in edge cases: vendor-VFIO
+//! VFs get their type at prepare and 0 at release, legacy vGPUs are made on
+//! a GPU with room, prepare twice is harmless, release of something already
+//! gone is fine, other operations and GPU-less domains are no-ops, bad XML is
+//! refused, and install never clobbers another hook.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::sim::SimHost;
+
+fn hook(h: &SimHost, args: &[&str], xml: &str) -> (i32, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args(["hook", "qemu"])
+        .args(args)
+        .env("VGPUCTL_ROOT", &h.root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn vf_type(h: &SimHost, vf: &str) -> String {
+    std::fs::read_to_string(h.path(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type"))).unwrap().trim().to_string()
+}
+
+fn journals(h: &SimHost) -> usize {
+    std::fs::read_dir(h.path("/run/vgpuctl/domains")).map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json")).count()).unwrap_or(0)
+}
+
+#[test]
+fn test_vendor_vfio_type_written_at_prepare_and_cleared_at_release() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "all"]);
+    let xml = h.ok(&["vm", "xml", "--name", "vm1", "--vgpu", "H100-20C", "--domain-type", "qemu"]);
+    assert!(xml.contains("managed='no'") && xml.contains("vf='0000:18:00.4'"), "{xml}");
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "0", "define creates nothing");
+    assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "1215");
+    assert_eq!(journals(&h), 1);
+    // prepare twice: harmless, nothing more is made.
+    assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.json(&["list", "--json"])["gpus"][1]["sriov"]["vfs"][1]["vgpu"]["current_type"], serde_json::Value::Null);
+    // Other operations never touch anything.
+    for op in [["start", "begin"], ["started", "begin"], ["stopped", "end"], ["reconnect", "begin"]] {
+        assert_eq!(hook(&h, &["vm1", op[0], op[1], "-"], &xml).0, 0);
+    }
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "1215");
+    assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
+    assert_eq!(journals(&h), 0);
+    // Release again (nothing recorded, nothing there): fine.
+    assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &xml).0, 0);
+}
+
+#[test]
+fn test_vendor_vf_taken_by_another_type_aborts_the_start_clearly() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    let xml = h.ok(&["vm", "xml", "--name", "vm1", "--vgpu", "H100-20C"]);
+    // Someone gives the same VF a 40C after the domain was defined.
+    std::fs::write(h.path("/sys/bus/pci/devices/0000:18:00.4/nvidia/current_vgpu_type"), "1216\n").unwrap();
+    let (rc, err) = hook(&h, &["vm1", "prepare", "begin", "-"], &xml);
+    assert_eq!(rc, 1);
+    assert!(err.contains("vm1") && err.contains("0000:18:00.4") && err.contains("wants H100-20C"), "{err}");
+    assert_eq!(journals(&h), 0);
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "1216", "another's vGPU is never touched");
+}
+
+#[test]
+fn test_legacy_vgpus_made_on_gpus_with_room_and_rolled_back_on_failure() {
+    let h = SimHost::new("t4x2-mdev");
+    // Two T4s, one 16Q each: three never fit, and define says so.
+    let e = h.fails(&["vm", "xml", "--name", "big", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q"], 1);
+    assert!(e.contains("taken by the other vGPUs of this request"), "{e}");
+    // Two fit when defined; by start time someone took a GPU: the first is
+    // made, the second cannot be, and the first is rolled back.
+    let xml = h.ok(&["vm", "xml", "--name", "big", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q"]);
+    let other = h.ok(&["mdev", "create", "--parent", "0000:d8:00.0", "--type", "T4-16Q"]);
+    let (rc, err) = hook(&h, &["big", "prepare", "begin", "-"], &xml);
+    assert_eq!(rc, 1);
+    assert!(err.contains("no GPU can take a T4-16Q"), "{err}");
+    assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 1, "rolled back, the other's kept");
+    h.ok(&["mdev", "remove", other.trim()]);
+    assert_eq!(journals(&h), 0);
+    let xml2 = h.ok(&["vm", "xml", "--name", "two", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q"]);
+    assert_eq!(hook(&h, &["two", "prepare", "begin", "-"], &xml2).0, 0);
+    let l = h.json(&["mdev", "list", "--json"]);
+    let parents: Vec<_> = l["devices"].as_array().unwrap().iter().map(|d| d["parent"].as_str().unwrap().to_string()).collect();
+    assert_eq!(parents.len(), 2);
+    assert_ne!(parents[0], parents[1]);
+    // The VM's devices disappear behind the hook's back (an admin removed one): release is still fine.
+    let first = l["devices"][0]["uuid"].as_str().unwrap().to_string();
+    h.ok(&["mdev", "remove", &first]);
+    assert_eq!(hook(&h, &["two", "release", "end", "-"], &xml2).0, 0);
+    assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn test_every_write_failing_in_turn_leaves_nothing_behind() {
+    let h = SimHost::new("t4x2-mdev");
+    let xml = h.ok(&["vm", "xml", "--name", "f", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q"]);
+    let before = h.snapshot();
+    for n in 1..=3 {
+        for errno in ["EIO", "EBUSY", "ENOSPC"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+            c.args(["hook", "qemu", "f", "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
+            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+            let o = child.wait_with_output().unwrap();
+            assert_eq!(o.status.code(), Some(1), "write {n} {errno}");
+            h.assert_unchanged(&before, &format!("failing write {n} with {errno}"));
+        }
+    }
+}
+
+#[test]
+fn test_gpu_less_domains_and_bad_xml() {
+    let h = SimHost::new("t4x2-mdev");
+    let plain = "<domain type='kvm'><name>plain</name><devices><disk type='file'/></devices></domain>";
+    assert_eq!(hook(&h, &["plain", "prepare", "begin", "-"], plain), (0, String::new()));
+    assert_eq!(journals(&h), 0);
+    let (rc, err) = hook(&h, &["x", "prepare", "begin", "-"], "<domain><name>x</name><metadata><vgpuctl:gpus xmlns:vgpuctl='https://vgpuctl.dev/xmlns/libvirt/domain/1'><vgpuctl:mdev type='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus></metadata></domain>");
+    assert_eq!(rc, 1);
+    assert!(err.contains("invalid mdev type"), "{err}");
+    let (rc, err) = hook(&h, &["x", "prepare", "begin", "-"], "<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'>");
+    assert_eq!(rc, 1);
+    assert!(err.contains("does not parse"), "{err}");
+    // Not our op: even garbage is ignored.
+    assert_eq!(hook(&h, &["x", "started", "begin", "-"], "garbage mdev").0, 0);
+}
+
+#[test]
+fn test_hook_test_dry_run_lists_actions_and_changes_nothing() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "all"]);
+    let xml = h.ok(&["vm", "xml", "--name", "vm1", "--vgpu", "H100-10C", "--vgpu", "H100-10C"]);
+    let f = h.path("/vm1.xml");
+    std::fs::write(&f, &xml).unwrap();
+    let before = h.snapshot();
+    let out = h.ok(&["hook", "test", f.to_str().unwrap()]);
+    assert!(out.contains("vGPU H100-10C written to VF 0000:18:00.4"), "{out}");
+    assert!(out.contains("vGPU H100-10C written to VF 0000:18:00.5"), "{out}");
+    h.assert_unchanged(&before, "hook test");
+}
+
+#[test]
+fn test_install_chains_with_an_existing_hook_and_uninstall_keeps_it() {
+    let h = SimHost::new("passthrough");
+    let hooks = h.path("/etc/libvirt/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(hooks.join("qemu"), "#!/bin/sh\n# the admin's own hook\n").unwrap();
+    let out = h.ok(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl"]);
+    assert!(out.contains("qemu.d/vgpuctl") && out.contains("restart"), "{out}");
+    assert_eq!(std::fs::read_link(hooks.join("qemu.d/vgpuctl")).unwrap().to_str(), Some("/usr/local/bin/vgpuctl"));
+    assert!(std::fs::read_to_string(hooks.join("qemu")).unwrap().contains("admin's own hook"));
+    // Reinstalling as a script replaces our own entry.
+    h.ok(&["hook", "install", "--binary", "/opt/vgpuctl/bin/vgpuctl", "--script"]);
+    let script = std::fs::read_to_string(hooks.join("qemu.d/vgpuctl")).unwrap();
+    assert!(script.contains("exec /opt/vgpuctl/bin/vgpuctl hook qemu \"$@\""), "{script}");
+    // A foreign file of the same name is never replaced.
+    std::fs::write(hooks.join("qemu.d/vgpuctl"), "#!/bin/sh\nsomething else\n").unwrap();
+    let e = h.fails(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl"], 1);
+    assert!(e.contains("is not vgpuctl's"), "{e}");
+    h.fails(&["hook", "uninstall"], 1);
+    std::fs::remove_file(hooks.join("qemu.d/vgpuctl")).unwrap();
+    h.ok(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl"]);
+    h.ok(&["hook", "uninstall"]);
+    assert!(!hooks.join("qemu.d/vgpuctl").exists());
+    assert!(hooks.join("qemu").exists());
+    h.fails(&["hook", "install", "--binary", "relative/vgpuctl"], 1);
+}
+
+#[test]
+fn test_symlinked_binary_runs_as_hook_from_argv0() {
+    let h = SimHost::new("t4x2-mdev");
+    let d = common::sim::tempdir();
+    let qd = d.path().join("hooks/qemu.d");
+    std::fs::create_dir_all(&qd).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vgpuctl"), qd.join("vgpuctl")).unwrap();
+    let xml = h.ok(&["vm", "xml", "--name", "s", "--vgpu", "T4-2Q"]);
+    let mut c = Command::new(qd.join("vgpuctl"))
+        .args(["s", "prepare", "begin", "-"])
+        .env("VGPUCTL_ROOT", &h.root)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 1);
+}
