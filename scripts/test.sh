@@ -9,6 +9,15 @@ if [ "$(id -u)" = 0 ] && [ "${VGPUCTL_SKIP_INSTALL:-0}" != 1 ]; then
 fi
 export VGPUCTL_REAL_KERNEL=1
 cargo build --locked --all-targets
+# The libvirt helper links libvirt, so it is built on its own (libvirt-helper/).
+(cd libvirt-helper && cargo build --locked)
+# libvirtd on this host, for the tests that define and attach through it.
+if [ "$(id -u)" = 0 ] && ! virsh -c qemu:///system version >/dev/null 2>&1; then
+    mkdir -p /run/libvirt /var/log/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
+    pgrep -x virtlogd >/dev/null || virtlogd -d
+    pgrep -x libvirtd >/dev/null || libvirtd -d
+    for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+fi
 # Fast tests first: they say more, sooner, when something is broken.
 cargo test --locked --lib --bins
 # Integration tests, the real-kernel guest among them (booted once per binary).

@@ -151,6 +151,40 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// define, attach, detach, show: run by vgpuctl-libvirt (see `vgpuctl vm define --help`).
+    #[command(external_subcommand)]
+    Libvirt(Vec<String>),
+}
+
+/// The libvirt helper: `VGPUCTL_LIBVIRT_HELPER`, else `vgpuctl-libvirt`
+/// beside this binary, else on PATH.
+fn helper() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VGPUCTL_LIBVIRT_HELPER").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe().ok()?.with_file_name("vgpuctl-libvirt");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("vgpuctl-libvirt")).find(|p| p.is_file())
+}
+
+fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, CliError> {
+    use std::os::unix::process::CommandExt;
+    const KNOWN: &[&str] = &["define", "attach", "detach", "show"];
+    if !args.first().is_some_and(|a| KNOWN.contains(&a.as_str())) {
+        return Err(CliError::Usage(format!("unknown vm command {:?} (xml, hostdev-xml, explain, define, attach, detach, show)", args.first().map(String::as_str).unwrap_or(""))));
+    }
+    let Some(h) = helper() else {
+        return Err(CliError::Usage("vgpuctl-libvirt is not installed (build libvirt-helper/ and put it beside vgpuctl, or set VGPUCTL_LIBVIRT_HELPER)".into()));
+    };
+    let mut c = std::process::Command::new(&h);
+    c.args(args);
+    if let Some(r) = root {
+        c.env("VGPUCTL_ROOT", r);
+    }
+    let e = c.exec();
+    Err(CliError::Usage(format!("cannot run {}: {e}", h.display())))
 }
 
 #[derive(Debug, Serialize)]
@@ -275,6 +309,7 @@ pub fn read_xml_arg(p: &std::path::Path) -> Result<String, CliError> {
 
 pub fn run(host: &Host, cmd: &VmCommand) -> Result<i32, CliError> {
     match cmd {
+        VmCommand::Libvirt(args) => return exec_helper((!host.is_real_root()).then(|| host.root()), args),
         VmCommand::Xml(args) => print_out(&format!("{}\n", args.render(host)?)),
         VmCommand::HostdevXml { devices, templates } => {
             let t = Templates::load(crate::libvirt::templates::find_dir(host, templates.as_deref()).as_deref())?;

@@ -24,7 +24,7 @@ use crate::lock::HostLock;
 use crate::mdev::{self, CreateRequest};
 use crate::vgpu::alloc::Policy;
 use crate::vgpu::typename::VgpuTypeName;
-use journal::{Entry, Journal, State};
+pub use journal::{Entry, Journal, State};
 
 /// One device a VM start needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -373,4 +373,37 @@ fn running_guests(host: &Host) -> Option<Vec<String>> {
         }
     }
     Some(names)
+}
+
+/// A device made outside a VM start (a live attach) that the domain's
+/// release must free: added to its journal, creating one if needed.
+pub fn adopt(host: &Host, domain: &str, uuid: Option<&str>, entry: Entry) -> Result<(), HookError> {
+    let key = journal::key(domain, uuid);
+    let mut j = journal::load(host, &key)?.unwrap_or_else(|| {
+        let mut j = Journal::new(domain, uuid);
+        j.state = State::Prepared;
+        j
+    });
+    j.entries.push(entry);
+    journal::save(host, &key, &mut j)?;
+    Ok(())
+}
+
+/// After a detach: frees the device if vgpuctl made it for this domain, and
+/// drops it from the journal. `true` when something was freed.
+pub fn release_one(host: &Host, domain: &str, uuid: Option<&str>, is_it: &dyn Fn(&Entry) -> bool) -> Result<bool, HookError> {
+    let key = journal::key(domain, uuid);
+    let Some(mut j) = journal::load(host, &key)? else { return Ok(false) };
+    let (mine, rest): (Vec<Entry>, Vec<Entry>) = j.entries.drain(..).partition(|e| is_it(e));
+    j.entries = rest;
+    let problems = undo(host, &Journal { entries: mine.clone(), ..j.clone() });
+    if !problems.is_empty() {
+        return Err(HookError::Failed(problems.join("; ")));
+    }
+    if j.entries.is_empty() {
+        journal::delete(host, &key)?;
+    } else {
+        journal::save(host, &key, &mut j)?;
+    }
+    Ok(!mine.is_empty())
 }

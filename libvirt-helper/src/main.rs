@@ -1,0 +1,340 @@
+//! vgpuctl-libvirt: the part of vgpuctl that talks to libvirtd (define,
+//! attach, detach, show). A separate binary because libvirt is a shared
+//! library with a long tail of dependencies: the main vgpuctl binary, which
+//! every hook call and CLI call starts, stays static and never links it.
+//! `vgpuctl vm define|attach|detach|show` runs this program.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vgpuctl::cli::vm::{report, render_report, DeviceArgs, DomainArgs};
+use vgpuctl::hook::{self, Entry};
+use vgpuctl::host::Host;
+use vgpuctl::ids::{MdevUuid, PciAddress};
+use vgpuctl::libvirt::domain_xml::{self, GpuRequest, NAMESPACE};
+use vgpuctl::libvirt::generate::{self, DeviceSpec};
+use vgpuctl::libvirt::templates::Templates;
+use vgpuctl::lock::HostLock;
+use vgpuctl::mdev::{self, CreateRequest};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+#[derive(Debug, Parser)]
+#[command(name = "vgpuctl vm", about = "GPU VMs through libvirt")]
+struct Cli {
+    /// libvirt connection URI, as for virsh.
+    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = "qemu:///system")]
+    connect: String,
+    #[arg(long, global = true, env = "VGPUCTL_ROOT")]
+    root: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Define a domain with the GPUs asked for (devices are made at start by the hook).
+    Define {
+        #[command(flatten)]
+        domain: DomainArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach GPUs to a domain (live, persistent, or both).
+    Attach {
+        domain: String,
+        #[command(flatten)]
+        devices: DeviceArgs,
+        #[arg(long)]
+        live: bool,
+        #[arg(long)]
+        config: bool,
+    },
+    /// Detach a GPU: an mdev UUID, a VF or a passthrough PCI address.
+    Detach {
+        domain: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<MdevUuid>().map_err(|e| e.to_string()))]
+        mdev: Option<MdevUuid>,
+        #[arg(long, value_parser = |s: &str| s.parse::<PciAddress>().map_err(|e| e.to_string()))]
+        pci: Option<PciAddress>,
+        #[arg(long)]
+        live: bool,
+        #[arg(long)]
+        config: bool,
+    },
+    /// A domain's GPUs and their state on this host.
+    Show {
+        domain: String,
+        /// The persistent definition instead of the running domain.
+        #[arg(long)]
+        inactive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    #[error("libvirt: {0}")]
+    Libvirt(String),
+    #[error("{0}")]
+    Msg(String),
+}
+
+fn lv(context: &str) -> impl Fn(virt::error::Error) -> HelperError + '_ {
+    move |e| HelperError::Libvirt(format!("{context}: {}", e.message()))
+}
+
+fn any_err(e: &dyn std::error::Error) -> HelperError {
+    HelperError::Msg(vgpuctl::error_chain(e))
+}
+
+fn flags(live: bool, config: bool) -> u32 {
+    let mut f = sys::VIR_DOMAIN_AFFECT_CURRENT;
+    if live {
+        f |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    if config {
+        f |= sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    f
+}
+
+/// libvirt wants metadata as an unprefixed fragment; it adds the key as prefix.
+fn metadata_fragment(t: &Templates, devices: &[DeviceSpec]) -> Result<String, HelperError> {
+    let with_ns = generate::metadata(t, devices).map_err(|e| any_err(&e))?;
+    Ok(with_ns.replace(&format!(" xmlns:vgpuctl='{NAMESPACE}'"), "").replace("vgpuctl:", ""))
+}
+
+/// The persistent GPU requests as DeviceSpecs (for rewriting the metadata).
+fn specs_from_requests(reqs: &[GpuRequest]) -> Vec<DeviceSpec> {
+    reqs.iter()
+        .filter_map(|r| match r {
+            GpuRequest::Mdev { uuid, mdev_type, parent } => {
+                Some(DeviceSpec::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone(), display: None, ramfb: None })
+            }
+            GpuRequest::Vgpu { type_name, policy, gpu, vf: Some(vf), .. } => {
+                Some(DeviceSpec::VendorVgpu { vf: *vf, type_name: type_name.clone(), policy: *policy, gpu: *gpu })
+            }
+            GpuRequest::Vgpu { type_name, policy, gpu, uuid: Some(u), .. } => {
+                Some(DeviceSpec::LegacyVgpu { uuid: *u, type_name: type_name.clone(), policy: *policy, gpu: *gpu, display: None })
+            }
+            GpuRequest::Vgpu { .. } => None,
+            GpuRequest::Passthrough { address, companions } => {
+                Some(DeviceSpec::Passthrough { address: *address, companions: companions.clone(), rom_file: None, rom_bar: None })
+            }
+        })
+        .collect()
+}
+
+/// Makes a device now, for a live attach; returns the journal entry to adopt.
+fn make_now(host: &Host, d: &DeviceSpec) -> Result<Option<Entry>, HelperError> {
+    let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
+    match d {
+        DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => {
+            if host.exists(&format!("/sys/bus/mdev/devices/{uuid}")) {
+                return Ok(None);
+            }
+            let parent = match parent {
+                Some(p) => p.clone(),
+                None => {
+                    let inv = vgpuctl::inventory::Inventory::scan_with(host, &vgpuctl::inventory::ScanOptions { usage: false, mig: false }).map_err(|e| any_err(&e))?;
+                    inv.mdev_parents
+                        .iter()
+                        .find(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
+                        .map(|p| p.name.clone())
+                        .ok_or_else(|| HelperError::Msg(format!("no room for an mdev of type {mdev_type}")))?
+                }
+            };
+            mdev::create_locked(host, &CreateRequest { parent, mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] })
+                .map_err(|e| any_err(&e))?;
+            Ok(Some(Entry::Mdev { uuid: *uuid, done: true }))
+        }
+        DeviceSpec::LegacyVgpu { uuid, type_name, policy, gpu, .. } => {
+            let t = type_name.parse().map_err(|e: vgpuctl::vgpu::typename::TypeNameError| any_err(&e))?;
+            vgpuctl::vgpu::create_locked(host, &vgpuctl::vgpu::VgpuCreateRequest { type_name: t, gpu: *gpu, uuid: Some(*uuid), policy: *policy })
+                .map_err(|e| any_err(&e))?;
+            Ok(Some(Entry::Mdev { uuid: *uuid, done: true }))
+        }
+        DeviceSpec::VendorVgpu { vf, type_name, .. } => {
+            let t = type_name.parse().map_err(|e: vgpuctl::vgpu::typename::TypeNameError| any_err(&e))?;
+            Ok(vgpuctl::vgpu::ensure_vf_type(host, *vf, &t).map_err(|e| any_err(&e))?.map(|id| Entry::VfType { vf: *vf, type_id: id, done: true }))
+        }
+        DeviceSpec::Passthrough { .. } => Ok(None),
+    }
+}
+
+fn undo_now(host: &Host, e: &Entry) {
+    let j = hook::Journal { entries: vec![e.clone()], ..hook::Journal::new("rollback", None) };
+    if let Ok(_l) = HostLock::acquire(host, hook::LOCK_TIMEOUT) {
+        for p in hook::undo(host, &j) {
+            eprintln!("vgpuctl: rollback: {p}");
+        }
+    }
+}
+
+fn explain_attach_error(msg: &str) -> String {
+    let hint = if msg.contains("PCI") && (msg.contains("slot") || msg.contains("hotplug") || msg.contains("hot-plug")) {
+        "; the guest has no free hot-pluggable PCI slot (q35 guests need an empty pcie-root-port per hot-plugged device) or does not support hot-plug: attach with --config and restart the VM"
+    } else if msg.contains("not support") || msg.contains("unsupported") {
+        "; this device cannot be hot-plugged into this guest: attach with --config and restart the VM"
+    } else {
+        ""
+    };
+    format!("{msg}{hint}")
+}
+
+fn run(cli: Cli) -> Result<(), HelperError> {
+    let host = vgpuctl::open_host(cli.root.as_deref()).map_err(|e| any_err(&e))?;
+    let conn = Connect::open(Some(&cli.connect)).map_err(lv(&format!("cannot connect to {}", cli.connect)))?;
+    // virt's Connect panics in Drop when closing fails; the process exits
+    // right after, so the kernel closes the socket instead.
+    let result = run_with(&host, &conn, &cli.cmd);
+    std::mem::forget(conn);
+    result
+}
+
+fn lookup(conn: &Connect, name: &str) -> Result<Domain, HelperError> {
+    conn.lookup_domain_by_name(name).map_err(lv(&format!("no domain {name:?}")))
+}
+
+fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
+    match cmd {
+        Cmd::Define { domain, json } => {
+            let xml = domain.render(host).map_err(|e| any_err(&e))?;
+            let d = conn.define_domain_xml(&xml).map_err(lv("define"))?;
+            let uuid = d.uuid_string().unwrap_or_default();
+            if *json {
+                println!("{}", serde_json::json!({ "name": domain.name.as_str(), "uuid": uuid, "defined": true }));
+            } else {
+                println!("defined {} ({uuid})", domain.name);
+            }
+        }
+        Cmd::Attach { domain, devices, live, config } => {
+            if devices.is_empty() {
+                return Err(HelperError::Msg("nothing to attach: give --vgpu, --mdev, --mdev-type or --passthrough".into()));
+            }
+            let dom = lookup(conn, domain)?;
+            let active = dom.is_active().map_err(lv("domain state"))?;
+            let (live, config) = if !*live && !*config { (active, !active) } else { (*live, *config) };
+            if live && !active {
+                return Err(HelperError::Msg(format!("{domain} is not running: use --config")));
+            }
+            let t = Templates::load(vgpuctl::libvirt::templates::find_dir(host, None).as_deref()).map_err(|e| any_err(&e))?;
+            let specs = devices.resolve(host).map_err(|e| any_err(&e))?;
+            let inactive = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(lv("dumpxml"))?;
+            let parsed = domain_xml::parse(&inactive).map_err(|e| any_err(&e))?;
+            let uuid = dom.uuid_string().ok();
+            for (i, d) in specs.iter().enumerate() {
+                let made = if live { make_now(host, d)? } else { None };
+                let mut failed = None;
+                for h in generate::hostdevs(&t, d, 0x18 + i as u8).map_err(|e| any_err(&e))? {
+                    if let Err(e) = dom.attach_device_flags(&h, flags(live, config)) {
+                        failed = Some(explain_attach_error(e.message()));
+                        break;
+                    }
+                }
+                if let Some(msg) = failed {
+                    if let Some(e) = &made {
+                        undo_now(host, e);
+                    }
+                    return Err(HelperError::Libvirt(format!("libvirt refused to attach to {domain}: {msg}")));
+                }
+                if let Some(e) = made {
+                    hook::adopt(host, &parsed.name, uuid.as_deref(), e).map_err(|e| any_err(&e))?;
+                }
+            }
+            if config {
+                let mut all = specs_from_requests(&parsed.requests);
+                all.extend(specs.iter().cloned());
+                let frag = metadata_fragment(&t, &all)?;
+                dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
+                    .map_err(lv("metadata"))?;
+            }
+            println!("attached {} device(s) to {domain}{}{}", specs.len(), if live { " (live)" } else { "" }, if config { " (persistent)" } else { "" });
+        }
+        Cmd::Detach { domain, mdev, pci, live, config } => {
+            let dom = lookup(conn, domain)?;
+            let active = dom.is_active().map_err(lv("domain state"))?;
+            let (live, config) = if !*live && !*config { (active, !active) } else { (*live, *config) };
+            let xml = dom.xml_desc(if config && !live { sys::VIR_DOMAIN_XML_INACTIVE } else { 0 }).map_err(lv("dumpxml"))?;
+            let parsed = domain_xml::parse(&xml).map_err(|e| any_err(&e))?;
+            let t = Templates::load(vgpuctl::libvirt::templates::find_dir(host, None).as_deref()).map_err(|e| any_err(&e))?;
+            let spec = match (mdev, pci) {
+                (Some(u), None) => DeviceSpec::Mdev { uuid: *u, mdev_type: "x".parse().map_err(|e: vgpuctl::ids::IdError| any_err(&e))?, parent: None, display: None, ramfb: None },
+                (None, Some(a)) => {
+                    let managed = parsed.hostdevs.iter().any(|h| matches!(h, domain_xml::Hostdev::Pci { address, managed: true } if address == a));
+                    if managed {
+                        DeviceSpec::Passthrough { address: *a, companions: vec![], rom_file: None, rom_bar: None }
+                    } else {
+                        DeviceSpec::VendorVgpu { vf: *a, type_name: String::new(), policy: Default::default(), gpu: None }
+                    }
+                }
+                _ => return Err(HelperError::Msg("give exactly one of --mdev UUID or --pci ADDRESS".into())),
+            };
+            let h = generate::hostdevs(&t, &spec, 0).map_err(|e| any_err(&e))?;
+            dom.detach_device_flags(&h[0], flags(live, config)).map_err(|e| HelperError::Libvirt(format!("libvirt refused to detach from {domain}: {}", e.message())))?;
+            let uuid = dom.uuid_string().ok();
+            if live {
+                let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
+                let freed = hook::release_one(host, &parsed.name, uuid.as_deref(), &|e| match (e, &spec) {
+                    (Entry::Mdev { uuid, .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid == u,
+                    (Entry::VfType { vf, .. }, DeviceSpec::VendorVgpu { vf: v, .. }) => vf == v,
+                    _ => false,
+                })
+                .map_err(|e| any_err(&e))?;
+                if freed {
+                    println!("freed the device vgpuctl made for {domain}");
+                }
+            }
+            if config {
+                let remaining: Vec<GpuRequest> = parsed
+                    .requests
+                    .iter()
+                    .filter(|r| match (r, &spec) {
+                        (GpuRequest::Mdev { uuid, .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid != u,
+                        (GpuRequest::Vgpu { uuid: Some(uuid), .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid != u,
+                        (GpuRequest::Vgpu { vf: Some(vf), .. }, DeviceSpec::VendorVgpu { vf: v, .. }) => vf != v,
+                        (GpuRequest::Passthrough { address, .. }, DeviceSpec::Passthrough { address: a, .. }) => address != a,
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect();
+                let frag = metadata_fragment(&t, &specs_from_requests(&remaining))?;
+                dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
+                    .map_err(lv("metadata"))?;
+            }
+            println!("detached from {domain}");
+        }
+        Cmd::Show { domain, inactive, json } => {
+            let dom = lookup(conn, domain)?;
+            let xml = dom.xml_desc(if *inactive { sys::VIR_DOMAIN_XML_INACTIVE } else { 0 }).map_err(lv("dumpxml"))?;
+            let parsed = domain_xml::parse(&xml).map_err(|e| any_err(&e))?;
+            let r = report(host, &parsed);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", render_report(&r));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vgpuctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
