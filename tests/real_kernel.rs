@@ -318,3 +318,28 @@ fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
     assert_eq!(f["final_mdevs"], "0");
     assert_eq!(g.read("30-hook", "final-journals.txt").trim(), "");
 }
+
+#[test]
+fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("30-hook");
+    let f = facts(g, "30-hook");
+    assert_eq!(f["defineD_rc"], "0", "{}", g.read("30-hook", "defineD.txt"));
+    assert_eq!(f["attachD_rc"], "0", "{}", g.read("30-hook", "attachD.txt"));
+    assert_eq!(f["startD_rc"], "0", "{}", g.read("30-hook", "startD.txt"));
+    assert_eq!(f["existsD_running"], "0", "the attached mdev exists while the VM runs");
+    let show = g.read("30-hook", "showD.txt");
+    assert!(show.contains("mbochs-medium") && show.contains("mdev exists"), "{show}");
+    // Live attach: hot-plugged (2 mdevs) or refused with the mdev removed again (1).
+    match f["liveD_rc"].as_str() {
+        "0" => assert_eq!(f["liveD_mdevs"], "2"),
+        _ => {
+            assert_eq!(f["liveD_mdevs"], "1", "a refused live attach leaves no mdev behind");
+            let live = g.read("30-hook", "liveD.txt");
+            assert!(live.contains("libvirt refused to attach"), "{live}");
+        }
+    }
+    assert_eq!(f["afterD_mdevs"], "0", "destroy frees the hook's and the live attach's mdevs");
+    assert_eq!(f["detachD_rc"], "0", "{}", g.read("30-hook", "detachD.txt"));
+    assert_eq!(g.read("30-hook", "afterD-refs.txt").trim(), "0");
+}

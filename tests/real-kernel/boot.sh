@@ -25,6 +25,9 @@ kver=$("$here/build-modules.sh") || exit 3
 rm -rf "$work"
 mkdir -p "$work/out"
 cp "$bin" "$work/vgpuctl"
+# The libvirt helper (dynamically linked; the guest shares our libraries).
+helper=${VGPUCTL_LIBVIRT_HELPER:-$here/../../libvirt-helper/target/x86_64-unknown-linux-gnu/debug/vgpuctl-libvirt}
+if [ -x "$helper" ]; then cp "$helper" "$work/vgpuctl-libvirt"; fi
 # The guest does not inherit our environment: pass the knobs through a file.
 for var in VGPUCTL_SCENARIOS VGPUCTL_SCENARIO_DIR BENCH_N; do
     if [ -n "${!var:-}" ]; then printf 'export %s=%q\n' "$var" "${!var}"; fi

@@ -13,6 +13,7 @@ export WORK=$work
 # (it made each call ~4x slower than a binary on the root file system).
 bindir=$(mktemp -d /dev/shm/vgpuctl-bin.XXXXXX)
 cp "$work/vgpuctl" "$bindir/vgpuctl"
+if [ -f "$work/vgpuctl-libvirt" ]; then cp "$work/vgpuctl-libvirt" "$bindir/vgpuctl-libvirt"; fi
 export VGPUCTL=$bindir/vgpuctl
 export PATH=$bindir:$PATH
 modprobe -a vfio_iommu_type1 mdev mbochs mdpy mtty >"$work/out/modprobe.log" 2>&1

@@ -80,5 +80,24 @@ virsh destroy vmC >/dev/null 2>&1
 for i in $(seq 50); do [ "$(mdevs)" = 0 ] && break; sleep 0.1; done
 rec final_mdevs "$(mdevs)"
 ls /run/vgpuctl/domains >final-journals.txt 2>&1
+
+# D: vgpuctl vm define + attach (persistent) of a new mdev through libvirt,
+# started by virsh (the hook makes it), destroyed (freed), then detached.
+v vm define --name vmD --memory 64 --vcpus 1 --domain-type qemu --disk none >defineD.txt 2>&1; rec defineD_rc $?
+v vm attach vmD --mdev-type mbochs-medium --config >attachD.txt 2>&1; rec attachD_rc $?
+uD=$(virsh dumpxml --inactive vmD | sed -n "s/.*<address uuid='\([^']*\)'.*/\1/p" | head -n1)
+echo "$uD" >uD.txt
+virsh start vmD >startD.txt 2>&1; rec startD_rc $?
+[ -e "/sys/bus/mdev/devices/$uD" ]; rec existsD_running $?
+v vm show vmD >showD.txt 2>&1
+# Live attach into the running guest: either libvirt hot-plugs it, or it
+# refuses and vgpuctl removes the mdev it made. Both are recorded.
+v vm attach vmD --mdev-type mbochs-small --live >liveD.txt 2>&1; rec liveD_rc $?
+rec liveD_mdevs "$(mdevs)"
+virsh destroy vmD >/dev/null 2>&1
+for i in $(seq 50); do [ "$(mdevs)" = 0 ] && break; sleep 0.1; done
+rec afterD_mdevs "$(mdevs)"
+v vm detach vmD --mdev "$uD" --config >detachD.txt 2>&1; rec detachD_rc $?
+virsh dumpxml --inactive vmD | grep -c "$uD" >afterD-refs.txt
 cp /var/log/libvirt/libvirtd.log . 2>/dev/null
 exit 0
