@@ -18,6 +18,7 @@ pub mod sim;
 pub mod sriov;
 pub mod types;
 pub mod units;
+pub mod vfio;
 pub mod vgpu;
 pub mod nvctl;
 

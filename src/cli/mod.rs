@@ -67,6 +67,9 @@ pub enum Command {
     /// Domain XML for GPU VMs; define/attach/detach go through vgpuctl-libvirt.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Whole-GPU passthrough through vfio-pci.
+    #[command(subcommand)]
+    Passthrough(PassthroughCommand),
     /// The libvirt qemu hook.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -98,6 +101,37 @@ pub enum Command {
         /// Where to write it (default: a new folder under $TMPDIR, kept afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassthroughCommand {
+    /// Is the GPU's IOMMU group viable, and what blocks it (sysfs only; --probe opens it through VFIO).
+    Check {
+        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
+        gpu: crate::ids::PciAddress,
+        /// Also open the device through VFIO and report regions and IRQs (needs it on vfio-pci).
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the GPU and its slot's other functions to vfio-pci.
+    Prepare {
+        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
+        gpu: crate::ids::PciAddress,
+        /// Allow the host's boot display.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the GPU and its functions back to their previous drivers.
+    Release {
+        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
+        gpu: crate::ids::PciAddress,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -197,6 +231,8 @@ pub enum CliError {
     #[error(transparent)]
     Hook(#[from] crate::hook::HookError),
     #[error(transparent)]
+    Passthrough(#[from] crate::vfio::passthrough::PassthroughError),
+    #[error(transparent)]
     HookInstall(#[from] crate::hook::install::InstallError),
 }
 
@@ -275,6 +311,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Vm(cmd) => {
             let host = open_host(&cli)?;
             return vm::run(&host, cmd);
+        }
+        Command::Passthrough(cmd) => {
+            let host = open_host(&cli)?;
+            return run_passthrough(&host, cmd);
         }
         Command::Hook(cmd) => {
             let host = open_host(&cli)?;
@@ -412,6 +452,65 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
                 print_out("removed vgpuctl's hook; restart libvirtd for it to take effect\n");
             } else {
                 print_out("vgpuctl's hook was not installed\n");
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn render_group(r: &crate::vfio::passthrough::GroupReport) -> String {
+    let mut t = format!(
+        "{} IOMMU group {}: {}\n",
+        r.address,
+        r.group,
+        if r.viable { "viable".to_string() } else { format!("NOT viable ({})", r.blockers.join(", ")) }
+    );
+    for m in &r.members {
+        t.push_str(&format!("  {} {} {}{}\n", m.address, m.class.as_deref().unwrap_or("?"), m.driver.as_deref().unwrap_or("(no driver)"), if m.ok { "" } else { "  <- blocks" }));
+    }
+    if r.boot_vga {
+        t.push_str("  boot display: refused unless --force\n");
+    }
+    t
+}
+
+fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliError> {
+    use crate::vfio::passthrough;
+    let lock = std::time::Duration::from_secs(60);
+    match cmd {
+        PassthroughCommand::Check { gpu, probe, json } => {
+            let r = passthrough::check(host, *gpu)?;
+            let p = if *probe { Some(crate::vfio::probe::probe(*gpu).map_err(CliError::Usage)?) } else { None };
+            if *json {
+                print_json(&serde_json::json!({ "group": r, "probe": p }))?;
+            } else {
+                let mut t = render_group(&r);
+                if let Some(p) = p {
+                    t.push_str(&format!("  VFIO: {} regions, {} IRQ types, max {} interrupts\n", p.regions.len(), p.irqs.len(), p.max_interrupts));
+                    for reg in &p.regions {
+                        t.push_str(&format!("    region {}: {} bytes, flags {:#x}\n", reg.index, reg.size, reg.flags));
+                    }
+                }
+                print_out(&t);
+            }
+            Ok(if r.viable { exit::OK } else { exit::FAILED })
+        }
+        PassthroughCommand::Prepare { gpu, force, json } => {
+            let r = passthrough::prepare(host, *gpu, *force, lock)?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                print_out(&render_group(&r));
+            }
+            Ok(exit::OK)
+        }
+        PassthroughCommand::Release { gpu, json } => {
+            let r = passthrough::release(host, *gpu, lock)?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                let t: String = r.iter().map(|(a, d)| format!("{a}: {}\n", d.as_deref().unwrap_or("no driver"))).collect();
+                print_out(&t);
             }
             Ok(exit::OK)
         }

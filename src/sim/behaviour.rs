@@ -31,6 +31,8 @@ use crate::parse;
 pub struct SimBehaviour;
 
 pub const IN_USE_MARKER: &str = ".sim-in-use";
+/// The driver a simulated PCI function binds to when probed without an override.
+pub const DEFAULT_DRIVER: &str = ".sim-default-driver";
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -45,6 +47,10 @@ impl WriteBehaviour for SimBehaviour {
             }
             ["sys", "bus", "mdev", "devices", uuid, "remove"] => Some(mdev_remove(host, uuid, value)),
             ["sys", "bus", "pci", "devices", dev, "sriov_numvfs"] => Some(sriov_numvfs(host, dev, value)),
+            ["sys", "bus", "pci", "devices", dev, "driver", "unbind"] => Some(unbind(host, dev, value)),
+            ["sys", "bus", "pci", "devices", dev, "driver_override"] => Some(driver_override(host, dev, value)),
+            ["sys", "bus", "pci", "drivers_probe"] => Some(probe(host, value.trim(), None)),
+            ["sys", "bus", "pci", "drivers", drv, "bind"] => Some(probe(host, value.trim(), Some(drv))),
             ["sys", "bus", "pci", "devices", dev, "nvidia", "current_vgpu_type"] => Some(current_vgpu_type(host, dev, value)),
             _ => None,
         }
@@ -123,6 +129,73 @@ fn state_of(host: &Host, pf: PciAddress) -> io::Result<(SimState, SimGpu)> {
     let state = SimState::load(host)?;
     let gpu = state.gpus.get(&pf).cloned().ok_or_else(|| errno(nix::errno::Errno::ENODEV))?;
     Ok((state, gpu))
+}
+
+fn pci_dir(host: &Host, dev: &str) -> io::Result<PathBuf> {
+    let a: PciAddress = dev.parse().map_err(|_| errno(nix::errno::Errno::ENODEV))?;
+    fs::canonicalize(abs(host, &format!("/sys/bus/pci/devices/{a}"))?)
+}
+
+fn group_of(dir: &Path) -> Option<String> {
+    fs::read_link(dir.join("iommu_group")).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// `echo <bdf> > …/driver/unbind`: the function loses its driver.
+fn unbind(host: &Host, dev: &str, value: &str) -> io::Result<()> {
+    if value.trim() != dev {
+        return Err(errno(nix::errno::Errno::ENODEV));
+    }
+    let dir = pci_dir(host, dev)?;
+    let drv = fs::read_link(dir.join("driver")).map_err(|_| errno(nix::errno::Errno::ENODEV))?;
+    let name = drv.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if dir.join(IN_USE_MARKER).exists() {
+        return Err(errno(nix::errno::Errno::EBUSY));
+    }
+    fs::remove_file(dir.join("driver"))?;
+    let _ = fs::remove_file(abs(host, &format!("/sys/bus/pci/drivers/{name}/{dev}"))?);
+    if name == "vfio-pci" {
+        if let Some(g) = group_of(&dir) {
+            let _ = fs::remove_file(abs(host, &format!("/dev/vfio/{g}"))?);
+        }
+    }
+    Ok(())
+}
+
+/// `driver_override`: an empty write clears it (reads back `(null)`).
+fn driver_override(host: &Host, dev: &str, value: &str) -> io::Result<()> {
+    let dir = pci_dir(host, dev)?;
+    let v = value.trim();
+    fs::write(dir.join("driver_override"), if v.is_empty() { "(null)\n".to_string() } else { format!("{v}\n") })
+}
+
+/// `drivers_probe` (or a driver's `bind`): binds an unbound function to its
+/// override, or to its own driver.
+fn probe(host: &Host, dev: &str, explicit: Option<&str>) -> io::Result<()> {
+    let dir = pci_dir(host, dev)?;
+    if dir.join("driver").symlink_metadata().is_ok() {
+        return if explicit.is_some() { Err(errno(nix::errno::Errno::EBUSY)) } else { Ok(()) };
+    }
+    let over = fs::read_to_string(dir.join("driver_override")).unwrap_or_default();
+    let target = match (explicit, parse::driver_override(&over)) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(o)) => o,
+        (None, None) => match fs::read_to_string(dir.join(DEFAULT_DRIVER)) {
+            Ok(d) => d.trim().to_string(),
+            Err(_) => return Ok(()), // no driver claims it
+        },
+    };
+    let ddir = abs(host, &format!("/sys/bus/pci/drivers/{target}"))?;
+    if !ddir.is_dir() {
+        return Err(errno(nix::errno::Errno::ENODEV));
+    }
+    link(&dir.join("driver"), &ddir)?;
+    link(&ddir.join(dev), &dir)?;
+    if target == "vfio-pci" {
+        if let Some(g) = group_of(&dir) {
+            fs::write(abs(host, &format!("/dev/vfio/{g}"))?, "")?;
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's `sriov_numvfs_store`: more than total → ERANGE; changing a

@@ -46,6 +46,7 @@ impl Profile {
     pub fn build(&self, tree: &Tree) -> io::Result<SimState> {
         // What a host with the vfio and mdev modules loaded always has.
         tree.mkdir("/sys/bus/mdev/devices")?;
+        tree.mkdir("/sys/bus/pci/drivers/vfio-pci")?;
         tree.write("/dev/vfio/vfio", "")?;
         let mut state = (self.build)(tree)?;
         state.profile = self.name.to_string();

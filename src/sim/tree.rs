@@ -95,6 +95,14 @@ impl Tree {
         if let Some(b) = f.boot_vga {
             self.write(&format!("{dir}/boot_vga"), if b { "1\n" } else { "0\n" })?;
         }
+        // The driver the kernel would bind on drivers_probe without an override.
+        let natural = match f.driver {
+            Some("vfio-pci") if f.vendor == 0x10de => Some("nvidia"),
+            other => other,
+        };
+        if let Some(n) = natural {
+            self.write(&format!("{dir}/{}", super::behaviour::DEFAULT_DRIVER), n)?;
+        }
         if let Some(d) = f.driver {
             self.mkdir(&format!("/sys/bus/pci/drivers/{d}"))?;
             self.link(&format!("{dir}/driver"), &format!("/sys/bus/pci/drivers/{d}"))?;

@@ -1,0 +1,75 @@
+//! Full passthrough on the simulated passthrough host: group viability,
+//! boot-VGA refusal, prepare/release round trip with the HDMI audio function,
+//! and a failed prepare that puts everything back.
+
+mod common;
+
+use common::sim::SimHost;
+
+fn driver(h: &SimHost, a: &str) -> String {
+    std::fs::read_link(h.path(&format!("/sys/bus/pci/devices/{a}/driver")))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "none".into())
+}
+
+#[test]
+fn test_non_viable_group_lists_its_blockers() {
+    let h = SimHost::new("passthrough");
+    let o = h.run(&["passthrough", "check", "0000:e2:00.0", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["group"]["viable"], false);
+    assert_eq!(v["group"]["blockers"][0], "0000:e3:00.0 (0x010802) is bound to nvme");
+    let e = h.fails(&["passthrough", "prepare", "0000:e2:00.0"], 1);
+    assert!(e.contains("is not viable") && e.contains("nvme"), "{e}");
+    assert_eq!(driver(&h, "0000:e3:00.0"), "nvme", "nothing moved");
+}
+
+#[test]
+fn test_boot_vga_refused_and_forced_round_trip_with_audio() {
+    let h = SimHost::new("passthrough");
+    let before = h.snapshot();
+    let e = h.fails(&["passthrough", "prepare", "0000:01:00.0"], 1);
+    assert!(e.contains("boot display"), "{e}");
+    h.assert_unchanged(&before, "a refused prepare");
+    let r = h.json(&["passthrough", "prepare", "0000:01:00.0", "--force", "--json"]);
+    assert_eq!(r["viable"], true);
+    assert_eq!(r["functions"].as_array().unwrap().len(), 2, "GPU and its HDMI audio move together");
+    assert_eq!(driver(&h, "0000:01:00.0"), "vfio-pci");
+    assert_eq!(driver(&h, "0000:01:00.1"), "vfio-pci");
+    assert!(h.path("/dev/vfio/1").exists());
+    // Prepare again: already there.
+    h.ok(&["passthrough", "prepare", "0000:01:00.0", "--force"]);
+    h.ok(&["passthrough", "release", "0000:01:00.0"]);
+    assert_eq!(driver(&h, "0000:01:00.0"), "nvidia");
+    assert_eq!(driver(&h, "0000:01:00.1"), "snd_hda_intel");
+    assert!(!h.path("/dev/vfio/1").exists());
+    let e = h.fails(&["passthrough", "release", "0000:01:00.0"], 1);
+    assert!(e.contains("not prepared by vgpuctl"), "{e}");
+}
+
+#[test]
+fn test_failed_prepare_puts_every_function_back() {
+    let h = SimHost::new("passthrough");
+    // Writes: unbind, override, probe for the GPU (1-3), then the audio's unbind (4) fails.
+    let o = h.cmd().args(["passthrough", "prepare", "0000:01:00.0", "--force"]).env("VGPUCTL_FAULT", "write:4:EIO").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(driver(&h, "0000:01:00.0"), "nvidia", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(driver(&h, "0000:01:00.1"), "snd_hda_intel");
+    assert!(!h.path("/run/vgpuctl/passthrough/0000:01:00.0.json").exists());
+    let o = std::fs::read_to_string(h.path("/sys/bus/pci/devices/0000:01:00.0/driver_override")).unwrap();
+    assert_eq!(o.trim(), "(null)");
+}
+
+#[test]
+fn test_not_a_gpu_and_unknown_devices() {
+    let h = SimHost::new("passthrough");
+    let e = h.fails(&["passthrough", "prepare", "0000:e3:00.0"], 1);
+    assert!(e.contains("is not a GPU (class 0x010802)"), "{e}");
+    let e = h.fails(&["passthrough", "check", "0000:99:00.0"], 1);
+    assert!(e.contains("not a PCI device"), "{e}");
+    h.fails(&["passthrough", "check", "0000:99:00.0/.."], 64);
+    // An L40S alone in its group on vfio-pci: viable as is.
+    let v = h.json(&["passthrough", "check", "0000:41:00.0", "--json"]);
+    assert_eq!(v["group"]["viable"], true);
+}
