@@ -310,13 +310,7 @@ pub fn resolve_passthrough(host: &Host, address: PciAddress, force: bool, rom_fi
     if !force && host.read_attr_opt(&format!("{base}/boot_vga"))?.as_deref().map(str::trim) == Some("1") {
         return Err(GenerateError::BootVga { address });
     }
-    let mut companions = Vec::new();
-    for f in 0..8u8 {
-        let Some(other) = address.with_function(f).filter(|o| *o != address) else { continue };
-        if host.exists(&format!("/sys/bus/pci/devices/{other}/class")) {
-            companions.push(other);
-        }
-    }
+    let companions = crate::vfio::passthrough::companions(host, address);
     let rom_file = rom_file.map(|p| check_path(&p)).transpose()?;
     Ok(DeviceSpec::Passthrough { address, companions, rom_file, rom_bar })
 }

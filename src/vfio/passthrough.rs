@@ -67,6 +67,7 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupReport {
     pub address: PciAddress,
+    pub class: String,
     pub group: u32,
     pub boot_vga: bool,
     /// The functions that move with it (same slot).
@@ -91,12 +92,20 @@ fn driver(host: &Host, a: impl std::fmt::Display) -> Result<Option<String>, Host
     host.link_name(&dev(a, "driver"))
 }
 
-/// The function itself and every other present function of its slot.
+/// The function itself and, for a GPU, the other functions of its slot that
+/// belong to the card: HDMI/DP audio (0x0403), and the USB-C controller
+/// (0x0c03) and UCSI serial bus (0x0c80) of some NVIDIA cards. Nothing else
+/// moves along: a slot's other functions on a chipset (LPC, AHCI, SMBus) are
+/// the host's and show up as blockers instead.
 fn functions(host: &Host, addr: PciAddress) -> Vec<PciAddress> {
     let mut v = vec![addr];
+    let class = |a: PciAddress| host.read_attr_opt(&dev(a, "class")).ok().flatten().and_then(|c| parse::hex_id(&c));
+    if !class(addr).is_some_and(|c| c >> 16 == 0x03) {
+        return v;
+    }
     for f in 0..8 {
         if let Some(o) = addr.with_function(f).filter(|o| *o != addr) {
-            if host.exists(&dev(o, "class")) {
+            if class(o).is_some_and(|c| matches!(c >> 8, 0x0403 | 0x0c03 | 0x0c80) || c >> 16 == 0x03) {
                 v.push(o);
             }
         }
@@ -104,12 +113,14 @@ fn functions(host: &Host, addr: PciAddress) -> Vec<PciAddress> {
     v
 }
 
+/// The other functions that go to a guest with this GPU.
+pub fn companions(host: &Host, addr: PciAddress) -> Vec<PciAddress> {
+    functions(host, addr).into_iter().skip(1).collect()
+}
+
 pub fn check(host: &Host, addr: PciAddress) -> Result<GroupReport, PassthroughError> {
     let class = host.read_attr_opt(&dev(addr, "class"))?.ok_or(PassthroughError::NoDevice { addr })?;
     let boot_vga = host.read_attr_opt(&dev(addr, "boot_vga"))?.as_deref().map(str::trim) == Some("1");
-    if !class.trim().starts_with("0x03") {
-        return Err(PassthroughError::NotAGpu { addr, class: class.trim().to_string() });
-    }
     let group = host
         .link_name(&dev(addr, "iommu_group"))?
         .and_then(|g| parse::count(&g))
@@ -128,7 +139,7 @@ pub fn check(host: &Host, addr: PciAddress) -> Result<GroupReport, PassthroughEr
         }
         members.push(Member { address: m, class, driver: drv, ok });
     }
-    Ok(GroupReport { address: addr, group, boot_vga, functions: fns, viable: blockers.is_empty(), members, blockers })
+    Ok(GroupReport { address: addr, class: class.trim().to_string(), group, boot_vga, functions: fns, viable: blockers.is_empty(), members, blockers })
 }
 
 fn state_path(addr: PciAddress) -> String {
@@ -164,6 +175,10 @@ fn users(host: &Host, group: u32) -> Option<String> {
 
 pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duration) -> Result<GroupReport, PassthroughError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
+    let class = host.read_attr_opt(&dev(addr, "class"))?.ok_or(PassthroughError::NoDevice { addr })?;
+    if !class.trim().starts_with("0x03") {
+        return Err(PassthroughError::NotAGpu { addr, class: class.trim().to_string() });
+    }
     let report = check(host, addr)?;
     if report.boot_vga && !force {
         return Err(PassthroughError::BootVga { addr });
@@ -201,7 +216,7 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
             return Err(PassthroughError::BindFailed { addr: *a, wanted: VFIO.into(), got: got.unwrap_or_else(|| "no driver".into()) });
         }
     }
-    Ok(check(host, addr)?)
+    check(host, addr)
 }
 
 fn restore(host: &Host, moved: &[PciAddress], previous: &[(PciAddress, Option<String>)]) {

@@ -46,17 +46,30 @@ fn wanted() -> bool {
 /// stack is a failure, never a skip.
 pub fn guest() -> Option<&'static GuestRun> {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
+    boot(&RUN, "real-kernel", None)
+}
+
+/// The guest with an emulated IOMMU and spare display devices, running the
+/// scenarios in tests/real-kernel/passthrough/.
+pub fn passthrough_guest() -> Option<&'static GuestRun> {
+    static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
+    boot(&RUN, "real-kernel-passthrough", Some("passthrough"))
+}
+
+fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Option<&str>) -> Option<&'static GuestRun> {
     if !wanted() {
         eprintln!("real-kernel tests not requested: set VGPUCTL_REAL_KERNEL=1 (CI=true implies it)");
         return None;
     }
-    let run = RUN.get_or_init(|| {
+    let run = cell.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("real-kernel");
-        let status = Command::new("bash")
-            .arg(root.join("tests/real-kernel/boot.sh"))
-            .arg(&work)
-            .arg(env!("CARGO_BIN_EXE_vgpuctl"))
+        let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("tests/real-kernel/boot.sh")).arg(&work).arg(env!("CARGO_BIN_EXE_vgpuctl"));
+        if let Some(m) = mode {
+            cmd.arg(m).env("VGPUCTL_SCENARIO_DIR", root.join("tests/real-kernel").join(m));
+        }
+        let status = cmd
             .status()
             .map_err(|e| format!("cannot run boot.sh: {e}"))?;
         match status.code() {

@@ -4,13 +4,22 @@
 # the real /sys. Results land in WORK/out/<scenario>/; the Rust test
 # tests/real_kernel.rs asserts on them.
 #
-#   boot.sh WORK VGPUCTL_BINARY
+#   boot.sh WORK VGPUCTL_BINARY [passthrough]
 #
+# With `passthrough`, the guest gets an emulated IOMMU and spare display
+# devices (std VGA as boot display, bochs-display, virtio-gpu) for real
+# vfio-pci passthrough tests.
 # Exit 3: the stack (vng, kernel, headers, sources) is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$1
 bin=$2
+mode=${3:-}
+extra=()
+if [ "$mode" = passthrough ]; then
+    extra=(--append intel_iommu=on
+        --qemu-opts="-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on -device VGA -device bochs-display -device virtio-gpu-pci")
+fi
 
 missing=()
 command -v vng >/dev/null || missing+=("vng (pip install virtme-ng)")
@@ -37,7 +46,7 @@ start=$(date +%s)
 # the console can interleave and drop lines.
 timeout 900 vng --run "/boot/vmlinuz-$kver" --disable-kvm --memory 2G --cpus 2 \
     --rwdir "$work" --overlay-rwdir /etc --overlay-rwdir /var --overlay-rwdir /run \
-    ${VGPUCTL_VNG_EXTRA:-} \
+    "${extra[@]}" \
     --exec "bash $here/inside.sh $work" >"$work/console.log" 2>&1 || {
     echo "vng failed (rc=$?); console log: $work/console.log" >&2
     tail -n 30 "$work/console.log" >&2
