@@ -100,7 +100,7 @@ fn driver(host: &Host, a: impl std::fmt::Display) -> Result<Option<String>, Host
 fn functions(host: &Host, addr: PciAddress) -> Vec<PciAddress> {
     let mut v = vec![addr];
     let class = |a: PciAddress| host.read_attr_opt(&dev(a, "class")).ok().flatten().and_then(|c| parse::hex_id(&c));
-    if !class(addr).is_some_and(|c| c >> 16 == 0x03) {
+    if class(addr).is_none_or(|c| c >> 16 != 0x03) {
         return v;
     }
     for f in 0..8 {
