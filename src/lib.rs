@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod libvirt;
 pub mod lock;
+pub mod mig;
 pub mod logging;
 pub mod mdev;
 pub mod hook;

@@ -1,0 +1,271 @@
+//! MIG placement benchmark: request streams with Poisson arrivals and
+//! exponential holding times over N = 8, 64, 512 GPUs, offered load 0.5-1.5
+//! of capacity, 10 fixed seeds, two mixes. Policies: first fit, best fit,
+//! vgpuctl's planner; reference: a repack oracle (accept when the active set
+//! plus the request fits the N GPUs in some valid layout, found by
+//! first-fit-decreasing with exact per-GPU placement rules; run for N <= 64).
+//!
+//!   cargo bench --bench placement [-- --quick] [-- --out FILE.jsonl]
+//!
+//! Streams come from a SplitMix64 generator seeded per run, so a run is
+//! reproduced by its seed; every run's result is one JSONL line.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::time::Instant;
+
+use vgpuctl::mig::layout::Layout;
+use vgpuctl::mig::planner::{best_fit, first_fit, Mix, Planner};
+use vgpuctl::mig::profiles::{find, hopper_80gb, Profile};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * self.unit().ln()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Req {
+    at: f64,
+    hold: f64,
+    kind: usize,
+}
+
+fn stream(rng: &mut Rng, n: usize, load: f64, mix: &[f64], slices: &[f64], count: usize) -> Vec<Req> {
+    let mean_slices: f64 = mix.iter().zip(slices).map(|(w, s)| w * s).sum();
+    let rate = load * 7.0 * n as f64 / mean_slices; // mean holding time 1
+    let mut t = 0.0;
+    (0..count)
+        .map(|_| {
+            t += rng.exp(1.0 / rate);
+            let u = rng.unit();
+            let mut acc = 0.0;
+            let kind = mix.iter().position(|w| {
+                acc += w;
+                u < acc
+            }).unwrap_or(mix.len() - 1);
+            Req { at: t, hold: rng.exp(1.0), kind }
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    offered: u64,
+    accepted: u64,
+    offered_slices: u64,
+    accepted_slices: u64,
+    offered_big: u64,
+    accepted_big: u64,
+    frag_rejections: u64,
+    decision_ns: u128,
+    decisions: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Policy {
+    FirstFit,
+    BestFit,
+    Planner,
+    Oracle,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::FirstFit => "first-fit",
+            Policy::BestFit => "best-fit",
+            Policy::Planner => "planner",
+            Policy::Oracle => "repack-oracle",
+        }
+    }
+}
+
+/// First-fit decreasing of `counts` (per kind) over n GPUs with exact rules.
+fn fits_repacked(counts: &[u32], kinds: &[&Profile], n: usize) -> bool {
+    let mut gpus = vec![Layout::default(); n];
+    let mut order: Vec<usize> = (0..kinds.len()).collect();
+    order.sort_by_key(|k| Reverse((kinds[*k].size, kinds[*k].compute_slices())));
+    for k in order {
+        for _ in 0..counts[k] {
+            let p = kinds[k];
+            let spot = gpus.iter().enumerate().find_map(|(i, l)| l.free_starts(p).first().map(|s| (i, *s)));
+            match spot {
+                Some((i, s)) => {
+                    gpus[i].place(p, s);
+                }
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planner: &Planner, warmup: usize) -> Stats {
+    let mut st = Stats::default();
+    let mut gpus = vec![Layout::default(); n];
+    let mut counts = vec![0u32; kinds.len()];
+    // (end time bits, gpu, start, kind)
+    let mut ends: BinaryHeap<Reverse<(u64, usize, u8, usize)>> = BinaryHeap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        while let Some(Reverse((t, g, s, k))) = ends.peek().copied() {
+            if f64::from_bits(t) > r.at {
+                break;
+            }
+            ends.pop();
+            if policy == Policy::Oracle {
+                counts[k] -= 1;
+            } else {
+                gpus[g].remove_at(s);
+            }
+        }
+        let p = kinds[r.kind];
+        let slices = u64::from(p.compute_slices());
+        let t0 = Instant::now();
+        let spot = match policy {
+            Policy::FirstFit => first_fit(&gpus, p),
+            Policy::BestFit => best_fit(&gpus, p),
+            Policy::Planner => planner.choose(&gpus, p),
+            Policy::Oracle => {
+                counts[r.kind] += 1;
+                let ok = fits_repacked(&counts, kinds, n);
+                if !ok {
+                    counts[r.kind] -= 1;
+                }
+                ok.then_some((0, 0))
+            }
+        };
+        let dt = t0.elapsed().as_nanos();
+        let end = (r.at + r.hold).to_bits();
+        if let Some((g, s)) = spot {
+            if policy != Policy::Oracle {
+                gpus[g].place(p, s);
+            }
+            ends.push(Reverse((end, g, s, r.kind)));
+        }
+        if i < warmup {
+            continue;
+        }
+        st.decisions += 1;
+        st.decision_ns += dt;
+        st.offered += 1;
+        st.offered_slices += slices;
+        let big = p.compute_slices() >= 4;
+        st.offered_big += u64::from(big);
+        if spot.is_some() {
+            st.accepted += 1;
+            st.accepted_slices += slices;
+            st.accepted_big += u64::from(big);
+        } else if policy != Policy::Oracle {
+            let free: u32 = gpus.iter().map(|l| 8 - l.used_mask().count_ones()).sum();
+            if free >= u32::from(p.size) {
+                st.frag_rejections += 1;
+            }
+        }
+    }
+    st
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let headline_only = args.iter().any(|a| a == "--headline");
+    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| {
+        format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR"))
+    });
+    let table = hopper_80gb();
+    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let sizes: &[(usize, usize)] = if headline_only { &[(8, 4000)] } else if quick { &[(8, 1500), (64, 2000)] } else { &[(8, 4000), (64, 8000), (512, 12000)] };
+    let loads: &[f64] = if quick || headline_only { &[1.0] } else { &[0.5, 0.75, 1.0, 1.25, 1.5] };
+    let seeds: u64 = if quick { 3 } else { 10 };
+    let mut f = std::fs::File::create(&out).expect("output file");
+    println!("{:<12} {:>4} {:>5} {:<14} {:>9} {:>9} {:>8} {:>10} {:>10}", "mix", "N", "load", "policy", "accept%", "slices%", ">=4g%", "frag-rej%", "ns/decide");
+    // Aggregate for the headline comparison: 8 GPUs, load 1.0, small-heavy.
+    let mut headline: Vec<(Policy, Stats)> = Vec::new();
+    for (mix_name, mix) in mixes.iter().filter(|(m, _)| !headline_only || *m == "small-heavy") {
+        let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
+        let planner = Planner::new(&table, &weights);
+        for &(n, count) in sizes {
+            for &load in loads {
+                let mut total: Vec<(Policy, Stats)> = Vec::new();
+                for seed in 0..seeds {
+                    let mut rng = Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + (load * 100.0) as u64);
+                    let reqs = stream(&mut rng, n, load, mix, &slices, count);
+                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner];
+                    if n <= 64 {
+                        policies.push(Policy::Oracle);
+                    }
+                    for pol in policies {
+                        let s = simulate(&reqs, n, &kinds, pol, &planner, count / 10);
+                        writeln!(
+                            f,
+                            "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"ns_per_decision\":{}}}",
+                            pol.name(), s.offered, s.accepted, s.offered_slices, s.accepted_slices, s.offered_big, s.accepted_big, s.frag_rejections, s.decision_ns / u128::from(s.decisions.max(1))
+                        ).expect("write");
+                        match total.iter_mut().find(|(p, _)| *p == pol) {
+                            Some((_, t)) => {
+                                t.offered += s.offered;
+                                t.accepted += s.accepted;
+                                t.offered_slices += s.offered_slices;
+                                t.accepted_slices += s.accepted_slices;
+                                t.offered_big += s.offered_big;
+                                t.accepted_big += s.accepted_big;
+                                t.frag_rejections += s.frag_rejections;
+                                t.decision_ns += s.decision_ns;
+                                t.decisions += s.decisions;
+                            }
+                            None => total.push((pol, s)),
+                        }
+                    }
+                }
+                for (pol, t) in &total {
+                    let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+                    println!(
+                        "{:<12} {:>4} {:>5.2} {:<14} {:>9.1} {:>9.1} {:>8.1} {:>10} {:>10}",
+                        mix_name,
+                        n,
+                        load,
+                        pol.name(),
+                        pct(t.accepted, t.offered),
+                        pct(t.accepted_slices, t.offered_slices),
+                        pct(t.accepted_big, t.offered_big),
+                        if *pol == Policy::Oracle { "-".to_string() } else { format!("{:.1}", pct(t.frag_rejections, t.offered)) },
+                        t.decision_ns / u128::from(t.decisions.max(1))
+                    );
+                }
+                if *mix_name == "small-heavy" && n == 8 && (load - 1.0).abs() < 1e-9 {
+                    headline = total.clone();
+                }
+            }
+        }
+    }
+    let get = |p: Policy| headline.iter().find(|(x, _)| *x == p).map(|(_, s)| *s).unwrap_or_default();
+    let (ff, pl, or) = (get(Policy::FirstFit), get(Policy::Planner), get(Policy::Oracle));
+    let r = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    let gap = |f: f64, p: f64, o: f64| if (o - f).abs() < 1e-12 { 1.0 } else { (p - f) / (o - f) };
+    println!("\nheadline: 8 GPUs, load 1.0, small-heavy mix, {seeds} seeds");
+    println!("  slice-weighted acceptance: first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
+        r(ff.accepted_slices, ff.offered_slices), r(pl.accepted_slices, pl.offered_slices), r(or.accepted_slices, or.offered_slices),
+        100.0 * gap(r(ff.accepted_slices, ff.offered_slices), r(pl.accepted_slices, pl.offered_slices), r(or.accepted_slices, or.offered_slices)));
+    println!("  >=4g acceptance:           first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
+        r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big),
+        100.0 * gap(r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big)));
+    println!("  fragmentation rejections:  first-fit {:.3}, planner {:.3} of requests: ratio {:.2} (goal <= 0.5)",
+        r(ff.frag_rejections, ff.offered), r(pl.frag_rejections, pl.offered), r(pl.frag_rejections, pl.offered) / r(ff.frag_rejections, ff.offered).max(1e-12));
+    println!("results: {out}");
+}

@@ -1,0 +1,213 @@
+//! Where a new GPU instance should go: the GPU and start slice that keep the
+//! most future requests feasible.
+//!
+//! The driver's own default placement is undocumented (and observed not to
+//! be lowest-first), so vgpuctl always passes an explicit start. For every
+//! free (GPU, start) the planner computes how much weighted future capacity
+//! the placement destroys on that GPU: the sum over profiles of
+//! `weight × compute slices × how many more of it would still fit`, before
+//! minus after. It takes the placement that loses the least; ties go to the
+//! fuller GPU (keeping empty GPUs whole for 7g/4g requests), then the lowest
+//! address and start. The weights are the expected request mix
+//! (configurable); by default every profile counts the same.
+
+use super::layout::Layout;
+use super::profiles::Profile;
+
+#[derive(Debug, Clone)]
+pub struct Mix {
+    /// (profile id, relative weight).
+    pub weights: Vec<(u32, f64)>,
+}
+
+impl Mix {
+    pub fn uniform(table: &[Profile]) -> Self {
+        Self { weights: table.iter().map(|p| (p.id, 1.0)).collect() }
+    }
+
+    fn weight(&self, id: u32) -> f64 {
+        self.weights.iter().find(|(i, _)| *i == id).map(|(_, w)| *w).unwrap_or(0.0)
+    }
+}
+
+/// How many more of `p` fit in the free slices of `used` (lowest start
+/// first, which is optimal because starts are multiples of sizes).
+fn more_in_mask(mut used: u8, p: &Profile) -> u32 {
+    let mut n = 0;
+    for s in &p.starts {
+        let m = p.mask(*s);
+        if used & m == 0 && n < p.max_instances {
+            used |= m;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The planner for one profile table and request mix.
+///
+/// What a placement costs is measured on the whole host: for every profile,
+/// how many more instances of it the host could still take (summed over
+/// GPUs), valued with diminishing returns, `1 − 2^−n`: the first free slot
+/// for a 7g matters a lot, the twentieth free slot for a 1g hardly at all.
+/// So small requests go where they remove only capacity the host has plenty
+/// of, and the last places for large profiles stay free. Per-GPU counts come
+/// from a table over all 256 slice masks (every profile's instance limit
+/// equals its number of disjoint placements, except +me's, capped at its
+/// maximum).
+pub struct Planner {
+    /// more[mask][i]: further instances of profile i that fit in `mask`.
+    more: Vec<[u8; 16]>,
+    ids: Vec<u32>,
+    /// weight × compute slices per profile.
+    value: Vec<f64>,
+}
+
+impl Planner {
+    pub fn new(table: &[Profile], mix: &Mix) -> Self {
+        let ids: Vec<u32> = table.iter().take(16).map(|p| p.id).collect();
+        let value = table.iter().take(16).map(|p| mix.weight(p.id) * f64::from(p.compute_slices())).collect();
+        let more = (0..256u32)
+            .map(|m| {
+                let mut row = [0u8; 16];
+                for (i, p) in table.iter().take(16).enumerate() {
+                    row[i] = more_in_mask(m as u8, p) as u8;
+                }
+                row
+            })
+            .collect();
+        Self { more, ids, value }
+    }
+
+    /// Weighted future capacity of one GPU layout on its own.
+    pub fn capacity(&self, l: &Layout) -> f64 {
+        let row = &self.more[l.used_mask() as usize];
+        self.value.iter().enumerate().map(|(i, v)| v * f64::from(row[i])).sum()
+    }
+
+    /// The best (GPU index, start) for `p`, or `None` when no GPU has room.
+    pub fn choose(&self, gpus: &[Layout], p: &Profile) -> Option<(usize, u8)> {
+        let n = self.ids.len();
+        let masks: Vec<u8> = gpus.iter().map(Layout::used_mask).collect();
+        let mut totals = [0u32; 16];
+        for m in &masks {
+            for (i, t) in totals.iter_mut().enumerate().take(n) {
+                *t += u32::from(self.more[*m as usize][i]);
+            }
+        }
+        let q: f64 = std::env::var("PLANNER_Q").ok().and_then(|v| v.parse().ok()).unwrap_or(0.5);
+        let worth = |i: usize, t: i64| -> f64 { self.value[i] * (1.0 - q.powi(t.clamp(0, 1000) as i32)) };
+        let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
+        for (gi, l) in gpus.iter().enumerate() {
+            let used = masks[gi];
+            if l.count(p.id) >= p.max_instances {
+                continue;
+            }
+            let free = 8 - used.count_ones();
+            for &s in &p.starts {
+                let m = p.mask(s);
+                if used & m != 0 {
+                    continue;
+                }
+                let (before, after) = (&self.more[used as usize], &self.more[(used | m) as usize]);
+                let mut loss = 0.0;
+                for i in 0..n {
+                    if before[i] != after[i] {
+                        let t = i64::from(totals[i]);
+                        loss += worth(i, t) - worth(i, t - i64::from(before[i]) + i64::from(after[i]));
+                    }
+                }
+                let better = match &best {
+                    None => true,
+                    Some(b) => loss < b.0 - 1e-12 || (loss - b.0).abs() <= 1e-12 && (free, gi, s) < (b.1, b.2, b.3),
+                };
+                if better {
+                    best = Some((loss, free, gi, s));
+                }
+            }
+        }
+        best.map(|(_, _, g, s)| (g, s))
+    }
+}
+
+/// One-off choice (builds the table; keep a `Planner` for many decisions).
+pub fn choose(gpus: &[Layout], table: &[Profile], p: &Profile, mix: &Mix) -> Option<(usize, u8)> {
+    Planner::new(table, mix).choose(gpus, p)
+}
+
+/// First fit: lowest GPU, lowest start (what most scripts do).
+pub fn first_fit(gpus: &[Layout], p: &Profile) -> Option<(usize, u8)> {
+    gpus.iter().enumerate().find_map(|(i, l)| l.free_starts(p).first().map(|s| (i, *s)))
+}
+
+/// Best fit: the GPU with the fewest free slices that still fits, lowest start.
+pub fn best_fit(gpus: &[Layout], p: &Profile) -> Option<(usize, u8)> {
+    gpus.iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.free_starts(p).first().map(|s| (8 - l.used_mask().count_ones(), i, *s)))
+        .min()
+        .map(|(_, i, s)| (i, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::profiles::{find, hopper_80gb};
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn test_planner_puts_3g_where_it_keeps_four_1g() {
+        let t = hopper_80gb();
+        let mix = Mix::uniform(&t);
+        let three = find(&t, "3g.40gb").unwrap();
+        let (g, s) = choose(&[Layout::default()], &t, three, &mix).unwrap();
+        assert_eq!((g, s), (0, 4), "3g@4 leaves 4 1g slots, 3g@0 only 3");
+    }
+
+    #[test]
+    fn test_planner_prefers_the_fuller_gpu_for_small_requests() {
+        let t = hopper_80gb();
+        let mix = Mix::uniform(&t);
+        let one = find(&t, "1g.10gb").unwrap();
+        let mut used = Layout::default();
+        used.place(find(&t, "3g.40gb").unwrap(), 4);
+        let (g, _) = choose(&[Layout::default(), used], &t, one, &mix).unwrap();
+        assert_eq!(g, 1, "keep the empty GPU whole for a 7g");
+    }
+
+    proptest! {
+        /// Any sequence of planner placements and removals keeps every GPU's
+        /// instances non-overlapping and within their allowed starts and counts.
+        #[test]
+        fn prop_planner_never_overlaps(ops in prop::collection::vec((0usize..7, any::<bool>(), 0usize..64), 1..80)) {
+            let t = hopper_80gb();
+            let mix = Mix::uniform(&t);
+            let mut gpus = vec![Layout::default(); 3];
+            for (pi, add, pick) in ops {
+                if add {
+                    let p = &t[pi];
+                    if let Some((g, s)) = choose(&gpus, &t, p, &mix) {
+                        prop_assert!(gpus[g].place(p, s));
+                    }
+                } else {
+                    let all: Vec<(usize, u8)> = gpus.iter().enumerate().flat_map(|(g, l)| l.instances.iter().map(move |i| (g, i.start))).collect();
+                    if !all.is_empty() {
+                        let (g, s) = all[pick % all.len()];
+                        gpus[g].remove_at(s);
+                    }
+                }
+                for l in &gpus {
+                    let mut seen = 0u8;
+                    for i in &l.instances {
+                        let m = super::super::layout::mask(i.size, i.start);
+                        prop_assert_eq!(seen & m, 0, "overlap in {:?}", l);
+                        seen |= m;
+                        let p = t.iter().find(|p| p.id == i.profile_id).unwrap();
+                        prop_assert!(p.starts.contains(&i.start));
+                        prop_assert!(l.count(p.id) <= p.max_instances);
+                    }
+                }
+            }
+        }
+    }
+}

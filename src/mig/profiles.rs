@@ -1,0 +1,72 @@
+//! MIG GPU-instance profiles and their placements.
+//!
+//! A GPU has 8 memory slices; a profile occupies `size` consecutive slices
+//! starting at one of its allowed `starts` (what `nvidia-smi mig -lgipp`
+//! prints as `{0,2,4}:2`). The built-in table is the one a real H100 80GB
+//! HBM3 reported (driver 580.159.04, tests/fixtures/h100-passthrough/
+//! probe.txt); NVIDIA documents the same layout for A100 80GB.
+
+use serde::Serialize;
+
+use crate::ids::MigProfile;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    /// The GPU-instance profile id (`-cgi 9`).
+    pub id: u32,
+    pub name: MigProfile,
+    /// Memory slices occupied (placement size).
+    pub size: u8,
+    /// Allowed start slices.
+    pub starts: Vec<u8>,
+    /// Most instances per GPU.
+    pub max_instances: u32,
+    pub memory_mib: u64,
+    pub sms: u32,
+}
+
+impl Profile {
+    pub fn compute_slices(&self) -> u8 {
+        self.name.gpu_slices
+    }
+
+    /// Slice mask of this profile placed at `start`.
+    pub fn mask(&self, start: u8) -> u8 {
+        let bits = if self.size >= 8 { 0xff } else { ((1u16 << self.size) - 1) as u8 };
+        bits << start
+    }
+}
+
+fn p(id: u32, name: &str, size: u8, starts: &[u8], max: u32, memory_mib: u64, sms: u32) -> Profile {
+    Profile { id, name: name.parse().expect("built-in profile names are valid"), size, starts: starts.to_vec(), max_instances: max, memory_mib, sms }
+}
+
+/// H100 80GB (and A100 80GB): ids, placements and counts from the real capture.
+pub fn hopper_80gb() -> Vec<Profile> {
+    vec![
+        p(19, "1g.10gb", 1, &[0, 1, 2, 3, 4, 5, 6], 7, 9984, 16),
+        p(20, "1g.10gb+me", 1, &[0, 1, 2, 3, 4, 5, 6], 1, 9984, 16),
+        p(15, "1g.20gb", 2, &[0, 2, 4, 6], 4, 20096, 26),
+        p(14, "2g.20gb", 2, &[0, 2, 4], 3, 20096, 32),
+        p(9, "3g.40gb", 4, &[0, 4], 2, 40448, 60),
+        p(5, "4g.40gb", 4, &[0], 1, 40448, 64),
+        p(0, "7g.80gb", 8, &[0], 1, 81152, 132),
+    ]
+}
+
+/// The profile table for a GPU model name, when MIG-capable and known.
+pub fn for_model(name: &str) -> Option<Vec<Profile>> {
+    // Other MIG GPUs (A30, H200, …) have other tables: read them from the
+    // driver (`nvidia-smi mig -lgip`/`-lgipp`) instead of guessing.
+    let n = name.to_ascii_uppercase();
+    (n.contains("H100") && !n.contains("NVL") || n.contains("A100") && n.contains("80")).then(hopper_80gb)
+}
+
+/// Finds a profile by name (`3g.40gb`, `1g.10gb+me`) or id (`9`).
+pub fn find<'a>(table: &'a [Profile], wanted: &str) -> Option<&'a Profile> {
+    if let Ok(id) = wanted.parse::<u32>() {
+        return table.iter().find(|p| p.id == id);
+    }
+    let w: MigProfile = wanted.parse().ok()?;
+    table.iter().find(|p| p.name == w)
+}
