@@ -1,6 +1,7 @@
 //! Command-line front end: clap definitions, dispatch and exit codes.
 
 pub mod mdev;
+pub mod mig;
 pub mod render;
 pub mod table;
 pub mod vgpu;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Domain XML for GPU VMs; define/attach/detach go through vgpuctl-libvirt.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// MIG mode, GPU instances and the placement planner.
+    #[command(subcommand)]
+    Mig(mig::MigCommand),
     /// Whole-GPU passthrough through vfio-pci.
     #[command(subcommand)]
     Passthrough(PassthroughCommand),
@@ -231,6 +235,10 @@ pub enum CliError {
     #[error(transparent)]
     Hook(#[from] crate::hook::HookError),
     #[error(transparent)]
+    Mig(#[from] crate::mig::backend::MigError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
     Passthrough(#[from] crate::vfio::passthrough::PassthroughError),
     #[error(transparent)]
     HookInstall(#[from] crate::hook::install::InstallError),
@@ -311,6 +319,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Vm(cmd) => {
             let host = open_host(&cli)?;
             return vm::run(&host, cmd);
+        }
+        Command::Mig(cmd) => {
+            let host = open_host(&cli)?;
+            return mig::run(&host, cmd);
         }
         Command::Passthrough(cmd) => {
             let host = open_host(&cli)?;

@@ -95,8 +95,7 @@ impl Planner {
                 *t += u32::from(self.more[*m as usize][i]);
             }
         }
-        let q: f64 = std::env::var("PLANNER_Q").ok().and_then(|v| v.parse().ok()).unwrap_or(0.5);
-        let worth = |i: usize, t: i64| -> f64 { self.value[i] * (1.0 - q.powi(t.clamp(0, 1000) as i32)) };
+        let worth = |i: usize, t: i64| -> f64 { self.value[i] * (1.0 - 0.5f64.powi(t.clamp(0, 1000) as i32)) };
         let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
         for (gi, l) in gpus.iter().enumerate() {
             let used = masks[gi];

@@ -33,11 +33,14 @@ pub struct SimGpu {
     pub mig_pending: MigModeState,
     #[serde(default)]
     pub heterogeneous: bool,
+    /// MIG GPU instances: (GPU instance id, profile id, start slice).
+    #[serde(default)]
+    pub gis: Vec<(u32, u32, u8)>,
 }
 
 impl SimGpu {
     pub fn nvidia(model: &str, interface: SimInterface, mig: MigModeState) -> Self {
-        Self { model: model.to_string(), interface, mig_current: mig, mig_pending: mig, heterogeneous: false }
+        Self { model: model.to_string(), interface, mig_current: mig, mig_pending: mig, heterogeneous: false, gis: Vec::new() }
     }
 }
 
