@@ -49,6 +49,9 @@ pub enum VgpuCommand {
         /// Succeed when there is nothing to remove.
         #[arg(long)]
         if_exists: bool,
+        /// Keep the MIG GPU instance vgpuctl made for this vGPU.
+        #[arg(long)]
+        keep_gi: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -115,8 +118,8 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
                 print_out(&format!("{} on {} ({what})\n", c.type_name, c.gpu));
             }
         }
-        VgpuCommand::Remove { target, if_exists, common } => {
-            let r = vgpu::remove(host, target, *if_exists, common.timeout())?;
+        VgpuCommand::Remove { target, if_exists, keep_gi, common } => {
+            let r = vgpu::remove(host, target, *if_exists, *keep_gi, common.timeout())?;
             if common.json {
                 print_json(&r)?;
             } else if !r.removed {

@@ -17,7 +17,7 @@ use crate::host::{Host, HostResult};
 use crate::parse::NvidiaDriverVersion;
 
 pub use mdev::{read_device, scan_parent, type_name_matches, MdevDevice, MdevParentInfo, MdevTypeInfo};
-pub use names::{nvidia_model_name, vendor_name};
+pub use names::{nvidia_model_name, vendor_name, vgpu_model};
 pub use nvidia::{MigMode, VfVgpu};
 pub use pci::{Gpu, IommuGroup, Sriov, Vf};
 pub use usage::{VfioUser, VfioUsers};

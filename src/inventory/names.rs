@@ -44,3 +44,16 @@ const VENDORS: &[(u32, &str)] = &[
 pub fn vendor_name(vendor_id: u32) -> Option<&'static str> {
     VENDORS.iter().find(|(id, _)| *id == vendor_id).map(|(_, n)| *n)
 }
+
+/// The GPU part of vGPU type names for a device id (`H100-10C` on 0x2330),
+/// for GPUs whose VFs list no type at the moment (all full, or MIG mode on
+/// without GPU instances).
+pub fn vgpu_model(device_id: u32) -> Option<&'static str> {
+    match device_id {
+        0x2330 | 0x2331 => Some("H100"),
+        0x20b5 | 0x20b2 => Some("A100D"),
+        0x1eb8 => Some("T4"),
+        0x26b9 => Some("L40S"),
+        _ => None,
+    }
+}

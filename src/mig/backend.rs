@@ -219,6 +219,7 @@ impl MigBackend for SimMig<'_> {
         let gi = (1..).find(|n| !g.gis.iter().any(|(x, _, _)| x == n)).unwrap_or(1);
         g.gis.push((gi, p.id, start));
         st.save(self.host.root()).map_err(MigError::Sim)?;
+        crate::sim::refresh_gpu(self.host, gpu).map_err(MigError::Sim)?;
         Ok(gi)
     }
 
@@ -230,6 +231,35 @@ impl MigBackend for SimMig<'_> {
         if g.gis.len() == before {
             return Err(MigError::NoInstance { gpu, gi });
         }
-        st.save(self.host.root()).map_err(MigError::Sim)
+        st.save(self.host.root()).map_err(MigError::Sim)?;
+        crate::sim::refresh_gpu(self.host, gpu).map_err(MigError::Sim)
+    }
+}
+
+/// GPU instances vgpuctl created for MIG-backed vGPUs, so removing the vGPU
+/// can remove the instance too (never one an admin made).
+pub mod ledger {
+    use std::fs;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use crate::host::Host;
+    use crate::ids::PciAddress;
+
+    const FILE: &str = "/run/vgpuctl/mig-gis.json";
+
+    pub fn load(host: &Host) -> Vec<(PciAddress, u32)> {
+        host.read_attr_opt(FILE).ok().flatten().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+
+    pub fn save(host: &Host, v: &[(PciAddress, u32)]) -> std::io::Result<()> {
+        let p = host.path(FILE).map_err(std::io::Error::other)?;
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d)?;
+        }
+        let tmp = p.with_extension("tmp");
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string(v).unwrap_or_default().as_bytes())?;
+        fs::rename(tmp, p)
     }
 }

@@ -258,8 +258,29 @@ fn current_vgpu_type(host: &Host, dev: &str, value: &str) -> io::Result<()> {
             return Err(errno(nix::errno::Errno::EINVAL));
         }
     }
-    fs::write(&file, format!("{wanted}\n"))?;
     let (_, gpu) = state_of(host, pf_name)?;
+    // A MIG-backed type lands on a free GPU instance of its profile, which the
+    // VF then names in gpu_instance_id / placement_id.
+    let gi_file = vf_dir.join("nvidia/gpu_instance_id");
+    if wanted == 0 {
+        let _ = fs::remove_file(&gi_file);
+        let _ = fs::remove_file(vf_dir.join("nvidia/placement_id"));
+    } else if let Some(t) = crate::vgpu::known::catalog(&gpu.model).unwrap_or_default().iter().find(|t| t.id == wanted && t.mig_profile.is_some()) {
+        let pf_dir = fs::canonicalize(vf_dir.join("physfn"))?;
+        let mut busy = Vec::new();
+        for e in fs::read_dir(&pf_dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("virtfn") {
+                if let Ok(g) = fs::read_to_string(e.path().join("nvidia/gpu_instance_id")) {
+                    busy.extend(g.trim().parse::<u32>().ok());
+                }
+            }
+        }
+        let gi = super::vfs::free_gi_for(&gpu, t, &busy).ok_or_else(|| errno(nix::errno::Errno::EINVAL))?;
+        let start = gpu.gis.iter().find(|(g, _, _)| *g == gi).map(|(_, _, s)| *s).unwrap_or(0);
+        fs::write(&gi_file, format!("{gi}\n"))?;
+        fs::write(vf_dir.join("nvidia/placement_id"), format!("{start}\n"))?;
+    }
+    fs::write(&file, format!("{wanted}\n"))?;
     super::vfs::refresh_vendor(&Tree::open(host.root())?, pf_name, &gpu)
 }
 

@@ -140,7 +140,12 @@ pub fn refresh_vendor(tree: &Tree, pf: PciAddress, gpu: &SimGpu) -> io::Result<(
         .map(|v| fs::read_to_string(v.join("nvidia/current_vgpu_type")).ok().and_then(|s| parse::count(&s)).unwrap_or(0))
         .collect();
     let held: Vec<&KnownType> = current.iter().filter(|id| **id != 0).filter_map(|id| cat.iter().find(|t| t.id == *id)).collect();
-    let list = creatable(cat, &held, gpu);
+    let mut list = creatable(cat, &held, gpu);
+    if gpu.mig_current == MigModeState::Enabled {
+        // MIG-backed types are creatable while a GPU instance of their profile holds no vGPU.
+        let busy: Vec<u32> = vfs.iter().filter_map(|v| fs::read_to_string(v.join("nvidia/gpu_instance_id")).ok()?.trim().parse().ok()).collect();
+        list = cat.iter().filter(|t| free_gi_for(gpu, t, &busy).is_some()).collect();
+    }
     let mut text = String::from("ID    : vGPU Name\n");
     for t in &list {
         text.push_str(&format!("{:<5} : NVIDIA {}-{}\n", t.id, gpu.model, t.suffix));
@@ -175,6 +180,15 @@ pub fn creatable<'a>(cat: &'a [KnownType], held: &[&KnownType], gpu: &SimGpu) ->
             }
         })
         .collect()
+}
+
+/// A GPU instance of the type's MIG profile that holds no vGPU (the driver
+/// picks one; vgpuctl reads `gpu_instance_id` afterwards).
+pub fn free_gi_for(gpu: &SimGpu, t: &KnownType, busy: &[u32]) -> Option<u32> {
+    let profile = t.mig_profile?;
+    let table = crate::mig::profiles::for_model(if gpu.model == "A100D" { "A100 80GB" } else { &gpu.model })?;
+    let pid = crate::mig::profiles::find(&table, profile)?.id;
+    gpu.gis.iter().find(|(gi, p, _)| *p == pid && !busy.contains(gi)).map(|(gi, _, _)| *gi)
 }
 
 /// The state entry for `pf` and the tree, for behaviour code.

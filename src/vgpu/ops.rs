@@ -63,6 +63,9 @@ pub struct VgpuCreated {
     /// Legacy mdev: the mdev and its parent.
     pub uuid: Option<MdevUuid>,
     pub parent: Option<MdevParent>,
+    /// MIG-backed: the GPU instance it sits on, and whether vgpuctl made it for this vGPU.
+    pub gi: Option<u32>,
+    pub gi_created: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -87,14 +90,55 @@ pub fn create(host: &Host, req: &VgpuCreateRequest, lock_timeout: Duration) -> R
 }
 
 pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated, VgpuError> {
-    let (_, views) = views(host)?;
+    let (_, mut views) = views(host)?;
+    let mut gi_created = None;
+    if req.type_name.kind() == super::typename::VgpuKind::MigBacked && alloc::choose(&views, &req.type_name, req.gpu, req.policy).is_none() {
+        // No free GPU instance of the profile: make one where the planner says.
+        if let Some(made) = make_gi_for(host, &views, &req.type_name, req.gpu) {
+            gi_created = Some(made);
+            views = self::views(host)?.1;
+        }
+    }
+    let mut c = create_on(host, req, &views)?;
+    if let (Some(vf), true) = (c.vf, c.interface == Interface::VendorVfio) {
+        c.gi = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten().and_then(|g| g.trim().parse().ok());
+    }
+    if let Some((gpu, gi)) = gi_created {
+        c.gi_created = c.gi == Some(gi);
+        let mut l = crate::mig::backend::ledger::load(host);
+        l.push((gpu, gi));
+        let _ = crate::mig::backend::ledger::save(host, &l);
+    }
+    Ok(c)
+}
+
+/// Creates a GPU instance for a MIG-backed type on a GPU in MIG mode whose
+/// vGPU model matches, at the planner's placement.
+fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, u32)> {
+    let profile = t.mig_profile()?;
+    let b = crate::mig::backend::backend(host).ok()?;
+    let gpus: Vec<&GpuView> = views
+        .iter()
+        .filter(|v| only.is_none_or(|g| g == v.gpu) && v.mig_enabled() && v.model.as_deref() == Some(t.model.as_str()))
+        .filter(|v| !v.vgpus.iter().any(|x| x.kind == Some(super::typename::VgpuKind::TimeSliced)))
+        .collect();
+    let table = b.profiles(gpus.first()?.gpu).ok()?;
+    let p = crate::mig::profiles::find(&table, &profile.to_string())?;
+    let layouts: Vec<crate::mig::layout::Layout> = gpus.iter().map(|v| crate::mig::backend::layout(&b.instances(v.gpu).unwrap_or_default())).collect();
+    let (i, start) = crate::mig::planner::Planner::new(&table, &crate::mig::planner::Mix::uniform(&table)).choose(&layouts, p)?;
+    let gi = b.create(gpus[i].gpu, p, start).ok()?;
+    tracing::info!(gpu = %gpus[i].gpu, gi, "created a {} GPU instance for a vGPU", p.name);
+    Some((gpus[i].gpu, gi))
+}
+
+fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<VgpuCreated, VgpuError> {
     if let Some(g) = req.gpu {
         if !views.iter().any(|v| v.gpu == g && v.interface != Interface::None) {
             return Err(VgpuError::NotAVgpuGpu { gpu: g, wanted: req.type_name.to_string() });
         }
     }
-    let Some(choice) = alloc::choose(&views, &req.type_name, req.gpu, req.policy) else {
-        let e = explain::explain(&views, &req.type_name);
+    let Some(choice) = alloc::choose(views, &req.type_name, req.gpu, req.policy) else {
+        let e = explain::explain(views, &req.type_name);
         let reasons = e
             .gpus
             .iter()
@@ -112,7 +156,7 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
                 return Err(VgpuError::UuidOnVendorVfio { gpu });
             }
             set_vf_type(host, *vf, *id)?;
-            Ok(VgpuCreated { interface: Interface::VendorVfio, gpu, type_name, type_id: choice.id.clone(), vf: Some(*vf), uuid: None, parent: None })
+            Ok(VgpuCreated { interface: Interface::VendorVfio, gpu, type_name, type_id: choice.id.clone(), vf: Some(*vf), uuid: None, parent: None, gi: None, gi_created: false })
         }
         (Slot::Mdev { parent }, TypeRef::Mdev(t)) => {
             let c = mdev::create_locked(
@@ -127,6 +171,8 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
                 vf: parent.pci_address().filter(|_| choice.view.interface == Interface::LegacyMdevVfs),
                 uuid: Some(c.uuid),
                 parent: Some(parent.clone()),
+                gi: None,
+                gi_created: false,
             })
         }
         // A vendor slot always carries a vendor id and an mdev slot an mdev type.
@@ -165,17 +211,23 @@ pub struct VgpuRemoved {
     pub vf: Option<PciAddress>,
     pub uuid: Option<MdevUuid>,
     pub removed: bool,
+    /// The GPU instance vgpuctl had made for this vGPU, removed with it.
+    pub gi_removed: Option<u32>,
 }
 
-pub fn remove(host: &Host, target: &str, if_exists: bool, lock_timeout: Duration) -> Result<VgpuRemoved, VgpuError> {
+pub fn remove(host: &Host, target: &str, if_exists: bool, keep_gi: bool, lock_timeout: Duration) -> Result<VgpuRemoved, VgpuError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
-    remove_locked(host, target, if_exists)
+    remove_locked_keep(host, target, if_exists, keep_gi)
 }
 
 pub fn remove_locked(host: &Host, target: &str, if_exists: bool) -> Result<VgpuRemoved, VgpuError> {
+    remove_locked_keep(host, target, if_exists, false)
+}
+
+pub fn remove_locked_keep(host: &Host, target: &str, if_exists: bool, keep_gi: bool) -> Result<VgpuRemoved, VgpuError> {
     if let Ok(uuid) = target.parse::<MdevUuid>() {
         let r = mdev::remove_locked(host, uuid, false, if_exists)?;
-        return Ok(VgpuRemoved { vf: None, uuid: Some(uuid), removed: r.removed });
+        return Ok(VgpuRemoved { vf: None, uuid: Some(uuid), removed: r.removed, gi_removed: None });
     }
     let Ok(vf) = target.parse::<PciAddress>() else {
         return Err(VgpuError::UnknownTarget { target: target.to_string() });
@@ -188,17 +240,31 @@ pub fn remove_locked(host: &Host, target: &str, if_exists: bool) -> Result<VgpuR
     }
     if read_vf_type(host, vf)? == 0 {
         // Writing 0 to an empty VF is EPERM on real hosts: say what it means.
-        return if if_exists { Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: false }) } else { Err(VgpuError::VfEmpty { vf }) };
+        return if if_exists { Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: false, gi_removed: None }) } else { Err(VgpuError::VfEmpty { vf }) };
     }
     if let Some(by) = vf_user(host, vf) {
         return Err(VgpuError::VfBusy { vf, by });
     }
+    let gi: Option<u32> = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten().and_then(|g| g.trim().parse().ok());
     tracing::info!(%vf, "clearing vGPU type");
     host.write_attr(&vf_file(vf), "0").map_err(|e| match e.errno().map(nix::errno::Errno::from_raw) {
         Some(nix::errno::Errno::EBUSY | nix::errno::Errno::EPERM) => VgpuError::VfBusy { vf, by: String::new() },
         _ => VgpuError::Host(e),
     })?;
-    Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: true })
+    let mut gi_removed = None;
+    if let (Some(gi), Some(pf)) = (gi, host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok())) {
+        let mut l = crate::mig::backend::ledger::load(host);
+        if !keep_gi && l.contains(&(pf, gi)) {
+            if let Ok(b) = crate::mig::backend::backend(host) {
+                if b.destroy(pf, gi).is_ok() {
+                    l.retain(|x| *x != (pf, gi));
+                    let _ = crate::mig::backend::ledger::save(host, &l);
+                    gi_removed = Some(gi);
+                }
+            }
+        }
+    }
+    Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: true, gi_removed })
 }
 
 /// Who holds the VF's VFIO group, if anyone (and if we can tell).

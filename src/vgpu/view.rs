@@ -264,9 +264,15 @@ fn build_one(inv: &Inventory, g: &Gpu, facts: &dyn DriverFacts) -> GpuView {
         }
         Interface::None => (0, 0),
     };
-    let model = types.iter().find_map(|t| t.name.parse::<VgpuTypeName>().ok()).map(|t| t.model).or_else(|| {
-        vgpus.iter().find_map(|v| v.type_name.as_deref()?.parse::<VgpuTypeName>().ok()).map(|t| t.model)
-    });
+    let model = types
+        .iter()
+        .find_map(|t| t.name.parse::<VgpuTypeName>().ok())
+        .map(|t| t.model)
+        .or_else(|| vgpus.iter().find_map(|v| v.type_name.as_deref()?.parse::<VgpuTypeName>().ok()).map(|t| t.model))
+        .or_else(|| {
+            let id = crate::parse::hex_id(&g.device_id)?;
+            (g.is_nvidia() && interface != Interface::None).then(|| crate::inventory::vgpu_model(id)).flatten().map(str::to_string)
+        });
     // Types the driver no longer lists (the vendor interface drops what is not
     // creatable) are still worth showing for GPUs whose table NVIDIA documents.
     if let Some(cat) = model.as_deref().and_then(known::catalog) {

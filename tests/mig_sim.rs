@@ -1,0 +1,93 @@
+//! MIG on simulated hosts: mode, GPU instances at planner-chosen placements,
+//! `plan`, MIG-backed vGPUs that appear exactly when a matching free GPU
+//! instance exists, and the errors admins meet.
+
+mod common;
+
+use common::sim::SimHost;
+
+const G: &str = "0000:18:00.0";
+
+fn host() -> SimHost {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", G]);
+    h
+}
+
+#[test]
+fn test_enable_create_status_destroy() {
+    let h = host();
+    let e = h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", G], 1);
+    assert!(e.contains("MIG mode is off"), "{e}");
+    let out = h.ok(&["mig", "enable", G]);
+    assert!(out.contains("lose MIG mode on reboot"), "{out}");
+    let a = h.json(&["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--json"]);
+    assert_eq!(a["start"], 4, "the planner keeps four 1g slots free, not three");
+    let b = h.json(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--json"]);
+    assert_eq!(b["start"], 0, "small instances go to the half that is already broken");
+    let e = h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G, "--placement", "0"], 1);
+    assert!(e.contains("does not fit") && e.contains("allowed starts [0]"), "{e}");
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["slice_map"], "1...3333");
+    assert_eq!(s[0]["instances"].as_array().unwrap().len(), 2);
+    let e = h.fails(&["mig", "disable", G], 64);
+    assert!(e.contains("still has GPU instances"), "{e}");
+    h.ok(&["mig", "destroy", "--gpu", G, &a["gi"].to_string()]);
+    h.ok(&["mig", "destroy", "--gpu", G, &b["gi"].to_string()]);
+    h.fails(&["mig", "destroy", "--gpu", G, "7"], 1);
+    h.ok(&["mig", "disable", G]);
+}
+
+#[test]
+fn test_plan_fits_and_does_not_fit() {
+    let h = host();
+    let ok = h.json(&["mig", "plan", "--want", "4g.40gb,3g.40gb", "--gpu", G, "--json"]);
+    assert_eq!(ok["fits"], true);
+    let o = h.run(&["mig", "plan", "--want", "4g.40gb,2x2g.20gb", "--gpu", G, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["does_not_fit"], serde_json::json!(["2g.20gb"]));
+    // Across the host, everything fits somewhere.
+    let all = h.json(&["mig", "plan", "--want", "7g.80gb,7g.80gb,4g.40gb,3g.40gb,7x1g.10gb", "--json"]);
+    assert_eq!(all["fits"], true);
+    h.fails(&["mig", "plan", "--want", "5g.50gb", "--gpu", G], 1);
+    h.fails(&["mig", "plan", "--want", "0x1g.10gb", "--gpu", G], 64);
+}
+
+#[test]
+fn test_mig_backed_vgpu_makes_and_frees_its_gpu_instance() {
+    let h = host();
+    let e = h.fails(&["vgpu", "create", "--type", "H100-3-40C"], 1);
+    assert!(e.contains("MIG mode is off"), "{e}");
+    h.ok(&["mig", "enable", G]);
+    let a = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
+    assert_eq!((a["gi_created"].as_bool(), a["gi"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(std::fs::read_to_string(h.path(&format!("/sys/bus/pci/devices/{}/nvidia/gpu_instance_id", a["vf"].as_str().unwrap()))).unwrap().trim(), "1");
+    // A free GI made by hand is used as is, and never removed by vgpuctl.
+    let gi = h.json(&["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--json"]);
+    let b = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
+    assert_eq!(b["gi"], gi["gi"]);
+    assert_eq!(b["gi_created"], false);
+    // Time-sliced types cannot join a MIG GPU.
+    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--gpu", G], 1);
+    assert!(e.contains("MIG mode"), "{e}");
+    let r = h.json(&["vgpu", "remove", a["vf"].as_str().unwrap(), "--json"]);
+    assert_eq!(r["gi_removed"], 1);
+    let r = h.json(&["vgpu", "remove", b["vf"].as_str().unwrap(), "--json"]);
+    assert_eq!(r["gi_removed"], serde_json::Value::Null, "the admin's GI stays");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn test_mig_errors() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    let e = h.fails(&["mig", "create", "--profile", "5g.50gb", "--gpu", G], 1);
+    assert!(e.contains("no MIG profile") && e.contains("3g.40gb"), "{e}");
+    h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", "0000:18:00.0/../x"], 64);
+    let t4 = SimHost::new("t4x2-mdev");
+    let e = t4.fails(&["mig", "enable", "0000:3b:00.0"], 1);
+    assert!(e.contains("does not support MIG"), "{e}");
+    let p = h.json(&["mig", "profiles", "--gpu", G, "--json"]);
+    assert_eq!(p.as_array().unwrap().len(), 7);
+}
