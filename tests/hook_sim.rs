@@ -197,3 +197,28 @@ fn test_symlinked_binary_runs_as_hook_from_argv0() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn test_mig_backed_vgpu_gets_a_gpu_instance_at_prepare_freed_at_release() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    h.ok(&["mig", "enable", "0000:18:00.0"]);
+    let xml = h.ok(&["vm", "xml", "--name", "m1", "--vgpu", "H100-3-40C", "--gpu", "0000:18:00.0"]);
+    assert!(xml.contains("vf='0000:18:00.4'"), "{xml}");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "define makes nothing");
+    assert_eq!(hook(&h, &["m1", "prepare", "begin", "-"], &xml).0, 0);
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["instances"][0]["profile"], "3g.40gb");
+    assert_eq!(s[0]["instances"][0]["start"], 4, "placed by the planner");
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
+    assert_eq!(hook(&h, &["m1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "the hook's GPU instance is gone");
+    // A GPU instance made by the admin is used and kept.
+    let gi = h.json(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "3g.40gb", "--json"]);
+    assert_eq!(hook(&h, &["m1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(hook(&h, &["m1", "release", "end", "-"], &xml).0, 0);
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(s[0]["instances"][0]["gi"], gi["gi"]);
+}

@@ -196,6 +196,9 @@ pub enum SimCommand {
         dir: PathBuf,
         #[arg(long, default_value = "h100x8-vfio")]
         profile: String,
+        /// Enable every GPU's SR-IOV VFs right away (as `vgpuctl sriov enable all` would).
+        #[arg(long)]
+        vfs: bool,
     },
     /// The built-in profiles.
     Profiles,
@@ -294,8 +297,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 print_out(&crate::types::render(&report));
             }
         }
-        Command::Sim(SimCommand::Create { dir, profile }) => {
+        Command::Sim(SimCommand::Create { dir, profile, vfs }) => {
             let state = crate::sim::create(dir, profile)?;
+            if *vfs {
+                let host = crate::open_host(Some(dir))?;
+                if crate::sriov::status(&host)?.iter().any(|s| s.num_vfs < s.total_vfs) {
+                    crate::sriov::set(&host, None, None, std::time::Duration::from_secs(30), std::time::Duration::from_secs(30))?;
+                }
+            }
             print_out(&format!(
                 "Created simulated host {:?} ({} GPUs) in {}. Read it with: vgpuctl --root {} list\n",
                 state.profile,

@@ -28,6 +28,8 @@ pub enum State {
 pub enum Entry {
     Mdev { uuid: MdevUuid, done: bool },
     VfType { vf: PciAddress, type_id: u32, done: bool },
+    /// A MIG GPU instance made for a MIG-backed vGPU of this domain.
+    MigGi { gpu: PciAddress, gi: u32, done: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

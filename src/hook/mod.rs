@@ -157,6 +157,19 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), St
         }
         Action::VendorVgpu { vf, type_name } => {
             let t: VgpuTypeName = type_name.parse().map_err(|e| fail(&e))?;
+            if t.kind() == crate::vgpu::typename::VgpuKind::MigBacked && host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).map(|v| v.trim() == "0").unwrap_or(false) {
+                // No free GPU instance of the profile: make one for this VM, and
+                // free it again at release.
+                let listed = host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/creatable_vgpu_types")).unwrap_or_default();
+                if !crate::parse::creatable_vgpu_types(&listed).0.iter().any(|x| t.matches(&x.name)) {
+                    let pf = host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok());
+                    let (_, views) = crate::vgpu::views(host).map_err(|e| fail(&e))?;
+                    if let Some((gpu, gi)) = pf.and_then(|pf| crate::vgpu::make_gi_for(host, &views, &t, Some(pf))) {
+                        record(host, key, j, Entry::MigGi { gpu, gi, done: false })?;
+                        finish(host, key, j)?;
+                    }
+                }
+            }
             // Record the intent with the id only once known: ensure_vf_type
             // writes at most once, and reads back before returning.
             match crate::vgpu::ensure_vf_type(host, *vf, &t).map_err(|e| fail(&e))? {
@@ -179,7 +192,7 @@ fn record(host: &Host, key: &str, j: &mut Journal, e: Entry) -> Result<(), Strin
 fn finish(host: &Host, key: &str, j: &mut Journal) -> Result<(), String> {
     if let Some(last) = j.entries.last_mut() {
         match last {
-            Entry::Mdev { done, .. } | Entry::VfType { done, .. } => *done = true,
+            Entry::Mdev { done, .. } | Entry::VfType { done, .. } | Entry::MigGi { done, .. } => *done = true,
         }
     }
     journal::save(host, key, j).map_err(|e| crate::error_chain(&e))
@@ -201,6 +214,13 @@ pub fn undo(host: &Host, j: &Journal) -> Vec<String> {
                     problems.push(crate::error_chain(&err));
                 }
             }
+            Entry::MigGi { gpu, gi, .. } => match crate::mig::backend::backend(host) {
+                Ok(b) => match b.destroy(*gpu, *gi) {
+                    Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {}
+                    Err(err) => problems.push(crate::error_chain(&err)),
+                },
+                Err(err) => problems.push(crate::error_chain(&err)),
+            },
         }
     }
     problems
@@ -223,6 +243,7 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
                 Entry::VfType { vf, type_id, .. } => {
                     host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).ok().as_deref().map(str::trim) == Some(&type_id.to_string())
                 }
+                Entry::MigGi { .. } => true,
             });
         if intact {
             return Ok(actions); // prepare twice: everything is already there

@@ -259,6 +259,18 @@ pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddres
 }
 
 fn resolve_one_vgpu(views: &[crate::vgpu::view::GpuView], wanted: &VgpuTypeName, gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+    if wanted.kind() == crate::vgpu::typename::VgpuKind::MigBacked && alloc::choose(views, wanted, gpu, policy).is_none() {
+        // MIG on, no free GPU instance yet: the hook makes one at start. Fix
+        // a free VF of a matching GPU in MIG mode (without time-sliced vGPUs).
+        let vf = views
+            .iter()
+            .filter(|v| gpu.is_none_or(|g| g == v.gpu) && v.mig_enabled() && v.model.as_deref() == Some(wanted.model.as_str()))
+            .filter(|v| v.interface == crate::vgpu::view::Interface::VendorVfio && !v.vgpus.iter().any(|x| x.kind == Some(crate::vgpu::typename::VgpuKind::TimeSliced)))
+            .find_map(|v| v.free_vf_list.first().copied());
+        if let Some(vf) = vf {
+            return Ok(DeviceSpec::VendorVgpu { vf, type_name: wanted.to_string(), policy, gpu });
+        }
+    }
     let Some(c) = alloc::choose(views, wanted, gpu, policy) else {
         let e = crate::vgpu::explain::explain(views, wanted);
         let reasons = e.gpus.iter().map(|v| format!("  {}: {}", v.gpu, v.reason)).collect::<Vec<_>>().join("\n");

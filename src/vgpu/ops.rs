@@ -114,7 +114,7 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
 
 /// Creates a GPU instance for a MIG-backed type on a GPU in MIG mode whose
 /// vGPU model matches, at the planner's placement.
-fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, u32)> {
+pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, u32)> {
     let profile = t.mig_profile()?;
     let b = crate::mig::backend::backend(host).ok()?;
     let gpus: Vec<&GpuView> = views

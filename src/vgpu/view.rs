@@ -88,6 +88,9 @@ pub struct GpuView {
     pub free_slots: usize,
     pub vgpus: Vec<ActiveVgpu>,
     pub types: Vec<TypeView>,
+    /// Free VFs (vendor-specific VFIO), lowest first.
+    #[serde(skip)]
+    pub free_vf_list: Vec<PciAddress>,
 }
 
 impl GpuView {
@@ -297,7 +300,9 @@ fn build_one(inv: &Inventory, g: &Gpu, facts: &dyn DriverFacts) -> GpuView {
         }
     }
     let het = if interface == Interface::None { None } else { facts.heterogeneous(g.address) };
+    let free_vf_list = vfs.iter().filter(|v| v.vgpu.as_ref().is_some_and(|x| x.current_type.is_none())).map(|v| v.address).collect();
     let mut view = GpuView {
+        free_vf_list,
         gpu: g.address,
         name: g.name.clone(),
         interface,
