@@ -4,6 +4,7 @@
 //! commands) → `inventory` (typed view of the host) → actuators → `cli`.
 //! See docs/architecture.md.
 
+pub mod apply;
 pub mod cli;
 pub mod libvirt;
 pub mod lock;

@@ -6,7 +6,10 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::host::{Host, HostError};
 
-pub const UNITS: &[(&str, &str)] = &[("vgpuctl-mdev-restore.service", include_str!("../systemd/vgpuctl-mdev-restore.service"))];
+pub const UNITS: &[(&str, &str)] = &[
+    ("vgpuctl-mdev-restore.service", include_str!("../systemd/vgpuctl-mdev-restore.service")),
+    ("vgpuctl-apply.service", include_str!("../systemd/vgpuctl-apply.service")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -61,7 +64,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let h = Host::at_root(d.path()).unwrap();
         let w = install(&h, "/etc/systemd/system", "/usr/local/bin/vgpuctl").unwrap();
-        assert_eq!(w, vec!["/etc/systemd/system/vgpuctl-mdev-restore.service"]);
+        assert_eq!(w, vec!["/etc/systemd/system/vgpuctl-mdev-restore.service", "/etc/systemd/system/vgpuctl-apply.service"]);
         let text = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
         assert!(text.contains("ExecStart=/usr/local/bin/vgpuctl mdev restore --wait 120"));
         assert!(!text.contains("@VGPUCTL@"));

@@ -85,6 +85,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What applying the host config would change, in order.
+    Plan {
+        #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Converge the host to its config (VFs, MIG, GPU instances, vGPUs, mdevs).
+    Apply {
+        #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
+        file: String,
+        /// Change nothing: exit 0 when the host matches, 2 when changes are pending.
+        #[arg(long)]
+        check: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the current host as a config (TOML) to stdout.
+    Export,
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
         /// Where unit files go (below --root).
@@ -240,6 +259,8 @@ pub enum CliError {
     #[error(transparent)]
     Mig(#[from] crate::mig::backend::MigError),
     #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Passthrough(#[from] crate::vfio::passthrough::PassthroughError),
@@ -329,6 +350,45 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             return vm::run(&host, cmd);
         }
+        Command::Plan { file, json } => {
+            let host = open_host(&cli)?;
+            let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
+            let p = crate::apply::plan(&host, &cfg)?;
+            if *json {
+                print_json(&p)?;
+            } else {
+                print_out(&render_plan(&p.steps, &p.untouched));
+            }
+        }
+        Command::Apply { file, check, json } => {
+            let host = open_host(&cli)?;
+            let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
+            if *check {
+                let p = crate::apply::plan(&host, &cfg)?;
+                if *json {
+                    print_json(&serde_json::json!({ "schema_version": p.schema_version, "changed": !p.steps.is_empty(), "steps": p.steps, "untouched": p.untouched }))?;
+                } else {
+                    print_out(&render_plan(&p.steps, &p.untouched));
+                }
+                return Ok(if p.steps.is_empty() { exit::OK } else { exit::PENDING });
+            }
+            let quiet = *json;
+            let r = crate::apply::apply(&host, &cfg, &mut |n, total, s| {
+                if !quiet {
+                    eprintln!("[{n}/{total}] {}", s.describe());
+                }
+            })?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                print_out(if r.changed { "applied\n" } else { "the host already matches its config\n" });
+            }
+        }
+        Command::Export => {
+            let host = open_host(&cli)?;
+            let cfg = crate::apply::export(&host)?;
+            print_out(&format!("# vgpuctl host config, exported from the current host\n{}", toml::to_string(&cfg).map_err(|e| CliError::Usage(e.to_string()))?));
+        }
         Command::Mig(cmd) => {
             let host = open_host(&cli)?;
             return mig::run(&host, cmd);
@@ -362,7 +422,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             for w in &written {
                 text.push_str(&format!("wrote {w}\n"));
             }
-            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-mdev-restore.service\n");
+            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-apply.service (host config) or vgpuctl-mdev-restore.service (mdev definitions only)\n");
             print_out(&text);
         }
         Command::Demo { profile, dir } => demo(profile, dir.as_deref())?,
@@ -536,4 +596,18 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
             Ok(exit::OK)
         }
     }
+}
+
+fn render_plan(steps: &[crate::apply::Step], untouched: &[String]) -> String {
+    let mut t = String::new();
+    if steps.is_empty() {
+        t.push_str("the host matches its config: nothing to do\n");
+    }
+    for (i, s) in steps.iter().enumerate() {
+        t.push_str(&format!("{:>3}. {}\n", i + 1, s.describe()));
+    }
+    for u in untouched {
+        t.push_str(&format!("     left alone (not in the config): {u}\n"));
+    }
+    t
 }

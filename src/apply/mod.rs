@@ -1,0 +1,402 @@
+//! Declarative host config: `plan` what would change, in the safe order;
+//! `apply` it; `apply --check` for monitoring and Ansible check mode;
+//! `export` the current host as a config.
+//!
+//! Order (re-running sriov-manage destroys GPU instances; mdevs need their
+//! VFs): driver binding → SR-IOV VFs → MIG mode → GPU instances →
+//! mixed-size mode → vGPUs and mdevs. Every step is idempotent and read back
+//! from the host on the next run, so an apply interrupted anywhere converges
+//! when run again. Devices the config does not ask for are reported, never
+//! removed: they may be in use by VMs.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::host::Host;
+use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
+use crate::inventory::{Inventory, ScanOptions};
+use crate::mig::layout::Layout;
+use crate::parse::MigModeState;
+use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
+use crate::vgpu::view::{self, GpuView, HostFacts, Interface};
+pub use config::{HostConfig, Mode};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    BindVfio { gpu: PciAddress },
+    EnableVfs { gpu: PciAddress },
+    SetMig { gpu: PciAddress, on: bool },
+    CreateGi { gpu: PciAddress, profile: String, placement: Option<u8> },
+    SetHeterogeneous { gpu: PciAddress, on: bool },
+    CreateVgpus { gpu: PciAddress, #[serde(rename = "type")] type_name: String, count: u32 },
+    CreateMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
+    DefineMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
+}
+
+impl Step {
+    pub fn describe(&self) -> String {
+        match self {
+            Step::BindVfio { gpu } => format!("bind {gpu} (and its card's functions) to vfio-pci"),
+            Step::EnableVfs { gpu } => format!("enable SR-IOV VFs on {gpu}"),
+            Step::SetMig { gpu, on } => format!("turn MIG mode {} on {gpu}", if *on { "on" } else { "off" }),
+            Step::CreateGi { gpu, profile, placement } => format!("create a {profile} GPU instance on {gpu}{}", placement.map(|p| format!(" at slice {p}")).unwrap_or_default()),
+            Step::SetHeterogeneous { gpu, on } => format!("turn mixed-size vGPU mode {} on {gpu}", if *on { "on" } else { "off" }),
+            Step::CreateVgpus { gpu, type_name, count } => format!("create {count}× {type_name} on {gpu}"),
+            Step::CreateMdev { uuid, parent, mdev_type } => format!("create mdev {uuid} ({mdev_type} on {parent})"),
+            Step::DefineMdev { uuid, parent, mdev_type } => format!("define mdev {uuid} ({mdev_type} on {parent}, auto-start)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema_version: u32,
+    pub steps: Vec<Step>,
+    /// Devices on the host the config does not ask for: left alone.
+    pub untouched: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the config cannot be applied:\n  {}", .0.join("\n  "))]
+    Rejected(Vec<String>),
+    #[error("step {n} ({what}) failed")]
+    Step {
+        n: usize,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+}
+
+fn nvidia_gpus(inv: &Inventory) -> Vec<(PciAddress, Option<String>)> {
+    inv.gpus.iter().filter(|g| g.is_nvidia()).map(|g| (g.address, g.name.clone())).collect()
+}
+
+/// Checks the whole config against the host and lists what would change.
+/// Every problem is collected before anything is changed.
+pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
+    let views: Vec<GpuView> = view::build(&inv, &HostFacts { host });
+    let gpus = nvidia_gpus(&inv);
+    let mut problems = Vec::new();
+    let mut steps = Vec::new();
+    let mut seen: BTreeMap<PciAddress, usize> = BTreeMap::new();
+    let mig = crate::mig::backend::backend(host).ok();
+    for (i, spec) in cfg.gpu.iter().enumerate() {
+        let at = format!("[[gpu]] #{} ({})", i + 1, spec.select);
+        let targets = match config::select(&spec.select, &gpus) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        for gpu in targets {
+            if let Some(prev) = seen.insert(gpu, i + 1) {
+                problems.push(format!("{at}: {gpu} is already selected by [[gpu]] #{prev}; each GPU may be selected once"));
+                continue;
+            }
+            let g = inv.gpu(gpu).expect("selected from the inventory");
+            let v = views.iter().find(|v| v.gpu == gpu);
+            match spec.mode {
+                Mode::Unmanaged => {}
+                Mode::Passthrough => {
+                    if g.boot_vga == Some(true) {
+                        problems.push(format!("{at}: {gpu} is the host's boot display and cannot be passed through"));
+                    } else if g.driver.as_deref() != Some("vfio-pci") {
+                        steps.push(Step::BindVfio { gpu });
+                    }
+                }
+                Mode::Vgpu | Mode::Mig => plan_vgpu(host, spec, &at, gpu, g, v, mig.as_deref(), &mut steps, &mut problems),
+            }
+        }
+    }
+    // Fixed-UUID mdevs.
+    let mut uuids: BTreeMap<MdevUuid, usize> = BTreeMap::new();
+    let (defs, _) = crate::mdev::definitions::load_all(host).map_err(|e| ApplyError::Rejected(vec![crate::error_chain(&e)]))?;
+    for (i, m) in cfg.mdev.iter().enumerate() {
+        let at = format!("[[mdev]] #{} ({})", i + 1, m.uuid);
+        if let Some(prev) = uuids.insert(m.uuid, i + 1) {
+            problems.push(format!("{at}: UUID {} is used by [[mdev]] #{prev} too", m.uuid));
+            continue;
+        }
+        match inv.mdevs.iter().find(|d| d.uuid == m.uuid) {
+            Some(d) if d.parent.as_ref() == Some(&m.parent) && d.type_id.as_ref() == Some(&m.mdev_type) => {}
+            Some(d) => problems.push(format!("{at}: UUID {} exists as {:?} on {:?}; remove it or change the config", m.uuid, d.type_id, d.parent)),
+            None => {
+                if inv.parent(&m.parent).is_some_and(|p| p.find_type(m.mdev_type.as_str()).is_none()) {
+                    problems.push(format!("{at}: parent {} has no type {}", m.parent, m.mdev_type));
+                    continue;
+                }
+                steps.push(Step::CreateMdev { uuid: m.uuid, parent: m.parent.clone(), mdev_type: m.mdev_type.clone() });
+            }
+        }
+        if !defs.iter().any(|d| d.uuid == m.uuid && d.parent == m.parent && d.mdev_type == m.mdev_type) {
+            steps.push(Step::DefineMdev { uuid: m.uuid, parent: m.parent.clone(), mdev_type: m.mdev_type.clone() });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApplyError::Rejected(problems));
+    }
+    // Safe order, whatever order the config lists things in.
+    steps.sort_by_key(|s| match s {
+        Step::BindVfio { .. } => 0,
+        Step::EnableVfs { .. } => 1,
+        Step::SetMig { .. } => 2,
+        Step::CreateGi { .. } => 3,
+        Step::SetHeterogeneous { .. } => 4,
+        Step::CreateVgpus { .. } => 5,
+        Step::CreateMdev { .. } => 6,
+        Step::DefineMdev { .. } => 7,
+    });
+    let wanted: Vec<MdevUuid> = cfg.mdev.iter().map(|m| m.uuid).collect();
+    let untouched = inv
+        .mdevs
+        .iter()
+        .filter(|d| !wanted.contains(&d.uuid) && d.parent.as_ref().is_some_and(|p| p.pci_address().is_none()))
+        .map(|d| format!("mdev {} ({:?})", d.uuid, d.type_id.as_ref().map(|t| t.to_string())))
+        .collect();
+    Ok(Plan { schema_version: crate::inventory::SCHEMA_VERSION, steps, untouched })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_vgpu(
+    host: &Host,
+    spec: &config::GpuSpec,
+    at: &str,
+    gpu: PciAddress,
+    g: &crate::inventory::Gpu,
+    v: Option<&GpuView>,
+    mig: Option<&dyn crate::mig::backend::MigBackend>,
+    steps: &mut Vec<Step>,
+    problems: &mut Vec<String>,
+) {
+    let _ = host;
+    let want_mig = spec.mode == Mode::Mig;
+    let mut types = Vec::new();
+    for c in &spec.vgpus {
+        match c.type_name.parse::<VgpuTypeName>() {
+            Ok(t) => {
+                if want_mig != (t.kind() == VgpuKind::MigBacked) {
+                    problems.push(format!("{at}: {} is {} but the GPU's mode is {}; time-sliced and MIG-backed vGPUs never share a GPU", t, if t.kind() == VgpuKind::MigBacked { "MIG-backed" } else { "time-sliced" }, if want_mig { "mig" } else { "vgpu" }));
+                }
+                if let Some(model) = v.and_then(|v| v.model.as_deref()).or_else(|| crate::parse::hex_id(&g.device_id).and_then(crate::inventory::vgpu_model)) {
+                    if model != t.model {
+                        problems.push(format!("{at}: {t} is for {} GPUs, {gpu} takes {model} types", t.model));
+                    }
+                }
+                types.push((t, c.count));
+            }
+            Err(e) => problems.push(format!("{at}: {e}")),
+        }
+    }
+    // Equal-size rule unless mixed-size mode is asked for.
+    let sizes: std::collections::BTreeSet<u32> = types.iter().filter(|(t, _)| t.kind() == VgpuKind::TimeSliced).map(|(t, _)| t.framebuffer_gb).collect();
+    if sizes.len() > 1 && spec.heterogeneous != Some(true) {
+        problems.push(format!("{at}: time-sliced sizes {:?} GB differ; equal-size mode allows one size per GPU: use one size or set heterogeneous = true", sizes));
+    }
+    for (t, n) in &types {
+        if let Some(k) = crate::vgpu::known::lookup(t) {
+            let max = if spec.heterogeneous == Some(true) { k.max_mixed.unwrap_or(k.max_instances) } else { k.max_instances };
+            if *n > max {
+                problems.push(format!("{at}: {n}× {t} exceeds the {max} NVIDIA allows per GPU"));
+            }
+        }
+    }
+    let needs_vfs = g.sriov.as_ref().is_some_and(|s| s.total_vfs > 0 && s.num_vfs == 0);
+    if needs_vfs {
+        steps.push(Step::EnableVfs { gpu });
+    }
+    let current_mig = g.mig.map(|m| m.current);
+    if want_mig {
+        if current_mig.is_none() || current_mig == Some(MigModeState::NotSupported) {
+            problems.push(format!("{at}: {gpu} does not support MIG (or no NVIDIA driver reports it)"));
+            return;
+        }
+        if current_mig != Some(MigModeState::Enabled) {
+            steps.push(Step::SetMig { gpu, on: true });
+        }
+        // The layout must fit; say which profile does not and a layout that would.
+        let table = mig.and_then(|b| b.profiles(gpu).ok()).unwrap_or_else(crate::mig::profiles::hopper_80gb);
+        let existing = if current_mig == Some(MigModeState::Enabled) { mig.and_then(|b| b.instances(gpu).ok()).unwrap_or_default() } else { Vec::new() };
+        let mut l = Layout::default();
+        let mut want: Vec<(&crate::mig::profiles::Profile, Option<u8>)> = Vec::new();
+        for gi in &spec.layout {
+            match crate::mig::profiles::find(&table, &gi.profile) {
+                Some(p) => want.push((p, gi.placement)),
+                None => problems.push(format!("{at}: unknown MIG profile {:?} (profiles: {})", gi.profile, table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "))),
+            }
+        }
+        // Explicit placements first, then largest first, at the planner's choice.
+        want.sort_by_key(|(p, s)| (s.is_none(), std::cmp::Reverse(p.size)));
+        let planner = crate::mig::planner::Planner::new(&table, &crate::mig::planner::Mix::uniform(&table));
+        let mut matched: Vec<u32> = Vec::new();
+        for (p, s) in want {
+            // An existing instance of the profile (at the placement, if given) satisfies it.
+            if let Some(e) = existing.iter().find(|e| e.profile_id == p.id && !matched.contains(&e.gi) && s.is_none_or(|s| s == e.start)) {
+                matched.push(e.gi);
+                l.place(p, e.start);
+                continue;
+            }
+            let start = match s {
+                Some(s) if l.fits_at(p, s) => Some(s),
+                Some(s) => {
+                    problems.push(format!("{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})", p.name, p.starts, l.slice_map(&table)));
+                    None
+                }
+                None => planner.choose(std::slice::from_ref(&l), p).map(|(_, s)| s),
+            };
+            match start {
+                Some(st) => {
+                    l.place(p, st);
+                    steps.push(Step::CreateGi { gpu, profile: p.name.to_string(), placement: Some(st) });
+                }
+                None if s.is_none() => problems.push(format!(
+                    "{at}: {} does not fit beside the rest of the layout (slice map {}); a GPU has 8 slices: e.g. 4g.40gb+3g.40gb, 3g.40gb+2×2g.20gb, or 7×1g.10gb fit",
+                    p.name,
+                    l.slice_map(&table)
+                )),
+                None => {}
+            }
+        }
+        for (t, n) in &types {
+            let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+            if have < *n {
+                steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have });
+            }
+        }
+        return;
+    }
+    if current_mig == Some(MigModeState::Enabled) {
+        steps.push(Step::SetMig { gpu, on: false });
+    }
+    if let Some(want) = spec.heterogeneous {
+        // With VFs not enabled yet the driver does not report the mode; it
+        // is off after every boot on GPUs that have it.
+        let model = v.and_then(|v| v.model.clone()).or_else(|| crate::parse::hex_id(&g.device_id).and_then(crate::inventory::vgpu_model).map(str::to_string));
+        let current = v.and_then(|v| v.heterogeneous).or_else(|| (needs_vfs && model.as_deref().is_some_and(crate::vgpu::known::supports_mixed_size)).then_some(false));
+        match current {
+            Some(c) if c != want => steps.push(Step::SetHeterogeneous { gpu, on: want }),
+            None if want => problems.push(format!("{at}: {gpu} has no mixed-size (heterogeneous) vGPU mode")),
+            _ => {}
+        }
+    }
+    for (t, n) in &types {
+        let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+        if have < *n {
+            steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have });
+        }
+    }
+    let _ = Interface::None;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub schema_version: u32,
+    pub changed: bool,
+    pub steps: Vec<Step>,
+    pub untouched: Vec<String>,
+}
+
+/// Carries out the plan, step by step, each under the host-wide lock.
+pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usize, &Step)) -> Result<Applied, ApplyError> {
+    let p = plan(host, cfg)?;
+    let lock = Duration::from_secs(120);
+    let total = p.steps.len();
+    for (i, s) in p.steps.iter().enumerate() {
+        progress(i + 1, total, s);
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| ApplyError::Step { n: i + 1, what: s.describe(), source: e };
+        match s {
+            Step::BindVfio { gpu } => {
+                crate::vfio::passthrough::prepare(host, *gpu, false, lock).map_err(|e| err(Box::new(e)))?;
+            }
+            Step::EnableVfs { gpu } => {
+                crate::sriov::set(host, Some(&[*gpu]), None, Duration::from_secs(120), lock).map_err(|e| err(Box::new(e)))?;
+            }
+            Step::SetMig { gpu, on } => {
+                let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
+                let b = crate::mig::backend::backend(host).map_err(|e| err(Box::new(e)))?;
+                let m = b.set_mode(*gpu, *on).map_err(|e| err(Box::new(e)))?;
+                if m.current != if *on { MigModeState::Enabled } else { MigModeState::Disabled } {
+                    return Err(err(format!("the MIG mode change of {gpu} is pending a GPU reset (nvidia-smi -r); apply again after it").into()));
+                }
+            }
+            Step::CreateGi { gpu, profile, placement } => {
+                let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
+                let b = crate::mig::backend::backend(host).map_err(|e| err(Box::new(e)))?;
+                let table = b.profiles(*gpu).map_err(|e| err(Box::new(e)))?;
+                let pr = crate::mig::profiles::find(&table, profile).ok_or_else(|| err(format!("unknown profile {profile}").into()))?;
+                b.create(*gpu, pr, placement.unwrap_or(0)).map_err(|e| err(Box::new(e)))?;
+            }
+            Step::SetHeterogeneous { gpu, on } => {
+                crate::vgpu::set_heterogeneous(host, *gpu, *on, lock).map_err(|e| err(Box::new(e)))?;
+            }
+            Step::CreateVgpus { gpu, type_name, count } => {
+                let t: VgpuTypeName = type_name.parse().map_err(|e| err(Box::new(e)))?;
+                for _ in 0..*count {
+                    crate::vgpu::create(host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: Some(*gpu), uuid: None, policy: Default::default() }, lock)
+                        .map_err(|e| err(Box::new(e)))?;
+                }
+            }
+            Step::CreateMdev { uuid, parent, mdev_type } => {
+                let req = crate::mdev::CreateRequest { parent: parent.clone(), mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
+                crate::mdev::create(host, &req, lock).map_err(|e| err(Box::new(e)))?;
+            }
+            Step::DefineMdev { uuid, parent, mdev_type } => {
+                let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
+                let def = crate::mdev::Definition { uuid: *uuid, parent: parent.clone(), mdev_type: mdev_type.clone(), start: crate::mdev::StartPolicy::Auto, attrs: vec![] };
+                crate::mdev::definitions::save(host, &def).map_err(|e| err(Box::new(e)))?;
+            }
+        }
+    }
+    Ok(Applied { schema_version: crate::inventory::SCHEMA_VERSION, changed: total > 0, steps: p.steps, untouched: p.untouched })
+}
+
+/// The current host as a config: what `apply` would keep as it is.
+pub fn export(host: &Host) -> Result<HostConfig, ApplyError> {
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
+    let views = view::build(&inv, &HostFacts { host });
+    let mig = crate::mig::backend::backend(host).ok();
+    let mut cfg = HostConfig::default();
+    for g in inv.gpus.iter().filter(|g| g.is_nvidia()) {
+        let v = views.iter().find(|v| v.gpu == g.address);
+        let mut spec = config::GpuSpec { select: g.address.to_string(), mode: Mode::Unmanaged, heterogeneous: None, vgpus: vec![], layout: vec![] };
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for x in v.map(|v| v.vgpus.as_slice()).unwrap_or_default() {
+            if let Some(t) = &x.type_name {
+                *counts.entry(t.clone()).or_default() += 1;
+            }
+        }
+        spec.vgpus = counts.into_iter().map(|(type_name, count)| config::VgpuCount { type_name, count }).collect();
+        if g.driver.as_deref() == Some("vfio-pci") {
+            spec.mode = Mode::Passthrough;
+        } else if g.mig.is_some_and(|m| m.current == MigModeState::Enabled) {
+            spec.mode = Mode::Mig;
+            if let Some(b) = &mig {
+                spec.layout = b.instances(g.address).unwrap_or_default().into_iter().map(|i| config::GiSpec { profile: i.profile, placement: Some(i.start) }).collect();
+            }
+        } else if !spec.vgpus.is_empty() {
+            spec.mode = Mode::Vgpu;
+            spec.heterogeneous = v.and_then(|v| v.heterogeneous).filter(|h| *h);
+        }
+        cfg.gpu.push(spec);
+    }
+    for d in &inv.mdevs {
+        if let (Some(parent), Some(mdev_type)) = (&d.parent, &d.type_id) {
+            if parent.pci_address().is_none() {
+                cfg.mdev.push(config::MdevSpec { uuid: d.uuid, parent: parent.clone(), mdev_type: mdev_type.clone() });
+            }
+        }
+    }
+    Ok(cfg)
+}

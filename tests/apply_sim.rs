@@ -1,0 +1,152 @@
+//! Declarative config on simulated hosts: plan/apply/check from empty and
+//! from messy state, plan-time rejection of bad configs with nothing
+//! applied, and convergence after a failure at every step.
+
+mod common;
+
+use common::sim::SimHost;
+
+const H100: &str = r#"
+[[gpu]]
+select = "0000:18:00.0"
+mode = "vgpu"
+vgpus = [{ type = "H100-20C", count = 4 }]
+
+[[gpu]]
+select = "0000:2a:00.0"
+mode = "mig"
+layout = [{ profile = "3g.40gb" }, { profile = "3g.40gb" }]
+vgpus = [{ type = "H100-3-40C", count = 2 }]
+
+[[gpu]]
+select = "0000:3a:00.0"
+mode = "vgpu"
+heterogeneous = true
+vgpus = [{ type = "H100-40C", count = 1 }, { type = "H100-20C", count = 2 }]
+"#;
+
+fn cfg(h: &SimHost, text: &str) -> String {
+    let p = h.path("/cfg.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn vgpu_count(h: &SimHost) -> usize {
+    let l = h.json(&["list", "--json"]);
+    l["gpus"].as_array().unwrap().iter().flat_map(|g| g["sriov"]["vfs"].as_array().cloned().unwrap_or_default()).filter(|vf| !vf["vgpu"]["current_type"].is_null()).count()
+}
+
+#[test]
+fn test_apply_from_empty_then_check_and_export_round_trip() {
+    let h = SimHost::new("h100x8-vfio");
+    let f = cfg(&h, H100);
+    let p = h.json(&["plan", "-f", &f, "--json"]);
+    let steps: Vec<&str> = p["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    // The safe order: VFs, MIG mode, GPU instances, mixed-size mode, vGPUs.
+    let order = ["enable_vfs", "set_mig", "create_gi", "set_heterogeneous", "create_vgpus"];
+    let pos = |s: &str| order.iter().position(|o| *o == s).unwrap();
+    assert!(steps.windows(2).all(|w| pos(w[0]) <= pos(w[1])), "{steps:?}");
+    assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(2));
+    let a = h.json(&["apply", "-f", &f, "--json"]);
+    assert_eq!(a["changed"], true);
+    assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0));
+    assert_eq!(h.json(&["apply", "-f", &f, "--json"])["changed"], false);
+    assert_eq!(vgpu_count(&h), 9);
+    let exported = h.ok(&["export"]);
+    let f2 = cfg(&h, &exported);
+    assert_eq!(h.run(&["apply", "-f", &f2, "--check"]).status.code(), Some(0), "{exported}");
+}
+
+#[test]
+fn test_bad_configs_are_rejected_at_plan_time_and_change_nothing() {
+    let h = SimHost::new("h100x8-vfio");
+    let t4 = SimHost::new("t4x2-mdev");
+    let before = h.snapshot();
+    let cases: &[(&SimHost, &str, &str)] = &[
+        (&h, "[[gpu]]\nselect = \"all\"\nmode = \"vgpu\"\nvgpu = []\n", "did you mean \"vgpus\""),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"vgpu\"\n[[gpu]]\nselect = \"all\"\nmode = \"unmanaged\"\n", "already selected by [[gpu]] #1"),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"4g.40gb\" }, { profile = \"2g.20gb\" }, { profile = \"2g.20gb\" }]\n", "2g.20gb does not fit"),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"H100-10C\", count = 1 }, { type = \"H100-20C\", count = 1 }]\n", "equal-size mode allows one size"),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"H100-3-40C\", count = 1 }]\n", "never share a GPU"),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"H100-40C\", count = 3 }]\n", "exceeds the 2"),
+        (&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"A100D-10C\", count = 1 }]\n", "takes H100 types"),
+        (&h, "[[gpu]]\nselect = \"0000:99:00.0\"\nmode = \"vgpu\"\n", "no such NVIDIA GPU"),
+        (&h, "[[mdev]]\nuuid = \"11111111-2222-3333-4444-555555555555\"\nparent = \"0000:18:00.4\"\ntype = \"x\"\n[[mdev]]\nuuid = \"11111111-2222-3333-4444-555555555555\"\nparent = \"0000:18:00.5\"\ntype = \"x\"\n", "is used by [[mdev]] #1 too"),
+        (&t4, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"1g.10gb\" }]\n", "does not support MIG"),
+    ];
+    for (host, text, needle) in cases {
+        let f = cfg(host, text);
+        let o = host.run(&["apply", "-f", &f]);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(needle), "{text}\n{e}");
+    }
+    std::fs::remove_file(h.path("/cfg.toml")).unwrap();
+    h.assert_unchanged(&before, "rejected configs");
+}
+
+#[test]
+fn test_messy_state_is_kept_and_completed() {
+    let h = SimHost::new("t4x2-mdev");
+    // Made by hand before any config: one T4-4Q and an mdevctl-style definition.
+    h.ok(&["mdev", "create", "--parent", "0000:3b:00.0", "--type", "T4-4Q"]);
+    let f = cfg(&h, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-4Q\", count = 3 }]\n\n[[mdev]]\nuuid = \"22222222-2222-3333-4444-555555555555\"\nparent = \"0000:d8:00.0\"\ntype = \"nvidia-227\"\n");
+    let p = h.json(&["plan", "-f", &f, "--json"]);
+    assert_eq!(p["steps"][0]["count"], 2, "only what is missing: {p}");
+    h.ok(&["apply", "-f", &f]);
+    assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0));
+    let l = h.json(&["mdev", "list", "--json"]);
+    assert_eq!(l["devices"].as_array().unwrap().len(), 4);
+    assert!(h.path("/etc/mdevctl.d/0000:d8:00.0/22222222-2222-3333-4444-555555555555").exists(), "fixed-UUID mdevs are defined for boot");
+}
+
+#[test]
+fn test_failure_at_every_step_then_rerun_converges() {
+    let probe = SimHost::new("h100x8-vfio");
+    let f = cfg(&probe, H100);
+    // Count the host writes of a clean apply.
+    let mut writes = 0;
+    for n in 1..200 {
+        let o = probe.cmd().args(["apply", "-f", &f]).env("VGPUCTL_FAULT", format!("write:{n}:EIO")).output().unwrap();
+        if o.status.success() {
+            writes = n - 1;
+            break;
+        }
+        // Rerun without fault converges from wherever it stopped.
+        let again = probe.run(&["apply", "-f", &f]);
+        assert!(again.status.success(), "after a failure at write {n}: {}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(probe.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0), "write {n}");
+        assert_eq!(vgpu_count(&probe), 9, "write {n}: exactly the config's vGPUs, nothing leaked");
+        // Start over for the next write number.
+        let fresh = SimHost::new("h100x8-vfio");
+        std::fs::remove_dir_all(&probe.root).unwrap();
+        copy_dir(&fresh.root, &probe.root);
+        std::fs::write(probe.path("/cfg.toml"), H100).unwrap();
+    }
+    eprintln!("a clean apply made {writes} host writes; each failed once in turn");
+    assert!(writes > 10, "an apply of this config makes many writes ({writes})");
+    // A crash (kill) in the middle converges too.
+    let h = SimHost::new("h100x8-vfio");
+    let f = cfg(&h, H100);
+    let o = h.cmd().args(["apply", "-f", &f]).env("VGPUCTL_FAULT", format!("write:{}:die", writes / 2)).output().unwrap();
+    assert!(!o.status.success());
+    h.ok(&["apply", "-f", &f]);
+    assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0));
+    assert_eq!(vgpu_count(&h), 9);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        let dst = to.join(e.file_name());
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dst).unwrap();
+        } else if ft.is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
