@@ -18,3 +18,7 @@ if ! command -v vng >/dev/null; then
     python3 -m pip install virtme-ng 2>/dev/null || python3 -m pip install --break-system-packages virtme-ng
 fi
 command -v vng >/dev/null || { echo "install-test-deps: vng not on PATH after install" >&2; exit 1; }
+if ! command -v ansible-playbook >/dev/null; then
+    python3 -m pip install ansible-core 2>/dev/null || python3 -m pip install --break-system-packages ansible-core
+fi
+command -v ansible-playbook >/dev/null || { echo "install-test-deps: ansible-playbook not on PATH after install" >&2; exit 1; }

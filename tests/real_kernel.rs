@@ -343,3 +343,20 @@ fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
     assert_eq!(f["detachD_rc"], "0", "{}", g.read("30-hook", "detachD.txt"));
     assert_eq!(g.read("30-hook", "afterD-refs.txt").trim(), "0");
 }
+
+#[test]
+fn test_real_kernel_apply_reload_apply_gives_the_same_uuids_back() {
+    let Some(g) = guest() else { return };
+    g.assert_ran("25-apply");
+    let f = facts(g, "25-apply");
+    assert_eq!(f["bad_type_rc"], "1", "a type given by a name is refused in the config: {}", g.read("25-apply", "plan-bad-type.txt"));
+    assert_eq!(f["check1_rc"], "2", "changes pending");
+    assert_eq!(f["apply1_rc"], "0", "{}", g.read("25-apply", "apply1.txt"));
+    assert_eq!(f["check2_rc"], "0", "converged");
+    let u1 = g.read("25-apply", "uuids1.txt");
+    assert_eq!(u1.trim(), "aaaaaaaa-0000-4000-8000-000000000001\naaaaaaaa-0000-4000-8000-000000000002");
+    assert_eq!(f["check3_rc"], "2", "after the reload the host differs: {}", g.read("25-apply", "check3.txt"));
+    assert_eq!(f["apply2_rc"], "0", "{}", g.read("25-apply", "apply2.txt"));
+    assert_eq!(g.read("25-apply", "uuids2.txt"), u1, "the same UUIDs come back");
+    assert_eq!(f["check4_rc"], "0");
+}

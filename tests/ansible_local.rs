@@ -1,0 +1,64 @@
+//! The Ansible playbook of docs/ansible.md, run against this machine
+//! (`ansible-playbook -c local`) on a simulated host: check mode reports the
+//! pending change and changes nothing, apply changes, a second apply is
+//! unchanged.
+
+mod common;
+
+use std::process::Command;
+
+use common::sim::SimHost;
+
+fn playbook(h: &SimHost, config: &std::path::Path, check: bool) -> (bool, String) {
+    // The controller's own python runs the modules (interpreter discovery
+    // can pick a version that pyenv-style shims do not provide).
+    let py = Command::new("sh").args(["-c", "command -v python3"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let mut c = Command::new("ansible-playbook");
+    c.args(["-c", "local", "-i", "localhost,"])
+        .arg("-e")
+        .arg(format!("ansible_python_interpreter={py}"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ansible/playbook.yml"))
+        .arg("-e")
+        .arg(format!("vgpuctl={} vgpuctl_root={} vgpuctl_config={}", env!("CARGO_BIN_EXE_vgpuctl"), h.root.display(), config.display()))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_LOCALHOST_WARNING", "false")
+        .env("ANSIBLE_INVENTORY_UNPARSED_WARNING", "false");
+    if check {
+        c.arg("--check");
+    }
+    let o = c.output().expect("ansible-playbook");
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn recap_changed(out: &str) -> u32 {
+    out.lines()
+        .find(|l| l.starts_with("localhost") && l.contains("changed="))
+        .and_then(|l| l.split("changed=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+#[test]
+fn test_playbook_check_apply_idempotent() {
+    let real = std::env::var_os("VGPUCTL_REAL_KERNEL").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some_and(|v| v == "true");
+    if Command::new("ansible-playbook").arg("--version").output().is_err() {
+        assert!(!real, "ansible-playbook is missing: scripts/install-test-deps.sh installs ansible-core");
+        eprintln!("ansible-playbook not installed: skipped");
+        return;
+    }
+    let h = SimHost::new("t4x2-mdev");
+    let config = h.path("/controller-host.toml");
+    std::fs::write(&config, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-8Q\", count = 2 }]\n").unwrap();
+    let before = h.json(&["mdev", "list", "--json"]);
+    let (ok, out) = playbook(&h, &config, true);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 step(s)") || out.contains("1 step(s)"), "{out}");
+    assert_eq!(recap_changed(&out), 3, "check mode reports the directory, the copy and the pending apply: {out}");
+    assert_eq!(h.json(&["mdev", "list", "--json"]), before, "check mode changed nothing");
+    let (ok, out) = playbook(&h, &config, false);
+    assert!(ok, "{out}");
+    assert_eq!(recap_changed(&out), 3, "{out}");
+    assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 2);
+    let (ok, out) = playbook(&h, &config, false);
+    assert!(ok, "{out}");
+    assert_eq!(recap_changed(&out), 0, "a second run changes nothing: {out}");
+}
