@@ -219,9 +219,15 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
     check(host, addr)
 }
 
+/// Driver names come back from the state file: only the kernel's own
+/// character set may go into a sysfs path.
+fn valid_driver(d: &str) -> bool {
+    !d.is_empty() && d.len() <= 64 && d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 fn restore(host: &Host, moved: &[PciAddress], previous: &[(PciAddress, Option<String>)]) {
     for a in moved.iter().rev() {
-        let prev = previous.iter().find(|(p, _)| p == a).and_then(|(_, d)| d.clone());
+        let prev = previous.iter().find(|(p, _)| p == a).and_then(|(_, d)| d.clone()).filter(|d| valid_driver(d));
         if let Err(e) = rebind(host, *a, None).and_then(|_| match &prev {
             // drivers_probe picks the device's own driver; an explicit bind
             // covers drivers that were bound by hand.
