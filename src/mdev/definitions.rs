@@ -92,7 +92,7 @@ pub fn path_of(parent: &MdevParent, uuid: &MdevUuid) -> String {
     format!("{DEFINITIONS_DIR}/{parent}/{uuid}")
 }
 
-fn parse(parent: &MdevParent, uuid: MdevUuid, text: &str) -> Result<Definition, String> {
+pub fn parse(parent: &MdevParent, uuid: MdevUuid, text: &str) -> Result<Definition, String> {
     let f: DefinitionFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mdev_type: MdevTypeId = f.mdev_type.parse().map_err(|e: crate::ids::IdError| e.to_string())?;
     let mut attrs = Vec::new();
