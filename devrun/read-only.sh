@@ -20,3 +20,5 @@ run vgpuctl-mig-status "$B" mig status --json
 run vgpuctl-mig-profiles "$B" mig profiles --json
 run vgpuctl-explain "$B" explain --type H100-10C
 run vgpuctl-passthrough-check "$B" passthrough check "$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -n1)" --json
+run vgpuctl-status "$B" status
+run vgpuctl-status-json "$B" status --json

@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod parse;
 pub mod sim;
 pub mod sriov;
+pub mod status;
 pub mod types;
 pub mod units;
 pub mod vfio;

@@ -44,6 +44,11 @@ fn test_vendor_vfio_type_written_at_prepare_and_cleared_at_release() {
     assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1215");
     assert_eq!(journals(&h), 1);
+    // status names the VM whose start made the vGPU (from the hook's journal).
+    let st = h.json(&["status", "--json"]);
+    let dev = &st["gpus"][0]["devices"][0];
+    assert_eq!((dev["id"].as_str(), dev["vm"].as_str(), dev["type"].as_str()), (Some("0000:18:00.4"), Some("vm1"), Some("H100-20C")), "{st}");
+    assert_eq!(st["gpus"][0]["mode"], "time-sliced");
     // prepare twice: harmless, nothing more is made.
     assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.json(&["list", "--json"])["gpus"][1]["sriov"]["vfs"][1]["vgpu"]["current_type"], serde_json::Value::Null);

@@ -68,4 +68,12 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
     }
     let status = run(&["mig", "status", "--json"]);
     assert_eq!(status[0]["current"], "disabled");
+    // Utilization is not among the replayed queries: absent, not an error.
+    let st = run(&["status", "--json"]);
+    assert_eq!(st["gpus"][0]["mode"], "unmanaged");
+    assert!(st["gpus"][0]["utilization"].is_null());
+    // What status printed on the real card.
+    let real = include_str!("fixtures/h100-device-run/vgpuctl-outputs.txt");
+    let j: serde_json::Value = serde_json::from_str(&section(real, "vgpuctl-status-json.txt")).unwrap();
+    assert_eq!(j["gpus"][0]["utilization"]["memory_total_mib"], 81559);
 }

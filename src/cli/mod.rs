@@ -85,6 +85,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per GPU: mode, vGPUs / MIG instances / mdevs with their VMs, utilization.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds (Ctrl-C to stop).
+        #[arg(long, value_name = "N")]
+        watch: Option<u64>,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+    },
     /// What applying the host config would change, in order.
     Plan {
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
@@ -349,6 +360,29 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Vm(cmd) => {
             let host = open_host(&cli)?;
             return vm::run(&host, cmd);
+        }
+        Command::Status { json, watch, count } => {
+            let host = open_host(&cli)?;
+            let mut n = 0u64;
+            loop {
+                let s = crate::status::status(&host)?;
+                if *json {
+                    let mut text = serde_json::to_string(&s)?;
+                    text.push('\n');
+                    print_out(&text);
+                } else {
+                    if watch.is_some() {
+                        print_out("\x1b[H\x1b[2J");
+                    }
+                    print_out(&crate::status::render(&s));
+                }
+                n += 1;
+                match (watch, count) {
+                    (Some(_), Some(c)) if n >= *c => break,
+                    (Some(w), _) => std::thread::sleep(std::time::Duration::from_secs((*w).max(1))),
+                    (None, _) => break,
+                }
+            }
         }
         Command::Plan { file, json } => {
             let host = open_host(&cli)?;

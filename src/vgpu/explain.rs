@@ -130,7 +130,18 @@ pub struct Explanation {
     pub kind: VgpuKind,
     pub framebuffer_mib: u64,
     pub mig_profile: Option<String>,
+    /// What the guest needs: driver, licence, and OS limits.
+    pub guest_requirements: String,
     pub gpus: Vec<Verdict>,
+}
+
+/// What a guest of this type needs, as NVIDIA states it.
+pub fn guest_requirements(t: &VgpuTypeName) -> String {
+    let base = format!("the NVIDIA vGPU guest driver and a {} licence", t.series.licence());
+    match t.kind() {
+        VgpuKind::MigBacked => format!("Linux only (MIG-backed vGPUs are not supported in Windows guests); {base}"),
+        VgpuKind::TimeSliced => base,
+    }
 }
 
 pub fn explain(views: &[GpuView], wanted: &VgpuTypeName) -> Explanation {
@@ -169,6 +180,7 @@ pub fn explain(views: &[GpuView], wanted: &VgpuTypeName) -> Explanation {
         kind: wanted.kind(),
         framebuffer_mib: wanted.framebuffer_mib(),
         mig_profile: wanted.mig_profile().map(|p| p.to_string()),
+        guest_requirements: guest_requirements(wanted),
         gpus,
     }
 }
@@ -184,6 +196,7 @@ pub fn render(e: &Explanation) -> String {
         mib(e.framebuffer_mib),
         e.mig_profile.as_ref().map(|p| format!(", MIG profile {p}")).unwrap_or_default()
     );
+    out.push_str(&format!("  guests: {}\n", e.guest_requirements));
     if e.gpus.is_empty() {
         out.push_str("  no NVIDIA GPUs on this host\n");
     }

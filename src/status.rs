@@ -1,0 +1,228 @@
+//! `vgpuctl status`: per GPU its mode, every vGPU / MIG instance / mdev with
+//! the VM using it, and utilization where the driver reports it (nvidia-smi;
+//! absent, not an error, without NVIDIA). Read-only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::host::{Host, HostResult, Tool};
+use crate::ids::PciAddress;
+use crate::inventory::{Inventory, ScanOptions, VfioUsers};
+use crate::parse::MigModeState;
+use crate::vgpu::view::{self, HostFacts, Interface};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Utilization {
+    pub gpu_percent: Option<u32>,
+    pub memory_percent: Option<u32>,
+    pub memory_used_mib: Option<u64>,
+    pub memory_total_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    /// `vgpu`, `mdev`, `mig-instance`.
+    pub kind: &'static str,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    pub framebuffer_mib: Option<u64>,
+    /// The VM using it: the QEMU holding its VFIO group, else the domain whose start made it.
+    pub vm: Option<String>,
+    pub in_use: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuStatus {
+    pub gpu: PciAddress,
+    pub name: Option<String>,
+    /// `passthrough`, `time-sliced`, `mig`, `unmanaged`.
+    pub mode: &'static str,
+    pub driver: Option<String>,
+    pub devices: Vec<Device>,
+    pub utilization: Option<Utilization>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema_version: u32,
+    pub gpus: Vec<GpuStatus>,
+    /// mdevs of parents that are not GPUs (mbochs, …).
+    pub other_mdevs: Vec<Device>,
+}
+
+/// Per-GPU utilization from nvidia-smi, keyed by address; empty without NVIDIA.
+fn utilization(host: &Host) -> HashMap<PciAddress, Utilization> {
+    if host.is_simulated() || !host.runner().is_available(Tool::NvidiaSmi) {
+        return HashMap::new();
+    }
+    let Ok(out) = host.runner().run(
+        Tool::NvidiaSmi,
+        &["--query-gpu=pci.bus_id,utilization.gpu,utilization.memory,memory.used,memory.total", "--format=csv,noheader,nounits"],
+        Duration::from_secs(20),
+    ) else {
+        return HashMap::new();
+    };
+    parse_utilization(&out.stdout)
+}
+
+pub fn parse_utilization(text: &str) -> HashMap<PciAddress, Utilization> {
+    text.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split(',').map(str::trim).collect();
+            let [bus, g, m, used, total] = c.as_slice() else { return None };
+            Some((
+                bus.parse().ok()?,
+                Utilization { gpu_percent: g.parse().ok(), memory_percent: m.parse().ok(), memory_used_mib: used.parse().ok(), memory_total_mib: total.parse().ok() },
+            ))
+        })
+        .collect()
+}
+
+/// Which domain's start made each device, from the hook journals.
+fn journal_owners(host: &Host) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for (_, j) in crate::hook::journal::all(host).unwrap_or_default() {
+        let Ok(j) = j else { continue };
+        for e in &j.entries {
+            let key = match e {
+                crate::hook::Entry::Mdev { uuid, .. } => uuid.to_string(),
+                crate::hook::Entry::VfType { vf, .. } => vf.to_string(),
+                crate::hook::Entry::MigGi { gpu, gi, .. } => format!("{gpu}/gi{gi}"),
+            };
+            m.insert(key, j.domain.clone());
+        }
+    }
+    m
+}
+
+pub fn status(host: &Host) -> HostResult<Status> {
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
+    let views = view::build(&inv, &HostFacts { host });
+    let users = VfioUsers::scan(host);
+    let owners = journal_owners(host);
+    let util = utilization(host);
+    let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
+    let mig = crate::mig::backend::backend(host).ok();
+    let mut gpus = Vec::new();
+    for g in inv.gpus.iter().filter(|g| g.is_nvidia() || g.mdev_parent) {
+        let v = views.iter().find(|v| v.gpu == g.address);
+        let mig_on = g.mig.is_some_and(|m| m.current == MigModeState::Enabled);
+        let mode = if g.driver.as_deref() == Some("vfio-pci") {
+            "passthrough"
+        } else if mig_on {
+            "mig"
+        } else if v.is_some_and(|v| v.interface != Interface::None) {
+            "time-sliced"
+        } else {
+            "unmanaged"
+        };
+        let mut devices = Vec::new();
+        for x in v.map(|v| v.vgpus.as_slice()).unwrap_or_default() {
+            let id = x.uuid.map(|u| u.to_string()).or_else(|| x.vf.map(|f| f.to_string())).unwrap_or_default();
+            let group = match (&x.uuid, &x.vf) {
+                (Some(u), _) => inv.mdevs.iter().find(|m| m.uuid == *u).and_then(|m| m.iommu_group),
+                (None, Some(vf)) => group_of(&vf.to_string()),
+                _ => None,
+            };
+            let holder = group.and_then(|gr| users.user_of(gr));
+            devices.push(Device {
+                kind: if x.uuid.is_some() { "mdev" } else { "vgpu" },
+                vm: holder.as_ref().and_then(|u| u.vm.clone()).or_else(|| owners.get(&id).cloned()),
+                in_use: group.and_then(|gr| users.in_use(gr)),
+                type_name: x.type_name.clone(),
+                framebuffer_mib: x.framebuffer_mib,
+                id,
+            });
+        }
+        if mig_on {
+            if let Some(b) = &mig {
+                for i in b.instances(g.address).unwrap_or_default() {
+                    let key = format!("{}/gi{}", g.address, i.gi);
+                    devices.push(Device { kind: "mig-instance", id: format!("GI {}", i.gi), type_name: Some(i.profile.clone()), framebuffer_mib: None, vm: owners.get(&key).cloned(), in_use: None });
+                }
+            }
+        }
+        if mode == "passthrough" {
+            let gr = g.iommu_group.as_ref().map(|x| x.id);
+            devices.push(Device {
+                kind: "passthrough",
+                id: g.address.to_string(),
+                type_name: None,
+                framebuffer_mib: None,
+                vm: gr.and_then(|x| users.user_of(x)).and_then(|u| u.vm),
+                in_use: gr.and_then(|x| users.in_use(x)),
+            });
+        }
+        gpus.push(GpuStatus { gpu: g.address, name: g.name.clone(), mode, driver: g.driver.clone(), devices, utilization: util.get(&g.address).cloned() });
+    }
+    let other_mdevs = inv
+        .mdevs
+        .iter()
+        .filter(|m| m.parent.as_ref().is_some_and(|p| p.pci_address().is_none()))
+        .map(|m| Device {
+            kind: "mdev",
+            id: m.uuid.to_string(),
+            type_name: m.type_id.as_ref().map(|t| t.to_string()),
+            framebuffer_mib: None,
+            vm: m.used_by.as_ref().and_then(|u| u.vm.clone()).or_else(|| owners.get(&m.uuid.to_string()).cloned()),
+            in_use: m.in_use,
+        })
+        .collect();
+    Ok(Status { schema_version: crate::inventory::SCHEMA_VERSION, gpus, other_mdevs })
+}
+
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let dev_line = |d: &Device| {
+        format!(
+            "    {:<13} {:<38} {:<14} {}\n",
+            d.kind,
+            d.id,
+            d.type_name.as_deref().unwrap_or("-"),
+            match (&d.vm, d.in_use) {
+                (Some(vm), Some(true)) => format!("VM {vm} (running)"),
+                (Some(vm), _) => format!("VM {vm}"),
+                (None, Some(true)) => "in use".into(),
+                (None, Some(false)) => "free".into(),
+                (None, None) => "-".into(),
+            }
+        )
+    };
+    for g in &s.gpus {
+        let util = g
+            .utilization
+            .as_ref()
+            .map(|u| format!("  gpu {}%  mem {}/{} MiB", u.gpu_percent.map(|x| x.to_string()).unwrap_or("-".into()), u.memory_used_mib.unwrap_or(0), u.memory_total_mib.unwrap_or(0)))
+            .unwrap_or_default();
+        out.push_str(&format!("{} {:<16} {}{util}\n", g.gpu, g.name.as_deref().unwrap_or(""), g.mode));
+        for d in &g.devices {
+            out.push_str(&dev_line(d));
+        }
+    }
+    if !s.other_mdevs.is_empty() {
+        out.push_str("other mdevs\n");
+        for d in &s.other_mdevs {
+            out.push_str(&dev_line(d));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("No GPUs or mdevs.\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_utilization_csv_from_real_format() {
+        let u = parse_utilization("00000000:00:06.0, 0, 0, 0, 81559\nbad\n");
+        let x = &u[&"0000:00:06.0".parse().unwrap()];
+        assert_eq!((x.gpu_percent, x.memory_total_mib), (Some(0), Some(81559)));
+        assert_eq!(u.len(), 1);
+    }
+}
