@@ -178,6 +178,11 @@ fn check_component(value: &str) -> Result<(), &'static str> {
     if value.contains('/') {
         return Err("must not contain '/'");
     }
+    if value.contains("..") {
+        // Harmless inside a name, but no kernel name has it and it is what
+        // path traversal looks like: refuse it outright (found by fuzzing).
+        return Err("must not contain '..'");
+    }
     if value.contains('\0') {
         return Err("must not contain NUL");
     }
@@ -419,7 +424,7 @@ mod tests {
     fn test_mdev_type_id_rejects_path_tricks() {
         assert_eq!("nvidia-699".parse::<MdevTypeId>().unwrap().as_str(), "nvidia-699");
         assert!("mbochs-large".parse::<MdevTypeId>().is_ok());
-        for bad in ["", ".", "..", "../x", "a/b", "a\0b", ".hidden", "a b", "x:y", &"a".repeat(65), "é"] {
+        for bad in ["", ".", "..", "../x", "a/b", "a\0b", ".hidden", "a b", "x:y", "x..", "a..b", &"a".repeat(65), "é"] {
             assert!(bad.parse::<MdevTypeId>().is_err(), "accepted {bad:?}");
         }
     }

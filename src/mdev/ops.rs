@@ -172,8 +172,12 @@ pub fn create_locked(host: &Host, req: &CreateRequest) -> Result<Created, MdevEr
         });
     }
     let rollback = |why: MdevError| -> MdevError {
-        if let Err(e) = host.write_attr(&format!("/sys/bus/mdev/devices/{uuid}/remove"), "1") {
-            tracing::error!(%uuid, "rollback of a half-made mdev failed: {}", crate::error_chain(&e));
+        // One retry: a transient EBUSY/EIO on the first attempt must not leak a device.
+        let path = format!("/sys/bus/mdev/devices/{uuid}/remove");
+        if let Err(e) = host.write_attr(&path, "1").or_else(|_| host.write_attr(&path, "1")) {
+            if !e.is_not_found() {
+                tracing::error!(%uuid, "rollback of a half-made mdev failed: {}; remove it with `vgpuctl mdev remove {uuid}`", crate::error_chain(&e));
+            }
         }
         why
     };

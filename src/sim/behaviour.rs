@@ -83,6 +83,12 @@ fn mdev_create(host: &Host, parent: &str, ty: &str, value: &str) -> io::Result<(
     let dev = parent_dir.join(uuid.to_string());
     fs::create_dir(&dev)?;
     fs::write(dev.join("remove"), "")?;
+    // NVIDIA vGPUs carry nvidia/vgpu_params and nvidia/vm_name ([AIE5]).
+    if fs::read_to_string(type_dir.join("name")).is_ok_and(|n| n.starts_with("GRID ") || n.starts_with("NVIDIA ")) {
+        fs::create_dir(dev.join("nvidia"))?;
+        fs::write(dev.join("nvidia/vgpu_params"), "\n")?;
+        fs::write(dev.join("nvidia/vm_name"), "\n")?;
+    }
     link(&dev.join("mdev_type"), &type_dir)?;
     let groups = abs(host, "/sys/kernel/iommu_groups")?;
     fs::create_dir_all(&groups)?;
