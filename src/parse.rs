@@ -191,20 +191,26 @@ pub struct MigModeRow {
     pub address: crate::ids::PciAddress,
     pub current: MigModeState,
     pub pending: MigModeState,
+    /// `GPU-…` when the query asked for `uuid` (4th column).
+    pub uuid: Option<String>,
+}
+
+/// nvidia-smi's GPU UUIDs: `GPU-` and a hyphenated UUID.
+pub fn gpu_uuid(s: &str) -> Option<String> {
+    let rest = s.trim().strip_prefix("GPU-")?;
+    rest.parse::<crate::ids::MdevUuid>().ok().map(|u| format!("GPU-{u}"))
 }
 
 pub fn mig_mode_csv(text: &str) -> Vec<MigModeRow> {
     text.lines()
         .filter_map(|line| {
             let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-            match cols.as_slice() {
-                [bus, cur, pend] => Some(MigModeRow {
-                    address: bus.parse().ok()?,
-                    current: mig_mode_state(cur)?,
-                    pending: mig_mode_state(pend)?,
-                }),
-                _ => None,
-            }
+            let (bus, cur, pend, uuid) = match cols.as_slice() {
+                [bus, cur, pend] => (bus, cur, pend, None),
+                [bus, cur, pend, uuid] => (bus, cur, pend, gpu_uuid(uuid)),
+                _ => return None,
+            };
+            Some(MigModeRow { address: bus.parse().ok()?, current: mig_mode_state(cur)?, pending: mig_mode_state(pend)?, uuid })
         })
         .collect()
 }

@@ -150,3 +150,20 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn test_select_by_gpu_uuid_and_model() {
+    let h = SimHost::new("t4x2-mdev");
+    let l = h.json(&["list", "--json"]);
+    let g = l["gpus"].as_array().unwrap().iter().find(|g| g["address"] == "0000:d8:00.0").unwrap();
+    let uuid = g["uuid"].as_str().unwrap().to_string();
+    assert!(uuid.starts_with("GPU-"), "{uuid}");
+    let f = cfg(&h, &format!("[[gpu]]\nselect = \"{uuid}\"\nmode = \"vgpu\"\nvgpus = [{{ type = \"T4-2B\", count = 1 }}]\n"));
+    let p = h.json(&["plan", "-f", &f, "--json"]);
+    assert_eq!(p["steps"][0]["gpu"], "0000:d8:00.0");
+    let f = cfg(&h, "[[gpu]]\nselect = \"model:Tesla T4\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-2B\", count = 1 }]\n");
+    assert_eq!(h.json(&["plan", "-f", &f, "--json"])["steps"].as_array().unwrap().len(), 2);
+    let f = cfg(&h, "[[gpu]]\nselect = \"GPU-00000000-0000-0000-0000-000000000000\"\nmode = \"vgpu\"\n");
+    let e = h.fails(&["plan", "-f", &f], 1);
+    assert!(e.contains("no GPU with that UUID"), "{e}");
+}

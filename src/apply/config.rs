@@ -2,7 +2,7 @@
 //! what each GPU should be, written once, converged to at every boot.
 //!
 //!     [[gpu]]
-//!     select = "0000:18:00.0"        # a PCI address, "all", or "model:H100 80GB HBM3"
+//!     select = "0000:18:00.0"        # a PCI address, a GPU UUID, "all", or "model:H100 80GB HBM3"
 //!     mode = "vgpu"                  # passthrough | vgpu | mig | unmanaged
 //!     heterogeneous = false          # vgpu: mixed-size mode
 //!     vgpus = [{ type = "H100-10C", count = 4 }]
@@ -152,17 +152,24 @@ pub fn load(host: &crate::host::Host, path: &str) -> Result<HostConfig, ConfigEr
     parse(&text, path)
 }
 
-/// Which GPU addresses a `select` names, among `gpus` (address, model name).
-pub fn select(sel: &str, gpus: &[(PciAddress, Option<String>)]) -> Result<Vec<PciAddress>, String> {
+/// Which GPU addresses a `select` names, among `gpus` (address, model name, GPU UUID).
+pub fn select(sel: &str, gpus: &[(PciAddress, Option<String>, Option<String>)]) -> Result<Vec<PciAddress>, String> {
     if sel == "all" {
-        return Ok(gpus.iter().map(|(a, _)| *a).collect());
+        return Ok(gpus.iter().map(|(a, _, _)| *a).collect());
     }
     if let Some(model) = sel.strip_prefix("model:") {
         let m = model.trim().trim_start_matches("NVIDIA ").to_ascii_lowercase();
-        return Ok(gpus.iter().filter(|(_, n)| n.as_deref().is_some_and(|n| n.to_ascii_lowercase() == m)).map(|(a, _)| *a).collect());
+        return Ok(gpus.iter().filter(|(_, n, _)| n.as_deref().is_some_and(|n| n.to_ascii_lowercase() == m)).map(|(a, _, _)| *a).collect());
     }
-    let a: PciAddress = sel.parse().map_err(|e: crate::ids::IdError| format!("select {sel:?}: {e}; use a PCI address, \"all\" or \"model:<name>\""))?;
-    if !gpus.iter().any(|(g, _)| *g == a) {
+    if sel.starts_with("GPU-") {
+        let u = crate::parse::gpu_uuid(sel).ok_or_else(|| format!("select {sel:?}: not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"))?;
+        return match gpus.iter().find(|(_, _, g)| g.as_deref() == Some(u.as_str())) {
+            Some((a, _, _)) => Ok(vec![*a]),
+            None => Err(format!("select {sel:?}: no GPU with that UUID here (`vgpuctl list --json` shows each GPU's uuid)")),
+        };
+    }
+    let a: PciAddress = sel.parse().map_err(|e: crate::ids::IdError| format!("select {sel:?}: {e}; use a PCI address, a GPU UUID, \"all\" or \"model:<name>\""))?;
+    if !gpus.iter().any(|(g, _, _)| *g == a) {
         return Err(format!("select {sel:?}: no such NVIDIA GPU on this host"));
     }
     Ok(vec![a])

@@ -78,8 +78,8 @@ pub enum ApplyError {
     Host(#[from] crate::host::HostError),
 }
 
-fn nvidia_gpus(inv: &Inventory) -> Vec<(PciAddress, Option<String>)> {
-    inv.gpus.iter().filter(|g| g.is_nvidia()).map(|g| (g.address, g.name.clone())).collect()
+fn nvidia_gpus(inv: &Inventory) -> Vec<(PciAddress, Option<String>, Option<String>)> {
+    inv.gpus.iter().filter(|g| g.is_nvidia()).map(|g| (g.address, g.name.clone(), g.uuid.clone())).collect()
 }
 
 /// Checks the whole config against the host and lists what would change.

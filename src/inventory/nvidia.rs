@@ -63,18 +63,19 @@ pub struct MigMode {
     pub pending: MigModeState,
 }
 
-/// MIG mode per GPU from the simulated state or from nvidia-smi. `None` when
-/// there is no NVIDIA driver or tool: that is a normal host, not an error.
-pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> Option<HashMap<PciAddress, MigMode>> {
+/// MIG mode and GPU UUID per GPU from the simulated state or from
+/// nvidia-smi. `None` when there is no NVIDIA driver or tool: that is a
+/// normal host, not an error.
+pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> Option<HashMap<PciAddress, (MigMode, Option<String>)>> {
     if host.is_simulated() {
-        return crate::sim::mig_modes(host);
+        return crate::sim::mig_modes(host).map(|m| m.into_iter().map(|(a, mode)| (a, (mode, Some(crate::sim::gpu_uuid(a))))).collect());
     }
     if !driver_loaded || !host.runner().is_available(Tool::NvidiaSmi) {
         return None;
     }
     let out = w.ok(host.runner().run(
         Tool::NvidiaSmi,
-        &["--query-gpu=pci.bus_id,mig.mode.current,mig.mode.pending", "--format=csv,noheader"],
+        &["--query-gpu=pci.bus_id,mig.mode.current,mig.mode.pending,uuid", "--format=csv,noheader"],
         Duration::from_secs(20),
     ))?;
     if !out.success() {
@@ -84,7 +85,7 @@ pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> O
     Some(
         parse::mig_mode_csv(&out.stdout)
             .into_iter()
-            .map(|r| (r.address, MigMode { current: r.current, pending: r.pending }))
+            .map(|r| (r.address, (MigMode { current: r.current, pending: r.pending }, r.uuid)))
             .collect(),
     )
 }

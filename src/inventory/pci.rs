@@ -60,6 +60,8 @@ pub struct Gpu {
     pub sriov: Option<Sriov>,
     pub mdev_parent: bool,
     pub mig: Option<MigMode>,
+    /// The NVIDIA GPU UUID (`GPU-…`), when nvidia-smi reports it.
+    pub uuid: Option<String>,
 }
 
 impl Gpu {
@@ -112,7 +114,7 @@ fn hex_attr(host: &Host, addr: &str, attr: &str, w: &mut Warnings) -> Option<u32
 pub(super) fn scan_gpus(
     host: &Host,
     parents: &[MdevParentInfo],
-    mig: Option<&HashMap<PciAddress, MigMode>>,
+    mig: Option<&HashMap<PciAddress, (MigMode, Option<String>)>>,
     w: &mut Warnings,
 ) -> HostResult<Vec<Gpu>> {
     let parent_names: std::collections::HashSet<&str> = parents.iter().map(|p| p.name.as_str()).collect();
@@ -201,7 +203,8 @@ pub(super) fn scan_gpus(
             iommu_group,
             sriov,
             mdev_parent: parent_names.contains(name.as_str()),
-            mig: mig.and_then(|m| m.get(&addr).copied()),
+            mig: mig.and_then(|m| m.get(&addr)).map(|(m, _)| *m),
+            uuid: mig.and_then(|m| m.get(&addr)).and_then(|(_, u)| u.clone()),
         };
         gpus.insert(addr, gpu);
     }

@@ -69,3 +69,8 @@ pub fn attach(host: Host) -> Host {
         host
     }
 }
+
+/// A simulated GPU's UUID, stable for its address.
+pub fn gpu_uuid(a: PciAddress) -> String {
+    format!("GPU-{:08x}-5eed-4000-8000-{:012x}", 0x51u32 << 24 | u32::from(a.bus) << 8 | u32::from(a.device), u64::from(a.domain) << 16 | u64::from(a.function))
+}
