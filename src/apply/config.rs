@@ -1,22 +1,24 @@
 //! The declarative host config, `/etc/vgpuctl/host.toml` by default:
 //! what each GPU should be, written once, converged to at every boot.
 //!
-//!     [[gpu]]
-//!     select = "0000:18:00.0"        # a PCI address, a GPU UUID, "all", or "model:H100 80GB HBM3"
-//!     mode = "vgpu"                  # passthrough | vgpu | mig | unmanaged
-//!     heterogeneous = false          # vgpu: mixed-size mode
-//!     vgpus = [{ type = "H100-10C", count = 4 }]
+//! ```toml
+//! [[gpu]]
+//! select = "0000:18:00.0"        # a PCI address, a GPU UUID, "all", or "model:H100 80GB HBM3"
+//! mode = "vgpu"                  # passthrough | vgpu | mig | unmanaged
+//! heterogeneous = false          # vgpu: mixed-size mode
+//! vgpus = [{ type = "H100-10C", count = 4 }]
 //!
-//!     [[gpu]]
-//!     select = "0000:2a:00.0"
-//!     mode = "mig"
-//!     layout = [{ profile = "3g.40gb", placement = 4 }, { profile = "2g.20gb" }]
-//!     vgpus = [{ type = "H100-3-40C", count = 1 }]
+//! [[gpu]]
+//! select = "0000:2a:00.0"
+//! mode = "mig"
+//! layout = [{ profile = "3g.40gb", placement = 4 }, { profile = "2g.20gb" }]
+//! vgpus = [{ type = "H100-3-40C", count = 1 }]
 //!
-//!     [[mdev]]                       # fixed-UUID mdevs on any parent
-//!     uuid = "…"
-//!     parent = "mbochs"
-//!     type = "mbochs-medium"
+//! [[mdev]]                       # fixed-UUID mdevs on any parent
+//! uuid = "…"
+//! parent = "mbochs"
+//! type = "mbochs-medium"
+//! ```
 
 use serde::{Deserialize, Serialize};
 
