@@ -1,8 +1,6 @@
 //! The systemd units shipped in `systemd/`, installed by `vgpuctl install-units`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use crate::host::{Host, HostError};
 
@@ -27,10 +25,16 @@ pub enum UnitError {
     Host(#[from] HostError),
 }
 
+/// A binary path that unit files and hook scripts can hold verbatim:
+/// absolute, no whitespace, quotes, `$`, backquotes or backslashes.
+pub fn valid_binary_path(p: &str) -> bool {
+    p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '$' | '`' | '\\'))
+}
+
 /// Writes every unit into `unit_dir` (below the host root) atomically, with
 /// `@VGPUCTL@` replaced by `binary`. Returns the written paths.
 pub fn install(host: &Host, unit_dir: &str, binary: &str) -> Result<Vec<String>, UnitError> {
-    if !binary.starts_with('/') || binary.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '\\' | '$')) {
+    if !valid_binary_path(binary) || binary.contains('%') {
         return Err(UnitError::BadBinary(binary.to_string()));
     }
     if !unit_dir.starts_with('/') || unit_dir.split('/').any(|c| c == "..") {
@@ -41,15 +45,8 @@ pub fn install(host: &Host, unit_dir: &str, binary: &str) -> Result<Vec<String>,
     let mut written = Vec::new();
     for (name, text) in UNITS {
         let shown = format!("{}/{name}", unit_dir.trim_end_matches('/'));
-        let tmp = dir.join(format!(".{name}.tmp"));
         let body = text.replace("@VGPUCTL@", binary);
-        let res = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
-            f.write_all(body.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, dir.join(name))
-        })();
-        res.map_err(|source| UnitError::Write { path: shown.clone(), source })?;
+        crate::host::atomic::write_atomic(&dir.join(name), body.as_bytes(), 0o644).map_err(|source| UnitError::Write { path: shown.clone(), source })?;
         written.push(shown);
     }
     Ok(written)

@@ -51,7 +51,7 @@ fn is_ours(p: &Path) -> bool {
 /// form: one static exec per hook call), or with `script` the shell script
 /// from hooks/qemu.
 pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Result<Installed, InstallError> {
-    if !binary.starts_with('/') || binary.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '$' | '`' | '\\')) {
+    if !crate::units::valid_binary_path(binary) {
         return Err(InstallError::BadBinary(binary.to_string()));
     }
     let shown = format!("{}/qemu.d/{ENTRY}", hooks_dir.trim_end_matches('/'));
@@ -66,12 +66,7 @@ pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Resu
         fs::remove_file(&path).map_err(werr)?;
     }
     if script {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = dir.join(format!(".{ENTRY}.tmp"));
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp).map_err(werr)?;
-        f.write_all(SCRIPT.replace("/usr/local/bin/vgpuctl", binary).as_bytes()).map_err(werr)?;
-        fs::rename(&tmp, &path).map_err(werr)?;
+        crate::host::atomic::write_atomic(&path, SCRIPT.replace("/usr/local/bin/vgpuctl", binary).as_bytes(), 0o755).map_err(werr)?;
         Ok(Installed { path: shown, kind: "script", note: RESTART })
     } else {
         symlink(binary, &path).map_err(werr)?;

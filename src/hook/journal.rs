@@ -3,8 +3,7 @@
 //! crash at any point leaves enough to undo exactly what was made.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -91,15 +90,8 @@ pub fn save(host: &Host, key: &str, j: &mut Journal) -> Result<(), JournalError>
     let p = path(host, key)?;
     let err = |source| JournalError::Write { path: p.display().to_string(), source };
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
-    let tmp = dir.join(format!(".{key}.tmp"));
     let text = serde_json::to_string_pretty(j).unwrap_or_default();
-    let r = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &p)
-    })();
-    r.map_err(err)
+    crate::host::atomic::write_atomic(&p, text.as_bytes(), 0o600).map_err(err)
 }
 
 pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {

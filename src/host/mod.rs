@@ -7,6 +7,7 @@
 //! [`WriteBehaviour`] so a simulated tree can answer like the kernel would
 //! (devices appear, counters drop, the same errnos come back).
 
+pub mod atomic;
 mod command;
 mod error;
 

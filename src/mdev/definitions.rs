@@ -8,8 +8,6 @@
 //! else's, and deleting it would lose their device.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -184,18 +182,7 @@ pub fn save(host: &Host, d: &Definition) -> Result<(), MdevError> {
     let io = |source| MdevError::DefinitionWrite { path: dir.clone(), source };
     fs::create_dir_all(&dir_path).map_err(io)?;
     let final_path = host.path(&path_of(&d.parent, &d.uuid))?;
-    let tmp = dir_path.join(format!(".{}.vgpuctl-tmp", d.uuid));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
-        f.write_all(render(d).as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &final_path)?;
-        fs::File::open(&dir_path)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    crate::host::atomic::write_atomic(&final_path, render(d).as_bytes(), 0o644).map_err(io)
 }
 
 /// Removes the definition; `false` when there was none.

@@ -240,8 +240,6 @@ impl MigBackend for SimMig<'_> {
 /// can remove the instance too (never one an admin made).
 pub mod ledger {
     use std::fs;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     use crate::host::Host;
     use crate::ids::PciAddress;
@@ -257,9 +255,6 @@ pub mod ledger {
         if let Some(d) = p.parent() {
             fs::create_dir_all(d)?;
         }
-        let tmp = p.with_extension("tmp");
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(serde_json::to_string(v).unwrap_or_default().as_bytes())?;
-        fs::rename(tmp, p)
+        crate::host::atomic::write_atomic(&p, serde_json::to_string(v).unwrap_or_default().as_bytes(), 0o600)
     }
 }

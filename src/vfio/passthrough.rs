@@ -9,8 +9,7 @@
 //! puts every function back where it was.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -265,11 +264,7 @@ fn save(host: &Host, s: &Saved) -> Result<(), PassthroughError> {
     let p = host.path(&state_path(s.address))?;
     let err = |source| PassthroughError::State { path: state_path(s.address), source };
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
-    let tmp = dir.join(format!(".{}.tmp", s.address));
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-    f.write_all(serde_json::to_string_pretty(s).unwrap_or_default().as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, &p).map_err(err)
+    crate::host::atomic::write_atomic(&p, serde_json::to_string_pretty(s).unwrap_or_default().as_bytes(), 0o600).map_err(err)
 }
 
 fn delete(host: &Host, addr: PciAddress) -> Result<(), PassthroughError> {
