@@ -43,7 +43,7 @@ fn test_apply_from_empty_then_check_and_export_round_trip() {
     let p = h.json(&["plan", "-f", &f, "--json"]);
     let steps: Vec<&str> = p["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
     // The safe order: VFs, MIG mode, GPU instances, mixed-size mode, vGPUs.
-    let order = ["enable_vfs", "set_mig", "create_gi", "set_heterogeneous", "create_vgpus"];
+    let order = ["enable_vfs", "set_mig", "create_gi", "set_heterogeneous", "create_mdev", "define_mdev", "create_vgpus"];
     let pos = |s: &str| order.iter().position(|o| *o == s).unwrap();
     assert!(steps.windows(2).all(|w| pos(w[0]) <= pos(w[1])), "{steps:?}");
     assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(2));
@@ -92,7 +92,8 @@ fn test_messy_state_is_kept_and_completed() {
     h.ok(&["mdev", "create", "--parent", "0000:3b:00.0", "--type", "T4-4Q"]);
     let f = cfg(&h, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-4Q\", count = 3 }]\n\n[[mdev]]\nuuid = \"22222222-2222-3333-4444-555555555555\"\nparent = \"0000:d8:00.0\"\ntype = \"nvidia-227\"\n");
     let p = h.json(&["plan", "-f", &f, "--json"]);
-    assert_eq!(p["steps"][0]["count"], 2, "only what is missing: {p}");
+    let c = p["steps"].as_array().unwrap().iter().find(|s| s["step"] == "create_vgpus").unwrap();
+    assert_eq!(c["count"], 2, "only what is missing: {p}");
     h.ok(&["apply", "-f", &f]);
     assert_eq!(h.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0));
     let l = h.json(&["mdev", "list", "--json"]);
@@ -166,4 +167,22 @@ fn test_select_by_gpu_uuid_and_model() {
     let f = cfg(&h, "[[gpu]]\nselect = \"GPU-00000000-0000-0000-0000-000000000000\"\nmode = \"vgpu\"\n");
     let e = h.fails(&["plan", "-f", &f], 1);
     assert!(e.contains("no GPU with that UUID"), "{e}");
+}
+
+#[test]
+fn test_apply_on_the_a100_and_passthrough_profiles() {
+    let a = SimHost::new("a100x4-mdev");
+    let f = cfg(&a, "[[gpu]]\nselect = \"model:A100 80GB PCIe\"\nmode = \"vgpu\"\nvgpus = [{ type = \"A100D-20C\", count = 4 }]\n\n[[mdev]]\nuuid = \"33333333-2222-3333-4444-555555555555\"\nparent = \"0000:17:00.4\"\ntype = \"nvidia-713\"\n");
+    // The fixed-UUID legacy vGPU counts towards the GPU's four.
+    a.ok(&["apply", "-f", &f]);
+    assert_eq!(a.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0));
+    let l = a.json(&["mdev", "list", "--json"]);
+    assert_eq!(l["devices"].as_array().unwrap().len(), 4 * 4, "4 per GPU, the fixed one among them on 0000:17:00.0: {l}");
+    assert!(l["devices"].as_array().unwrap().iter().any(|d| d["uuid"] == "33333333-2222-3333-4444-555555555555"));
+    let p = SimHost::new("passthrough");
+    let f = cfg(&p, "[[gpu]]\nselect = \"0000:01:00.0\"\nmode = \"unmanaged\"\n\n[[gpu]]\nselect = \"model:L40S\"\nmode = \"passthrough\"\n");
+    assert_eq!(p.run(&["apply", "-f", &f, "--check"]).status.code(), Some(0), "the L40S are on vfio-pci already");
+    let bad = cfg(&p, "[[gpu]]\nselect = \"0000:01:00.0\"\nmode = \"passthrough\"\n");
+    let e = p.fails(&["apply", "-f", &bad], 1);
+    assert!(e.contains("boot display"), "{e}");
 }

@@ -33,7 +33,8 @@ pub enum Step {
     SetMig { gpu: PciAddress, on: bool },
     CreateGi { gpu: PciAddress, profile: String, placement: Option<u8> },
     SetHeterogeneous { gpu: PciAddress, on: bool },
-    CreateVgpus { gpu: PciAddress, #[serde(rename = "type")] type_name: String, count: u32 },
+    /// `count` more, for `target` in all (counted again when the step runs).
+    CreateVgpus { gpu: PciAddress, #[serde(rename = "type")] type_name: String, count: u32, target: u32 },
     CreateMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
     DefineMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
 }
@@ -46,7 +47,7 @@ impl Step {
             Step::SetMig { gpu, on } => format!("turn MIG mode {} on {gpu}", if *on { "on" } else { "off" }),
             Step::CreateGi { gpu, profile, placement } => format!("create a {profile} GPU instance on {gpu}{}", placement.map(|p| format!(" at slice {p}")).unwrap_or_default()),
             Step::SetHeterogeneous { gpu, on } => format!("turn mixed-size vGPU mode {} on {gpu}", if *on { "on" } else { "off" }),
-            Step::CreateVgpus { gpu, type_name, count } => format!("create {count}× {type_name} on {gpu}"),
+            Step::CreateVgpus { gpu, type_name, count, .. } => format!("create {count}× {type_name} on {gpu}"),
             Step::CreateMdev { uuid, parent, mdev_type } => format!("create mdev {uuid} ({mdev_type} on {parent})"),
             Step::DefineMdev { uuid, parent, mdev_type } => format!("define mdev {uuid} ({mdev_type} on {parent}, auto-start)"),
         }
@@ -155,10 +156,29 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
         Step::SetMig { .. } => 2,
         Step::CreateGi { .. } => 3,
         Step::SetHeterogeneous { .. } => 4,
-        Step::CreateVgpus { .. } => 5,
-        Step::CreateMdev { .. } => 6,
-        Step::DefineMdev { .. } => 7,
+        // Fixed-UUID mdevs first: legacy vGPUs among them count towards `vgpus`.
+        Step::CreateMdev { .. } => 5,
+        Step::DefineMdev { .. } => 6,
+        Step::CreateVgpus { .. } => 7,
     });
+    let planned: Vec<(PciAddress, String)> = steps
+        .iter()
+        .filter_map(|st| match st {
+            Step::CreateMdev { parent, mdev_type, .. } => {
+                let name = inv.parent(parent)?.types.iter().find(|t| t.id == *mdev_type)?.name.clone()?;
+                let pf = parent.pci_address().map(|a| inv.gpus.iter().find(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a))).map(|g| g.address))??;
+                Some((pf, name))
+            }
+            _ => None,
+        })
+        .collect();
+    for st in steps.iter_mut() {
+        if let Step::CreateVgpus { gpu, type_name, count, .. } = st {
+            let made = planned.iter().filter(|(g, n)| g == gpu && type_name.parse::<VgpuTypeName>().is_ok_and(|t| t.matches(n))).count() as u32;
+            *count = count.saturating_sub(made);
+        }
+    }
+    steps.retain(|st| !matches!(st, Step::CreateVgpus { count: 0, .. }));
     let wanted: Vec<MdevUuid> = cfg.mdev.iter().map(|m| m.uuid).collect();
     let untouched = inv
         .mdevs
@@ -272,7 +292,7 @@ fn plan_vgpu(
         for (t, n) in &types {
             let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
             if have < *n {
-                steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have });
+                steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
             }
         }
         return;
@@ -294,7 +314,7 @@ fn plan_vgpu(
     for (t, n) in &types {
         let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
         if have < *n {
-            steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have });
+            steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
         }
     }
     let _ = Interface::None;
@@ -341,9 +361,12 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
             Step::SetHeterogeneous { gpu, on } => {
                 crate::vgpu::set_heterogeneous(host, *gpu, *on, lock).map_err(|e| err(Box::new(e)))?;
             }
-            Step::CreateVgpus { gpu, type_name, count } => {
+            Step::CreateVgpus { gpu, type_name, target, .. } => {
                 let t: VgpuTypeName = type_name.parse().map_err(|e| err(Box::new(e)))?;
-                for _ in 0..*count {
+                // Count again: earlier steps (fixed-UUID mdevs) may have made some.
+                let (_, views) = crate::vgpu::views(host).map_err(|e| err(Box::new(e)))?;
+                let have = views.iter().find(|v| v.gpu == *gpu).map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+                for _ in have..*target {
                     crate::vgpu::create(host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: Some(*gpu), uuid: None, policy: Default::default() }, lock)
                         .map_err(|e| err(Box::new(e)))?;
                 }
