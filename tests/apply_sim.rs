@@ -186,3 +186,16 @@ fn test_apply_on_the_a100_and_passthrough_profiles() {
     let e = p.fails(&["apply", "-f", &bad], 1);
     assert!(e.contains("boot display"), "{e}");
 }
+
+#[test]
+fn test_mode_change_over_existing_vgpus_is_refused_and_names_them() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    h.ok(&["vgpu", "create", "--type", "H100-10C", "--gpu", "0000:18:00.0"]);
+    let before = h.snapshot();
+    let f = cfg(&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"7g.80gb\" }]\n");
+    let e = h.fails(&["apply", "-f", &f], 1);
+    assert!(e.contains("holds 1 vGPU(s) of the other kind (H100-10C (0000:18:00.4))"), "{e}");
+    std::fs::remove_file(h.path("/cfg.toml")).unwrap();
+    h.assert_unchanged(&before, "a refused mode change");
+}

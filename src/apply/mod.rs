@@ -238,6 +238,24 @@ fn plan_vgpu(
         steps.push(Step::EnableVfs { gpu });
     }
     let current_mig = g.mig.map(|m| m.current);
+    // Switching a GPU between time-sliced and MIG would pull vGPUs out from
+    // under their VMs: apply never removes devices, so the admin must.
+    if let Some(v) = v {
+        let wrong: Vec<String> = v
+            .vgpus
+            .iter()
+            .filter(|x| x.kind.is_some_and(|k| (k == VgpuKind::MigBacked) != want_mig))
+            .map(|x| format!("{} ({})", x.type_name.as_deref().unwrap_or("?"), x.vf.map(|f| f.to_string()).or(x.uuid.map(|u| u.to_string())).unwrap_or_default()))
+            .collect();
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "{at}: {gpu} holds {} vGPU(s) of the other kind ({}); apply leaves existing devices alone: remove them (vgpuctl vgpu remove …) before changing the GPU's mode",
+                wrong.len(),
+                wrong.join(", ")
+            ));
+            return;
+        }
+    }
     if want_mig {
         if current_mig.is_none() || current_mig == Some(MigModeState::NotSupported) {
             problems.push(format!("{at}: {gpu} does not support MIG (or no NVIDIA driver reports it)"));
