@@ -16,6 +16,17 @@ pub struct VfioUser {
     pub vm: Option<String>,
 }
 
+/// `qemu-system-x86 (pid 368), VM vm1`: how every message names a holder.
+impl std::fmt::Display for VfioUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {})", self.process, self.pid)?;
+        if let Some(vm) = &self.vm {
+            write!(f, ", VM {vm}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct VfioUsers {
     /// `None` when /proc could not be read (not root, or a relocated root

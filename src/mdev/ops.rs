@@ -104,16 +104,7 @@ fn occupants(info: &MdevParentInfo, wanted: &MdevTypeInfo) -> String {
 }
 
 fn in_use_by(host: &Host, d: &MdevDevice) -> String {
-    let users = VfioUsers::scan(host);
-    match d.iommu_group.and_then(|g| users.user_of(g)) {
-        Some(u) => format!(
-            " by {} (pid {}){}",
-            u.process,
-            u.pid,
-            u.vm.map(|v| format!(", VM {v}")).unwrap_or_default()
-        ),
-        None => String::new(),
-    }
+    d.iommu_group.and_then(|g| VfioUsers::scan(host).user_of(g)).map(|u| format!(" by {u}")).unwrap_or_default()
 }
 
 pub fn create(host: &Host, req: &CreateRequest, lock_timeout: Duration) -> Result<Created, MdevError> {

@@ -169,7 +169,7 @@ fn rebind(host: &Host, a: PciAddress, target: Option<&str>) -> Result<Option<Str
 fn users(host: &Host, group: u32) -> Option<String> {
     crate::inventory::VfioUsers::scan(host)
         .user_of(group)
-        .map(|u| format!("{} (pid {}){}", u.process, u.pid, u.vm.map(|v| format!(", VM {v}")).unwrap_or_default()))
+        .map(|u| u.to_string())
 }
 
 pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duration) -> Result<GroupReport, PassthroughError> {

@@ -271,7 +271,7 @@ pub fn remove_locked_keep(host: &Host, target: &str, if_exists: bool, keep_gi: b
 fn vf_user(host: &Host, vf: PciAddress) -> Option<String> {
     let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok()??.parse::<u32>().ok()?;
     let u = VfioUsers::scan(host).user_of(group)?;
-    Some(format!(" by {} (pid {}){}", u.process, u.pid, u.vm.map(|v| format!(", VM {v}")).unwrap_or_default()))
+    Some(format!(" by {u}"))
 }
 
 #[derive(Debug, Clone, Serialize)]
