@@ -22,7 +22,7 @@ use crate::inventory::{Inventory, ScanOptions};
 use crate::mig::layout::Layout;
 use crate::parse::MigModeState;
 use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
-use crate::vgpu::view::{self, GpuView, HostFacts, Interface};
+use crate::vgpu::view::{self, GpuView, HostFacts};
 pub use config::{HostConfig, Mode};
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +118,7 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                         steps.push(Step::BindVfio { gpu });
                     }
                 }
-                Mode::Vgpu | Mode::Mig => plan_vgpu(host, spec, &at, gpu, g, v, mig.as_deref(), &mut steps, &mut problems),
+                Mode::Vgpu | Mode::Mig => plan_vgpu(spec, &at, gpu, g, v, mig.as_deref(), &mut steps, &mut problems),
             }
         }
     }
@@ -191,7 +191,6 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
 
 #[allow(clippy::too_many_arguments)]
 fn plan_vgpu(
-    host: &Host,
     spec: &config::GpuSpec,
     at: &str,
     gpu: PciAddress,
@@ -201,7 +200,6 @@ fn plan_vgpu(
     steps: &mut Vec<Step>,
     problems: &mut Vec<String>,
 ) {
-    let _ = host;
     let want_mig = spec.mode == Mode::Mig;
     let mut types = Vec::new();
     for c in &spec.vgpus {
@@ -308,7 +306,7 @@ fn plan_vgpu(
             }
         }
         for (t, n) in &types {
-            let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+            let have = v.map(|v| v.count_of(t)).unwrap_or(0);
             if have < *n {
                 steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
             }
@@ -330,12 +328,11 @@ fn plan_vgpu(
         }
     }
     for (t, n) in &types {
-        let have = v.map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+        let have = v.map(|v| v.count_of(t)).unwrap_or(0);
         if have < *n {
             steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
         }
     }
-    let _ = Interface::None;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,7 +380,7 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
                 let t: VgpuTypeName = type_name.parse().map_err(|e| err(Box::new(e)))?;
                 // Count again: earlier steps (fixed-UUID mdevs) may have made some.
                 let (_, views) = crate::vgpu::views(host).map_err(|e| err(Box::new(e)))?;
-                let have = views.iter().find(|v| v.gpu == *gpu).map(|v| v.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32).unwrap_or(0);
+                let have = views.iter().find(|v| v.gpu == *gpu).map(|v| v.count_of(&t)).unwrap_or(0);
                 for _ in have..*target {
                     crate::vgpu::create(host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: Some(*gpu), uuid: None, policy: Default::default() }, lock)
                         .map_err(|e| err(Box::new(e)))?;

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
 
 use super::state::{SimGpu, SimInterface};
 use super::tree::{PciFn, Tree};
@@ -189,9 +188,4 @@ pub fn free_gi_for(gpu: &SimGpu, t: &KnownType, busy: &[u32]) -> Option<u32> {
     let table = crate::mig::profiles::for_model(if gpu.model == "A100D" { "A100 80GB" } else { &gpu.model })?;
     let pid = crate::mig::profiles::find(&table, profile)?.id;
     gpu.gis.iter().find(|(gi, p, _)| *p == pid && !busy.contains(gi)).map(|(gi, _, _)| *gi)
-}
-
-/// The state entry for `pf` and the tree, for behaviour code.
-pub fn open(root: &Path) -> io::Result<Tree> {
-    Tree::open(root)
 }

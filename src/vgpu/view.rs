@@ -115,6 +115,11 @@ impl GpuView {
         m
     }
 
+    /// How many vGPUs of type `t` the GPU holds.
+    pub fn count_of(&self, t: &VgpuTypeName) -> u32 {
+        self.vgpus.iter().filter(|x| x.type_name.as_deref().is_some_and(|y| t.matches(y))).count() as u32
+    }
+
     pub fn holds_mig_backed(&self) -> bool {
         self.vgpus.iter().any(|v| v.kind == Some(VgpuKind::MigBacked))
     }
