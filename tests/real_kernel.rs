@@ -111,18 +111,11 @@ fn test_real_kernel_missing_root_is_a_clear_error() {
     assert!(err.contains("/nonexistent") && err.contains("--root"), "{err}");
 }
 
-fn facts(g: &common::guest::GuestRun, scenario: &str) -> HashMap<String, String> {
-    g.read(scenario, "facts.txt")
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
-
 #[test]
 fn test_real_kernel_mdev_create_list_remove_on_each_parent() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     for (p, t) in [("mbochs", "mbochs-small"), ("mdpy", "mdpy-hd"), ("mtty", "mtty-1")] {
         assert_eq!(f[&format!("create_{p}")], "0", "{p}");
         assert_eq!(f[&format!("exists_{p}")], "0", "{p}: device present after create");
@@ -144,7 +137,7 @@ fn test_real_kernel_mdev_create_list_remove_on_each_parent() {
 fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     assert_eq!(f["pool_before"], "64/16/4");
     assert_eq!(f["pool_create"], "0");
     assert_eq!(f["pool_after"], "48/12/3", "one large (64 MB) takes from the shared pool");
@@ -168,7 +161,7 @@ fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
 fn test_real_kernel_mdev_bad_input_changes_nothing() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     assert_eq!(f["bad_parent_rc"], "64");
     assert_eq!(f["bad_type_rc"], "1");
     assert_eq!(f["bad_uuid_rc"], "64");
@@ -184,7 +177,7 @@ fn test_real_kernel_mdev_bad_input_changes_nothing() {
 fn test_real_kernel_mdev_32_racing_creates_get_exactly_the_free_slots() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     assert_eq!(f["race_free"], "4");
     assert_eq!(f["race_ok"], "4", "exactly as many creates succeed as slots were free");
     assert_eq!(f["race_devices"], "4", "no extra device leaked");
@@ -198,7 +191,7 @@ fn test_real_kernel_mdev_32_racing_creates_get_exactly_the_free_slots() {
 fn test_real_kernel_mdevctl_interop_both_ways() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     let ours = &f["ours_uuid"];
     let theirs = &f["theirs_uuid"];
     assert_eq!(f["ours_rc"], "0");
@@ -224,7 +217,7 @@ fn test_real_kernel_mdevctl_interop_both_ways() {
 fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
     let Some(g) = guest() else { return };
     g.assert_ran("20-mdev");
-    let f = facts(g, "20-mdev");
+    let f = g.facts("20-mdev");
     assert_eq!(f["rmmod_rc"], "0");
     assert_eq!(f["restore_rc"], "0");
     let r = g.json("20-mdev", "restore.json");
@@ -249,7 +242,7 @@ fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
 fn test_real_kernel_hook_creates_metadata_mdev_at_start_and_frees_it() {
     let Some(g) = guest() else { return };
     g.assert_ran("30-hook");
-    let f = facts(g, "30-hook");
+    let f = g.facts("30-hook");
     assert_eq!(f["install_rc"], "0", "{}", g.read("30-hook", "install.txt"));
     assert!(g.read("30-hook", "install.txt").contains("restart it once"));
     assert_eq!(f["libvirtd_rc"], "0");
@@ -272,7 +265,7 @@ fn test_real_kernel_hook_creates_metadata_mdev_at_start_and_frees_it() {
 fn test_real_kernel_hook_starts_plain_mdev_hostdev_from_definition() {
     let Some(g) = guest() else { return };
     g.assert_ran("30-hook");
-    let f = facts(g, "30-hook");
+    let f = g.facts("30-hook");
     assert_eq!(g.read("30-hook", "vmB-vgpuctl-count.txt").trim(), "0", "vmB has no vgpuctl metadata");
     assert_eq!(f["startB_rc"], "0", "{}", g.read("30-hook", "startB.txt"));
     assert_eq!(f["existsB_running"], "0");
@@ -290,7 +283,7 @@ fn test_real_kernel_hook_starts_plain_mdev_hostdev_from_definition() {
 fn test_real_kernel_hook_16_parallel_starts_for_4_slots_with_churn() {
     let Some(g) = guest() else { return };
     g.assert_ran("30-hook");
-    let f = facts(g, "30-hook");
+    let f = g.facts("30-hook");
     for round in 1..=3 {
         assert_eq!(f[&format!("running_{round}")], "4", "round {round}");
         assert_eq!(f[&format!("mdevs_{round}")], "4", "round {round}");
@@ -305,7 +298,7 @@ fn test_real_kernel_hook_16_parallel_starts_for_4_slots_with_churn() {
 fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
     let Some(g) = guest() else { return };
     g.assert_ran("30-hook");
-    let f = facts(g, "30-hook");
+    let f = g.facts("30-hook");
     assert_eq!(f["crash_rc"], "137", "the injected fault killed the hook");
     assert_eq!(f["crash_leaked"], "1", "one mdev was made before the crash");
     let j = g.json("30-hook", "crash-journal.json");
@@ -323,7 +316,7 @@ fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
 fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
     let Some(g) = guest() else { return };
     g.assert_ran("30-hook");
-    let f = facts(g, "30-hook");
+    let f = g.facts("30-hook");
     assert_eq!(f["defineD_rc"], "0", "{}", g.read("30-hook", "defineD.txt"));
     assert_eq!(f["attachD_rc"], "0", "{}", g.read("30-hook", "attachD.txt"));
     assert_eq!(f["startD_rc"], "0", "{}", g.read("30-hook", "startD.txt"));
@@ -348,7 +341,7 @@ fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
 fn test_real_kernel_apply_reload_apply_gives_the_same_uuids_back() {
     let Some(g) = guest() else { return };
     g.assert_ran("25-apply");
-    let f = facts(g, "25-apply");
+    let f = g.facts("25-apply");
     assert_eq!(f["bad_type_rc"], "1", "a type given by a name is refused in the config: {}", g.read("25-apply", "plan-bad-type.txt"));
     assert_eq!(f["check1_rc"], "2", "changes pending");
     assert_eq!(f["apply1_rc"], "0", "{}", g.read("25-apply", "apply1.txt"));

@@ -3,19 +3,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::guest::passthrough_guest;
-
-fn facts(g: &common::guest::GuestRun) -> HashMap<String, String> {
-    g.read("40-passthrough", "facts.txt").lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into()))).collect()
-}
 
 #[test]
 fn test_real_passthrough_prepare_release_probe_and_refusals() {
     let Some(g) = passthrough_guest() else { return };
     g.assert_ran("40-passthrough");
-    let f = facts(g);
+    let f = g.facts("40-passthrough");
     let devices = g.read("40-passthrough", "devices.txt");
     assert_eq!(f["modprobe_rc"], "0");
     assert_eq!(f["bochs_before"], "bochs-drm", "{devices}");
@@ -45,7 +39,7 @@ fn test_real_passthrough_prepare_release_probe_and_refusals() {
 fn test_real_passthrough_vm_defined_by_vgpuctl_runs_and_gives_the_device_back() {
     let Some(g) = passthrough_guest() else { return };
     g.assert_ran("40-passthrough");
-    let f = facts(g);
+    let f = g.facts("40-passthrough");
     assert_eq!(f["define_rc"], "0", "{}", g.read("40-passthrough", "define.txt"));
     let xml = g.read("40-passthrough", "pt.xml");
     assert!(xml.contains("managed='yes'") && xml.contains("slot='0x0b'"), "{xml}");

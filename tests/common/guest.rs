@@ -24,6 +24,11 @@ impl GuestRun {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{scenario}/{file}: {e}\n{text}"))
     }
 
+    /// The `key=value` lines a scenario recorded in facts.txt.
+    pub fn facts(&self, scenario: &str) -> std::collections::HashMap<String, String> {
+        self.read(scenario, "facts.txt").lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+    }
+
     /// Asserts that the scenario's script itself finished cleanly.
     pub fn assert_ran(&self, scenario: &str) {
         let rc = self.read(scenario, "rc");
