@@ -11,6 +11,8 @@ export VGPUCTL_REAL_KERNEL=1
 cargo build --locked --all-targets
 # The libvirt helper links libvirt, so it is built on its own (libvirt-helper/).
 (cd libvirt-helper && cargo build --locked)
+# So does the NVML helper (it loads libnvidia-ml.so.1 at run time).
+(cd nvml-helper && cargo build --locked)
 # libvirtd on this host, for the tests that define and attach through it.
 if [ "$(id -u)" = 0 ] && ! virsh -c qemu:///system version >/dev/null 2>&1; then
     mkdir -p /run/libvirt /var/log/libvirt /var/lib/libvirt/qemu /var/cache/libvirt

@@ -24,6 +24,7 @@ pub mod units;
 pub mod vfio;
 pub mod vgpu;
 pub mod nvctl;
+pub mod nvml;
 
 /// `outer: cause: root cause` on one line: how every vgpuctl error is shown.
 /// A cause whose text the outer message already contains is not repeated.

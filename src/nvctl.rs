@@ -49,6 +49,13 @@ const SMI_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl NvidiaControl for SmiControl<'_> {
     fn heterogeneous(&self, gpu: PciAddress) -> Result<Option<bool>, NvctlError> {
+        // NVML's snapshot, when there is one, answers without another
+        // nvidia-smi run per GPU (this is on the hook's path).
+        if let Ok(Some(snap)) = crate::nvml::snapshot(self.host) {
+            if let Some(g) = snap.gpu(gpu) {
+                return Ok(g.heterogeneous);
+            }
+        }
         let id = smi_bus_id(gpu);
         let out = self.host.runner().run(Tool::NvidiaSmi, &["-q", "-i", &id], SMI_TIMEOUT)?;
         if !out.success() {
@@ -69,6 +76,7 @@ impl NvidiaControl for SmiControl<'_> {
             let msg = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
             return Err(NvctlError::Smi { args: format!("vgpu -i {id} -shm {v}"), stderr: msg.to_string() });
         }
+        crate::nvml::forget();
         Ok(())
     }
 }

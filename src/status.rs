@@ -1,6 +1,7 @@
 //! `vgpuctl status`: per GPU its mode, every vGPU / MIG instance / mdev with
-//! the VM using it, and utilization where the driver reports it (nvidia-smi;
-//! absent, not an error, without NVIDIA). Read-only.
+//! the VM using it, and utilization where the driver reports it (NVML
+//! through vgpuctl-nvml: per GPU, per vGPU and per MIG GPU instance; else
+//! nvidia-smi per GPU; absent, not an error, without NVIDIA). Read-only.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +33,48 @@ pub struct Device {
     /// The VM using it: the QEMU holding its VFIO group, else the domain whose start made it.
     pub vm: Option<String>,
     pub in_use: Option<bool>,
+    /// What NVML reports for this vGPU or GPU instance; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<DeviceUtilization>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeviceUtilization {
+    /// SM (compute) busy percent: NVML vGPU samples, or GPM for a GPU instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sm_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_used_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_total_mib: Option<u64>,
+}
+
+fn vgpu_utilization(g: &crate::nvml::NvmlGpu, mdev: Option<&str>, gi: Option<u32>) -> Option<DeviceUtilization> {
+    let v = g.vgpus.iter().find(|v| mdev.is_some_and(|m| v.mdev_uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(m))) || gi.is_some() && v.gi == gi)?;
+    Some(DeviceUtilization {
+        sm_percent: v.sm_percent.map(f64::from),
+        memory_percent: v.memory_percent,
+        encoder_percent: v.encoder_percent,
+        decoder_percent: v.decoder_percent,
+        memory_used_mib: v.fb_used_mib,
+        memory_total_mib: None,
+    })
+}
+
+fn gi_utilization(g: &crate::nvml::NvmlGpu, gi: u32) -> Option<DeviceUtilization> {
+    let i = g.gpu_instances.iter().find(|i| i.gi == gi)?;
+    (i.sm_percent.is_some() || i.memory.is_some()).then(|| DeviceUtilization {
+        sm_percent: i.sm_percent,
+        memory_used_mib: i.memory.map(|m| m.used_mib),
+        memory_total_mib: i.memory.map(|m| m.total_mib),
+        ..Default::default()
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,8 +96,26 @@ pub struct Status {
     pub other_mdevs: Vec<Device>,
 }
 
-/// Per-GPU utilization from nvidia-smi, keyed by address; empty without NVIDIA.
-fn utilization(host: &Host) -> HashMap<PciAddress, Utilization> {
+/// Per-GPU utilization from NVML's snapshot or nvidia-smi, keyed by
+/// address; empty without NVIDIA.
+fn utilization(host: &Host, nvml: Option<&crate::nvml::NvmlSnapshot>) -> HashMap<PciAddress, Utilization> {
+    if let Some(s) = nvml {
+        return s
+            .gpus
+            .iter()
+            .filter_map(|g| {
+                Some((
+                    g.address()?,
+                    Utilization {
+                        gpu_percent: g.utilization.map(|u| u.gpu_percent),
+                        memory_percent: g.utilization.map(|u| u.memory_percent),
+                        memory_used_mib: g.memory.map(|m| m.used_mib),
+                        memory_total_mib: g.memory.map(|m| m.total_mib),
+                    },
+                ))
+            })
+            .collect();
+    }
     if host.is_simulated() || !host.runner().is_available(Tool::NvidiaSmi) {
         return HashMap::new();
     }
@@ -103,12 +164,14 @@ pub fn status(host: &Host) -> HostResult<Status> {
     let views = view::build(&inv, &HostFacts { host });
     let users = VfioUsers::scan(host);
     let owners = journal_owners(host);
-    let util = utilization(host);
+    let nvml = crate::nvml::snapshot(host).ok().flatten();
+    let util = utilization(host, nvml.as_deref());
     let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
     let mig = crate::mig::backend::backend(host).ok();
     let mut gpus = Vec::new();
     for g in inv.gpus.iter().filter(|g| g.is_nvidia() || g.mdev_parent) {
         let v = views.iter().find(|v| v.gpu == g.address);
+        let nv = nvml.as_ref().and_then(|s| s.gpu(g.address));
         let mig_on = g.mig.is_some_and(|m| m.current == MigModeState::Enabled);
         let mode = if g.driver.as_deref() == Some("vfio-pci") {
             "passthrough"
@@ -128,7 +191,9 @@ pub fn status(host: &Host) -> HostResult<Status> {
                 _ => None,
             };
             let holder = group.and_then(|gr| users.user_of(gr));
+            let vf_gi = x.vf.and_then(|vf| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten()).and_then(|t| t.trim().parse().ok());
             devices.push(Device {
+                utilization: nv.and_then(|n| vgpu_utilization(n, x.uuid.map(|u| u.to_string()).as_deref(), vf_gi)),
                 kind: if x.uuid.is_some() { "mdev" } else { "vgpu" },
                 vm: holder.as_ref().and_then(|u| u.vm.clone()).or_else(|| owners.get(&id).cloned()),
                 in_use: group.and_then(|gr| users.in_use(gr)),
@@ -141,7 +206,15 @@ pub fn status(host: &Host) -> HostResult<Status> {
             if let Some(b) = &mig {
                 for i in b.instances(g.address).unwrap_or_default() {
                     let key = format!("{}/gi{}", g.address, i.gi);
-                    devices.push(Device { kind: "mig-instance", id: format!("GI {}", i.gi), type_name: Some(i.profile.clone()), framebuffer_mib: None, vm: owners.get(&key).cloned(), in_use: None });
+                    devices.push(Device {
+                        kind: "mig-instance",
+                        id: format!("GI {}", i.gi),
+                        type_name: Some(i.profile.clone()),
+                        framebuffer_mib: None,
+                        vm: owners.get(&key).cloned(),
+                        in_use: None,
+                        utilization: nv.and_then(|n| gi_utilization(n, i.gi)),
+                    });
                 }
             }
         }
@@ -154,6 +227,7 @@ pub fn status(host: &Host) -> HostResult<Status> {
                 framebuffer_mib: None,
                 vm: gr.and_then(|x| users.user_of(x)).and_then(|u| u.vm),
                 in_use: gr.and_then(|x| users.in_use(x)),
+                utilization: None,
             });
         }
         gpus.push(GpuStatus { gpu: g.address, name: g.name.clone(), mode, driver: g.driver.clone(), devices, utilization: util.get(&g.address).cloned() });
@@ -169,6 +243,7 @@ pub fn status(host: &Host) -> HostResult<Status> {
             framebuffer_mib: None,
             vm: m.used_by.as_ref().and_then(|u| u.vm.clone()).or_else(|| owners.get(&m.uuid.to_string()).cloned()),
             in_use: m.in_use,
+            utilization: None,
         })
         .collect();
     Ok(Status { schema_version: crate::inventory::SCHEMA_VERSION, gpus, other_mdevs })
@@ -177,8 +252,25 @@ pub fn status(host: &Host) -> HostResult<Status> {
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let dev_line = |d: &Device| {
+        let util = d
+            .utilization
+            .as_ref()
+            .map(|u| {
+                let mut parts = Vec::new();
+                if let Some(x) = u.sm_percent {
+                    parts.push(format!("sm {x:.0}%"));
+                }
+                if let Some(x) = u.memory_percent {
+                    parts.push(format!("mem {x}%"));
+                }
+                if let Some(x) = u.memory_used_mib {
+                    parts.push(format!("fb {x}{} MiB", u.memory_total_mib.map(|t| format!("/{t}")).unwrap_or_default()));
+                }
+                format!("  {}", parts.join("  "))
+            })
+            .unwrap_or_default();
         format!(
-            "    {:<13} {:<38} {:<14} {}\n",
+            "    {:<13} {:<38} {:<14} {}{util}\n",
             d.kind,
             d.id,
             d.type_name.as_deref().unwrap_or("-"),

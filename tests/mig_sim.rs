@@ -91,3 +91,48 @@ fn test_mig_errors() {
     let p = h.json(&["mig", "profiles", "--gpu", G, "--json"]);
     assert_eq!(p.as_array().unwrap().len(), 7);
 }
+
+#[test]
+fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
+    let h = host();
+    h.ok(&["mig", "enable", "GPU-51001800-5eed-4000-8000-000000000000"]);
+    let a = h.json(&["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--compute-instances", "3x1c.3g.40gb", "--json"]);
+    assert_eq!(a["compute_instances"].as_array().unwrap().len(), 3);
+    let s = h.json(&["mig", "status", "--json"]);
+    let cis = &s[0]["instances"][0]["compute_instances"];
+    assert_eq!(cis.as_array().unwrap().iter().map(|c| c["profile"].as_str().unwrap()).collect::<Vec<_>>(), ["1c.3g.40gb"; 3]);
+    assert_eq!(cis.as_array().unwrap().iter().map(|c| c["start"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
+    // Default: none (what a MIG-backed vGPU wants); all: one full-size CI.
+    let b = h.json(&["mig", "create", "--profile", "2g.20gb", "--gpu", G, "--json"]);
+    assert_eq!(b["compute_instances"], serde_json::json!([]));
+    let c = h.json(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "all", "--json"]);
+    assert_eq!(c["compute_instances"][0][1], "1g.10gb");
+    // A request that cannot fit is refused before anything is made.
+    let before = h.json(&["mig", "status", "--json"]);
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "2x1c.1g.10gb"], 1);
+    assert!(e.contains("no compute-instance profile") || e.contains("no room"), "{e}");
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "1c.3g.40gb"], 1);
+    assert!(e.contains("1c.3g.40gb"), "{e}");
+    assert_eq!(h.json(&["mig", "status", "--json"]), before, "nothing half-done");
+    h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "../x"], 64);
+    // Compute instances need --force; then they go first, then the GPU instance.
+    let gi = a["gi"].to_string();
+    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi], 64);
+    assert!(e.contains("has compute instances 0 (1c.3g.40gb), 1 (1c.3g.40gb), 2 (1c.3g.40gb)") && e.contains("--force"), "{e}");
+    h.ok(&["mig", "destroy", "--gpu", G, &gi, "--force"]);
+    // GPUs by index and UUID as well as PCI address; nonsense names are refused.
+    h.ok(&["mig", "destroy", "--gpu", "0", &b["gi"].to_string()]);
+    h.fails(&["mig", "destroy", "--gpu", "GPU-../../x", "1"], 64);
+    h.fails(&["mig", "destroy", "--gpu", "99", "1"], 64);
+}
+
+#[test]
+fn test_destroying_a_gpu_instance_under_a_vgpu_names_the_vgpu() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G, "--json"]);
+    let gi = v["gi"].to_string();
+    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi, "--force"], 1);
+    assert!(e.contains("is in use") && e.contains(&format!("vGPU on VF {}", v["vf"].as_str().unwrap())) && e.contains("vgpuctl vgpu remove"), "{e}");
+    h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap()]);
+}

@@ -1,7 +1,8 @@
-//! A fake nvidia-smi that replays outputs captured on a real H100 (driver
-//! 580.159.04, tests/fixtures/h100-device-run/), in place of the real tool
-//! (VGPUCTL_NVIDIA_SMI): vgpuctl's nvidia-smi backend must read MIG mode and
-//! the profile table exactly as the real card reported them.
+//! A fake nvidia-smi and a fake vgpuctl-nvml that replay outputs captured
+//! on a real H100 (driver 580.159.04, tests/fixtures/h100-device-run/), in
+//! place of the real tools (VGPUCTL_NVIDIA_SMI, VGPUCTL_NVML_HELPER): both
+//! backends must read MIG mode and the profile table exactly as the real
+//! card reported them, and agree with each other.
 
 mod common;
 
@@ -15,11 +16,13 @@ fn section(text: &str, name: &str) -> String {
     rest[..end].to_string() + "\n"
 }
 
-#[test]
-fn test_nvidia_smi_backend_reads_the_real_captures() {
-    let captured = include_str!("fixtures/h100-device-run/nvidia-smi-outputs.txt");
-    let dir = common::sim::tempdir();
-    let root = dir.path().join("host");
+const CAPTURED: &str = include_str!("fixtures/h100-device-run/nvidia-smi-outputs.txt");
+
+/// The real card's sysfs entry and driver version under `dir/host`, and a
+/// fake nvidia-smi that logs each call to `dir/smi.log`.
+fn real_h100(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let captured = CAPTURED;
+    let root = dir.join("host");
     // The real card's sysfs entry and driver version.
     let dev = root.join("sys/devices/pci0000:00/0000:00:06.0");
     std::fs::create_dir_all(&dev).unwrap();
@@ -31,23 +34,37 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
     std::fs::create_dir_all(root.join("proc/driver/nvidia")).unwrap();
     std::fs::write(root.join("proc/driver/nvidia/version"), section(captured, "version.txt")).unwrap();
     // The fake tool answers the queries vgpuctl makes with the captured text.
-    let data = dir.path().join("smi");
+    let data = dir.join("smi");
     std::fs::create_dir_all(&data).unwrap();
     for s in ["smi-lgip.txt", "smi-lgipp.txt", "smi-query.txt"] {
         std::fs::write(data.join(s), section(captured, s)).unwrap();
     }
-    let fake = dir.path().join("nvidia-smi");
+    let fake = dir.join("nvidia-smi");
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nd={}\ncase \"$*\" in\n*--query-gpu=*) cat $d/smi-query.txt ;;\n*mig\\ -lgipp*) cat $d/smi-lgipp.txt ;;\n*mig\\ -lgip*) cat $d/smi-lgip.txt ;;\n*) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
+            "#!/bin/sh\nd={}\necho \"$*\" >>$d/../smi.log\ncase \"$*\" in\n*--query-gpu=*) cat $d/smi-query.txt ;;\n*mig\\ -lgipp*) cat $d/smi-lgipp.txt ;;\n*mig\\ -lgip*) cat $d/smi-lgip.txt ;;\n*) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
             data.display()
         ),
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (root, fake)
+}
+
+#[test]
+fn test_nvidia_smi_backend_reads_the_real_captures() {
+    let dir = common::sim::tempdir();
+    let (root, fake) = real_h100(dir.path());
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).arg("--root").arg(&root).args(args).env("VGPUCTL_NVIDIA_SMI", &fake).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("VGPUCTL_NVIDIA_SMI", &fake)
+            .env("VGPUCTL_NVML_HELPER", dir.path().join("no-helper"))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
@@ -76,4 +93,153 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
     let real = include_str!("fixtures/h100-device-run/vgpuctl-outputs.txt");
     let j: serde_json::Value = serde_json::from_str(&section(real, "vgpuctl-status-json.txt")).unwrap();
     assert_eq!(j["gpus"][0]["utilization"]["memory_total_mib"], 81559);
+}
+
+const SNAPSHOT: &str = include_str!("fixtures/h100-device-run/nvml-snapshot.json");
+
+fn script(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn vgpuctl(root: &std::path::Path, smi: &std::path::Path, helper: &std::path::Path, backend: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("VGPUCTL_NVIDIA_SMI", smi)
+        .env("VGPUCTL_NVML_HELPER", helper)
+        .env("VGPUCTL_NVIDIA_BACKEND", backend)
+        .output()
+        .unwrap()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it() {
+    let dir = common::sim::tempdir();
+    let (root, smi) = real_h100(dir.path());
+    let snap = dir.path().join("snapshot.json");
+    std::fs::write(&snap, SNAPSHOT).unwrap();
+    let helper = dir.path().join("vgpuctl-nvml");
+    script(&helper, &format!("[ \"$1\" = snapshot ] || exit 2\ncat {}", snap.display()));
+    let log = dir.path().join("smi.log");
+
+    let by_nvml = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]));
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    let list = json(&vgpuctl(&root, &smi, &helper, "auto", &["list", "--json"]));
+    let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
+    // NVML answered everything: not one nvidia-smi run.
+    assert!(!log.exists(), "nvidia-smi was run: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(status[0]["current"], "disabled");
+    assert_eq!(list["gpus"][0]["uuid"], "GPU-fa0e3f9d-a225-ca1d-8933-489580f84c3b");
+    assert_eq!(st["gpus"][0]["utilization"]["memory_total_mib"], 81559, "GPU utilization from NVML");
+
+    // NVML's table is exactly the built-in one (same MiB), nvidia-smi's is
+    // the same within its two-decimal GiB rounding.
+    let built_in = serde_json::to_value(vgpuctl::mig::profiles::hopper_80gb()).unwrap();
+    assert_eq!(by_nvml, built_in);
+    let by_smi = json(&vgpuctl(&root, &smi, &helper, "nvidia-smi", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]));
+    assert!(log.exists(), "the nvidia-smi backend was chosen");
+    for (a, b) in by_nvml.as_array().unwrap().iter().zip(by_smi.as_array().unwrap()) {
+        for k in ["id", "name", "size", "starts", "max_instances", "sms"] {
+            assert_eq!(a[k], b[k], "{k} of {}", a["name"]);
+        }
+    }
+    // The same comparison as recorded on the real card.
+    let real = include_str!("fixtures/h100-device-run/nvml-vs-smi.txt");
+    assert_eq!(real.matches("rc=0").count(), real.matches("rc=").count(), "every recorded command succeeded");
+}
+
+#[test]
+fn test_without_nvml_auto_falls_back_to_nvidia_smi_and_nvml_choice_refuses() {
+    let dir = common::sim::tempdir();
+    let (root, smi) = real_h100(dir.path());
+    let helper = dir.path().join("vgpuctl-nvml");
+    script(&helper, "echo 'NVML is not usable here: libnvidia-ml.so.1: cannot open shared object file' >&2\nexit 3");
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    assert_eq!(status[0]["current"], "disabled");
+    assert!(dir.path().join("smi.log").exists(), "fell back to nvidia-smi");
+    let o = vgpuctl(&root, &smi, &helper, "nvml", &["mig", "status", "--json"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("VGPUCTL_NVIDIA_BACKEND=nvml") && err.contains("libnvidia-ml.so.1"), "{err}");
+    let o = vgpuctl(&root, &smi, &helper, "bogus", &["mig", "status"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("auto, nvml or nvidia-smi"));
+    // A helper printing garbage is an error naming it, not a panic.
+    script(&helper, "echo '{not json'");
+    let o = vgpuctl(&root, &smi, &helper, "auto", &["mig", "status"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("vgpuctl-nvml"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The real snapshot with MIG turned on and instances added (what NVML
+/// reports in that state, per its documented structures): status shows
+/// each GPU instance with its compute instances, memory and GPM utilization.
+#[test]
+fn test_status_shows_per_instance_utilization_from_nvml() {
+    let dir = common::sim::tempdir();
+    let (root, smi) = real_h100(dir.path());
+    let mut s: serde_json::Value = serde_json::from_str(SNAPSHOT).unwrap();
+    let g = &mut s["gpus"][0];
+    g["mig"] = serde_json::json!({ "current": true, "pending": true });
+    g["gpu_instances"] = serde_json::json!([
+        { "gi": 1, "profile_id": 9, "start": 4, "size": 4, "sm_percent": 37.5, "memory": { "total_mib": 40448, "used_mib": 1200 },
+          "compute_instances": [ { "ci": 0, "profile_id": 0, "start": 0, "size": 1 }, { "ci": 1, "profile_id": 0, "start": 1, "size": 1 } ] },
+        { "gi": 2, "profile_id": 19, "start": 0, "size": 1 }
+    ]);
+    g["processes"] = serde_json::json!([{ "pid": 4242, "name": "python3", "used_mib": 1100, "gi": 1, "ci": 0 }]);
+    let snap = dir.path().join("snapshot.json");
+    std::fs::write(&snap, s.to_string()).unwrap();
+    let helper = dir.path().join("vgpuctl-nvml");
+    script(&helper, &format!("cat {}", snap.display()));
+    let m = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    assert_eq!(m[0]["slice_map"].as_str().unwrap().len(), 8);
+    assert_eq!(m[0]["instances"][0]["compute_instances"][1]["profile"], "1c.3g.40gb");
+    let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
+    let devs = st["gpus"][0]["devices"].as_array().unwrap();
+    let gi1 = devs.iter().find(|d| d["id"] == "GI 1").unwrap();
+    assert_eq!(gi1["utilization"]["sm_percent"], 37.5);
+    assert_eq!(gi1["utilization"]["memory_used_mib"], 1200);
+    assert!(devs.iter().find(|d| d["id"] == "GI 2").unwrap().get("utilization").is_none(), "no numbers: field absent");
+    let text = vgpuctl(&root, &smi, &helper, "auto", &["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("sm 38%"), "{}", String::from_utf8_lossy(&text.stdout));
+    // The process on GI 1 is named when destroying it is refused.
+    let o = vgpuctl(&root, &smi, &helper, "auto", &["mig", "destroy", "--gpu", "0000:00:06.0", "1"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("python3 (pid 4242)"), "{err}");
+    let o = vgpuctl(&root, &smi, &helper, "auto", &["mig", "destroy", "--gpu", "GPU-fa0e3f9d-a225-ca1d-8933-489580f84c3b", "2"]);
+    // GI 2 is free; the fake nvidia-smi does not know -dci/-dgi, so the driver step fails with its message.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("-dgi"), "{err}");
+}
+
+/// The real helper binary (built by scripts/test.sh from nvml-helper/) on a
+/// machine without NVIDIA: it says so with exit 3, and vgpuctl carries on
+/// with nvidia-smi.
+#[test]
+fn test_real_helper_without_a_driver_exits_3_and_vgpuctl_falls_back() {
+    let helper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nvml-helper/target/x86_64-unknown-linux-gnu/debug/vgpuctl-nvml");
+    if !helper.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must build nvml-helper/ first (scripts/test.sh does)");
+        eprintln!("skipped: {} not built", helper.display());
+        return;
+    }
+    if std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver");
+        return;
+    }
+    let o = Command::new(&helper).arg("snapshot").output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NVML is not usable"));
+    assert_eq!(Command::new(&helper).arg("frobnicate").output().unwrap().status.code(), Some(2));
+    let dir = common::sim::tempdir();
+    let (root, smi) = real_h100(dir.path());
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    assert_eq!(status[0]["current"], "disabled");
+    assert!(dir.path().join("smi.log").exists());
 }

@@ -11,6 +11,7 @@ use crate::ids::PciAddress;
 use crate::inventory::{Inventory, ScanOptions};
 use crate::lock::HostLock;
 use crate::mig::backend::{self, layout, GpuInstance, MigError};
+use crate::mig::compute::{self, CiRequest};
 use crate::mig::layout::Layout;
 use crate::mig::planner::{Mix, Planner};
 use crate::mig::profiles::{self, Profile};
@@ -18,6 +19,43 @@ use crate::parse::MigModeState;
 
 fn pci(s: &str) -> Result<PciAddress, String> {
     s.parse().map_err(|e: crate::ids::IdError| e.to_string())
+}
+
+/// A GPU as the admin names it: PCI address, GPU UUID (`GPU-…`), or the
+/// nvidia-smi index as a convenience (indexes follow PCI order).
+#[derive(Debug, Clone)]
+pub enum GpuRef {
+    Pci(PciAddress),
+    Uuid(String),
+    Index(u32),
+}
+
+fn gpu_ref(s: &str) -> Result<GpuRef, String> {
+    if let Ok(a) = s.parse::<PciAddress>() {
+        return Ok(GpuRef::Pci(a));
+    }
+    if let Some(u) = crate::parse::gpu_uuid(s) {
+        return Ok(GpuRef::Uuid(u));
+    }
+    if !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map(GpuRef::Index).map_err(|e| e.to_string());
+    }
+    Err(format!("{s:?} is not a GPU: give a PCI address (0000:1b:00.0), a GPU UUID (GPU-…) or an index"))
+}
+
+fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
+    if let GpuRef::Pci(a) = r {
+        return Ok(*a);
+    }
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
+    let mut nvidia: Vec<_> = inv.gpus.iter().filter(|g| g.mig.is_some() || g.uuid.is_some()).collect();
+    nvidia.sort_by_key(|g| g.address);
+    let found = match r {
+        GpuRef::Uuid(u) => nvidia.iter().find(|g| g.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
+        GpuRef::Index(i) => nvidia.get(*i as usize),
+        GpuRef::Pci(_) => None,
+    };
+    found.map(|g| g.address).ok_or_else(|| CliError::Usage(format!("no NVIDIA GPU {r:?} here (vgpuctl list shows them)")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,32 +74,42 @@ pub enum MigCommand {
     },
     /// Turn MIG mode on.
     Enable {
-        #[arg(value_parser = pci)]
-        gpu: PciAddress,
+        /// PCI address, GPU UUID or index.
+        #[arg(value_parser = gpu_ref)]
+        gpu: GpuRef,
     },
     /// Turn MIG mode off (GPU instances must be gone).
     Disable {
-        #[arg(value_parser = pci)]
-        gpu: PciAddress,
+        #[arg(value_parser = gpu_ref)]
+        gpu: GpuRef,
     },
     /// Create a GPU instance where the planner (or --placement) says.
     Create {
         /// Profile name (3g.40gb, 1g.10gb+me) or id.
         #[arg(long)]
         profile: String,
-        #[arg(long, value_parser = pci)]
-        gpu: Option<PciAddress>,
+        /// PCI address, GPU UUID or index; the planner picks one when left out.
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: Option<GpuRef>,
         /// Start slice, or `auto` (the planner).
         #[arg(long, default_value = "auto")]
         placement: String,
+        /// Compute instances to make in it: none (MIG-backed vGPUs make their
+        /// own), all (one over the whole instance, like nvidia-smi -C), or
+        /// profiles such as 1c.3g.40gb or 3x1c.3g.40gb.
+        #[arg(long, default_value = "none")]
+        compute_instances: CiRequest,
         #[arg(long)]
         json: bool,
     },
-    /// Destroy a GPU instance (its compute instances first).
+    /// Destroy a GPU instance. Refused while a vGPU or a process uses it;
+    /// --force also destroys its compute instances (refused without).
     Destroy {
-        #[arg(long, value_parser = pci)]
-        gpu: PciAddress,
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: GpuRef,
         gi: u32,
+        #[arg(long)]
+        force: bool,
     },
     /// Would these instances fit, and where? e.g. --want "3g.40gb,2x2g.20gb,1g.10gb"
     Plan {
@@ -104,6 +152,70 @@ fn status_of(b: &dyn backend::MigBackend, gpu: PciAddress, name: Option<String>)
     Ok(GpuMig { gpu, name, current: m.current, pending: m.pending, slice_map: l.slice_map(&table), instances, free })
 }
 
+/// Creates the compute instances asked for in a new GPU instance; on a
+/// failure the ones made are destroyed again before the error returns.
+fn make_cis(b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, req: &CiRequest) -> Result<Vec<(u32, String)>, MigError> {
+    if *req == CiRequest::None {
+        return Ok(Vec::new());
+    }
+    let inst = b.instances(gpu)?.into_iter().find(|i| i.gi == gi).ok_or(MigError::NoInstance { gpu, gi })?;
+    let table = b.ci_profiles(gpu, &inst)?;
+    let slices = table.iter().map(|p| p.slices).max().unwrap_or(0);
+    let todo = compute::resolve(&table, req, slices, &inst.compute_instances).map_err(|why| MigError::CiNoRoom { gi, profile: inst.profile.clone(), why })?;
+    let mut made = Vec::new();
+    for p in todo {
+        match b.create_ci(gpu, gi, p) {
+            Ok(ci) => made.push((ci, p.name.to_string())),
+            Err(e) => {
+                if !made.is_empty() {
+                    let _ = b.destroy_cis(gpu, gi);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// Destroys a GPU instance after checking who uses it: a vGPU (with its
+/// VM), a process, or compute instances (only with --force).
+fn destroy(host: &Host, b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, force: bool) -> Result<(), CliError> {
+    let inst = b.instances(gpu).map_err(mig_err)?.into_iter().find(|i| i.gi == gi).ok_or(mig_err(MigError::NoInstance { gpu, gi }))?;
+    let holders = backend::vgpu_holders(host, gpu, gi);
+    if !holders.is_empty() {
+        let users = crate::inventory::VfioUsers::scan(host);
+        let list: Vec<String> = holders
+            .iter()
+            .map(|vf| {
+                let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
+                match group.and_then(|g| users.user_of(g)) {
+                    Some(u) => format!("vGPU on VF {vf} used by {u}"),
+                    None => format!("vGPU on VF {vf}"),
+                }
+            })
+            .collect();
+        return Err(mig_err(MigError::InUse { gpu, gi, users: list.join(", "), hint: " (vgpuctl vgpu remove <vf> after the VM has stopped)" }));
+    }
+    let procs = b.users(gpu, gi);
+    if !procs.is_empty() {
+        return Err(mig_err(MigError::InUse { gpu, gi, users: procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), hint: "" }));
+    }
+    if !inst.compute_instances.is_empty() && !force {
+        let cis: Vec<String> = inst.compute_instances.iter().map(|c| format!("{} ({})", c.ci, c.profile)).collect();
+        return Err(CliError::Usage(format!("GPU instance {gi} on {gpu} has compute instances {}: add --force to destroy them with it", cis.join(", "))));
+    }
+    if !inst.compute_instances.is_empty() {
+        b.destroy_cis(gpu, gi).map_err(mig_err)?;
+    }
+    b.destroy(gpu, gi).map_err(mig_err)?;
+    let mut l = backend::ledger::load(host);
+    if l.contains(&(gpu, gi)) {
+        l.retain(|x| *x != (gpu, gi));
+        let _ = backend::ledger::save(host, &l);
+    }
+    Ok(())
+}
+
 fn parse_want(s: &str) -> Result<Vec<(String, u32)>, CliError> {
     s.split(',')
         .map(|part| {
@@ -141,7 +253,9 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     if s.current == MigModeState::Enabled {
                         t.push_str(&format!("  slices [{}]\n", s.slice_map));
                         for i in &s.instances {
-                            t.push_str(&format!("  GI {:<3} {:<11} start {} size {}\n", i.gi, i.profile, i.start, i.size));
+                            let cis: Vec<String> = i.compute_instances.iter().map(|c| format!("CI {} {}", c.ci, c.profile)).collect();
+                            let cis = if cis.is_empty() { "no compute instances".to_string() } else { cis.join(", ") };
+                            t.push_str(&format!("  GI {:<3} {:<11} start {} size {}  {cis}\n", i.gi, i.profile, i.start, i.size));
                         }
                         let free: Vec<String> = s.free.iter().filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n}×{p}")).collect();
                         t.push_str(&format!("  room for: {}\n", if free.is_empty() { "nothing".into() } else { free.join(", ") }));
@@ -174,6 +288,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             }
         }
         MigCommand::Enable { gpu } | MigCommand::Disable { gpu } => {
+            let gpu = &resolve(host, gpu)?;
             let on = matches!(cmd, MigCommand::Enable { .. });
             let _l = HostLock::acquire(host, lock)?;
             if !on && !b.instances(*gpu).map_err(mig_err)?.is_empty() {
@@ -191,10 +306,14 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 return Ok(super::exit::PENDING);
             }
         }
-        MigCommand::Create { profile, gpu, placement, json } => {
+        MigCommand::Create { profile, gpu, placement, compute_instances, json } => {
+            let gpu = match gpu {
+                Some(r) => Some(resolve(host, r)?),
+                None => None,
+            };
             let _l = HostLock::acquire(host, lock)?;
             let candidates: Vec<PciAddress> = match gpu {
-                Some(g) => vec![*g],
+                Some(g) => vec![g],
                 None => mig_gpus(host)?.into_iter().map(|(g, _)| g).collect(),
             };
             let mut layouts: Vec<(PciAddress, Vec<Profile>, Layout)> = Vec::new();
@@ -231,16 +350,33 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 (0, s)
             };
             let g = layouts[gi_index].0;
+            // Refuse a compute-instance request that cannot be met before
+            // anything is made (the table is the modeled one until the GI exists).
+            let gi_slices = p.compute_slices();
+            compute::resolve(&compute::modeled(p), compute_instances, gi_slices, &[]).map_err(|why| mig_err(MigError::CiNoRoom { gi: 0, profile: p.name.to_string(), why }))?;
             let gi = b.create(g, p, start).map_err(mig_err)?;
+            let cis = match make_cis(b.as_ref(), g, gi, compute_instances) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing half-done: the instance goes again, its compute instances first.
+                    if let Err(undo) = b.destroy(g, gi) {
+                        tracing::error!(gpu = %g, gi, "could not roll back the GPU instance: {undo}");
+                    }
+                    return Err(mig_err(e));
+                }
+            };
             if *json {
-                print_json(&serde_json::json!({ "gpu": g, "gi": gi, "profile": p.name.to_string(), "start": start }))?;
+                print_json(&serde_json::json!({ "gpu": g, "gi": gi, "profile": p.name.to_string(), "start": start, "compute_instances": cis }))?;
             } else {
-                print_out(&format!("GPU instance {gi}: {} on {g} at slice {start}\n", p.name));
+                let ci_text = if cis.is_empty() { String::new() } else { format!(", compute instances {}", cis.iter().map(|(ci, n)| format!("{ci} ({n})")).collect::<Vec<_>>().join(", ")) };
+                print_out(&format!("GPU instance {gi}: {} on {g} at slice {start}{ci_text}\n", p.name));
             }
         }
-        MigCommand::Destroy { gpu, gi } => {
+        MigCommand::Destroy { gpu, gi, force } => {
+            let gpu = resolve(host, gpu)?;
             let _l = HostLock::acquire(host, lock)?;
-            b.destroy(*gpu, *gi).map_err(mig_err)?;
+            destroy(host, b.as_ref(), gpu, *gi, *force)?;
+            print_out(&format!("GPU instance {gi} on {gpu} destroyed\n"));
         }
         MigCommand::Plan { want, gpu, json } => {
             let wanted = parse_want(want)?;

@@ -14,6 +14,8 @@ use super::{HostError, HostResult};
 pub enum Tool {
     NvidiaSmi,
     Mdevctl,
+    /// vgpuctl's NVML helper (nvml-helper/), looked for beside vgpuctl first.
+    NvmlHelper,
 }
 
 impl Tool {
@@ -21,6 +23,7 @@ impl Tool {
         match self {
             Tool::NvidiaSmi => "nvidia-smi",
             Tool::Mdevctl => "mdevctl",
+            Tool::NvmlHelper => "vgpuctl-nvml",
         }
     }
 
@@ -28,6 +31,7 @@ impl Tool {
         match self {
             Tool::NvidiaSmi => "VGPUCTL_NVIDIA_SMI",
             Tool::Mdevctl => "VGPUCTL_MDEVCTL",
+            Tool::NvmlHelper => "VGPUCTL_NVML_HELPER",
         }
     }
 }
@@ -49,7 +53,10 @@ impl CommandOutput {
 pub struct CommandRunner {
     nvidia_smi: Option<PathBuf>,
     mdevctl: Option<PathBuf>,
+    nvml_helper: Option<PathBuf>,
     search_path: Option<std::ffi::OsString>,
+    /// Where vgpuctl itself lives: its helpers are installed beside it.
+    beside: Option<PathBuf>,
 }
 
 impl CommandRunner {
@@ -60,35 +67,47 @@ impl CommandRunner {
         Self {
             nvidia_smi: get(Tool::NvidiaSmi),
             mdevctl: get(Tool::Mdevctl),
+            nvml_helper: get(Tool::NvmlHelper),
             search_path: std::env::var_os("PATH"),
+            beside: std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)),
         }
     }
 
     /// A runner that finds nothing: for simulated hosts, whose NVIDIA state
     /// lives in the tree, and for tests.
     pub fn none() -> Self {
-        Self { nvidia_smi: None, mdevctl: None, search_path: Some(Default::default()) }
+        Self { nvidia_smi: None, mdevctl: None, nvml_helper: None, search_path: Some(Default::default()), beside: None }
     }
 
     pub fn with_program(mut self, tool: Tool, path: impl Into<PathBuf>) -> Self {
         match tool {
             Tool::NvidiaSmi => self.nvidia_smi = Some(path.into()),
             Tool::Mdevctl => self.mdevctl = Some(path.into()),
+            Tool::NvmlHelper => self.nvml_helper = Some(path.into()),
         }
         self
     }
 
     /// Where the tool would be run from, if it can be found at all.
     pub fn locate(&self, tool: Tool) -> Option<PathBuf> {
-        let explicit = match tool {
-            Tool::NvidiaSmi => &self.nvidia_smi,
-            Tool::Mdevctl => &self.mdevctl,
-        };
-        if let Some(p) = explicit {
+        if let Some(p) = self.explicit(tool) {
             return p.is_file().then(|| p.clone());
+        }
+        if tool == Tool::NvmlHelper {
+            if let Some(p) = self.beside.as_ref().map(|d| d.join(tool.program())).filter(|p| is_executable(p)) {
+                return Some(p);
+            }
         }
         let search = self.search_path.as_deref().unwrap_or(OsStr::new("/usr/sbin:/usr/bin:/sbin:/bin"));
         std::env::split_paths(search).map(|d| d.join(tool.program())).find(|p| is_executable(p))
+    }
+
+    fn explicit(&self, tool: Tool) -> Option<&PathBuf> {
+        match tool {
+            Tool::NvidiaSmi => self.nvidia_smi.as_ref(),
+            Tool::Mdevctl => self.mdevctl.as_ref(),
+            Tool::NvmlHelper => self.nvml_helper.as_ref(),
+        }
     }
 
     pub fn is_available(&self, tool: Tool) -> bool {
@@ -100,11 +119,9 @@ impl CommandRunner {
     pub fn run(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
         let program = self.locate(tool).ok_or_else(|| HostError::ToolMissing {
             tool: tool.program(),
-            looked_for: match tool {
-                Tool::NvidiaSmi => self.nvidia_smi.as_ref(),
-                Tool::Mdevctl => self.mdevctl.as_ref(),
-            }
-            .map(|p| p.display().to_string())
+            looked_for: self
+                .explicit(tool)
+                .map(|p| p.display().to_string())
             .unwrap_or_else(|| "PATH".to_string()),
             env: tool.env_var(),
         })?;

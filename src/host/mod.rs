@@ -234,6 +234,17 @@ impl Host {
         Ok(names)
     }
 
+    /// A driver change that is not a file write (a MIG instance made or
+    /// destroyed through nvidia-smi or the simulated driver): it counts as a
+    /// host write for fault injection, so those steps fail and crash in turn
+    /// like sysfs writes do.
+    pub fn fault_point(&self, what: &str) -> io::Result<()> {
+        match &self.fault {
+            Some(f) => f.check(what),
+            None => Ok(()),
+        }
+    }
+
     /// Writes an attribute the way `echo value > file` does on sysfs: no
     /// create, no truncate semantics beyond what the file has. Simulated
     /// trees get their kernel behaviour first.

@@ -70,7 +70,16 @@ pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> O
     if host.is_simulated() {
         return crate::sim::mig_modes(host).map(|m| m.into_iter().map(|(a, mode)| (a, (mode, Some(crate::sim::gpu_uuid(a))))).collect());
     }
-    if !driver_loaded || !host.runner().is_available(Tool::NvidiaSmi) {
+    if !driver_loaded {
+        return None;
+    }
+    // NVML first: one helper run answers for every GPU.
+    match crate::nvml::snapshot(host) {
+        Ok(Some(snap)) => return Some(snap.gpus.iter().filter_map(|g| Some((g.address()?, (g.mig_mode(), g.uuid.clone())))).collect()),
+        Ok(None) => {}
+        Err(e) => w.push(e.to_string()),
+    }
+    if !host.runner().is_available(Tool::NvidiaSmi) {
         return None;
     }
     let out = w.ok(host.runner().run(

@@ -1,9 +1,14 @@
 //! MIG: profiles and placements, per-GPU layouts, the fragmentation-aware
-//! placement planner, nvidia-smi output parsers, and the backends that
-//! create and destroy GPU/compute instances (nvidia-smi, simulated).
+//! placement planner, compute instances, nvidia-smi output parsers, and the
+//! backends that read and change GPU/compute instances (NVML through the
+//! helper, nvidia-smi, simulated).
 
 pub mod backend;
+pub mod compute;
 pub mod layout;
+pub mod nvml_backend;
 pub mod planner;
 pub mod profiles;
+pub mod sim_backend;
 pub mod smi;
+pub mod smi_backend;

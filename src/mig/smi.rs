@@ -94,8 +94,20 @@ pub fn lgi(text: &str) -> Vec<GiRow> {
         .collect()
 }
 
-/// A compute instance from `-lci`: (gpu, gi, ci profile name, ci id).
-pub fn lci(text: &str) -> Vec<(u32, u32, String, u32)> {
+/// A compute instance from `-lci`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiRow {
+    pub gpu: u32,
+    pub gi: u32,
+    pub profile: String,
+    pub profile_id: u32,
+    pub ci: u32,
+    pub start: u8,
+    pub size: u8,
+}
+
+/// `|   0      9       MIG 1g.10gb          0         0          0:1     |`
+pub fn lci(text: &str) -> Vec<CiRow> {
     text.lines()
         .filter_map(|l| {
             let inner = l.trim().strip_prefix('|')?.strip_suffix('|')?;
@@ -104,9 +116,66 @@ pub fn lci(text: &str) -> Vec<(u32, u32, String, u32)> {
             if cols.len() != 7 || cols[2] != "MIG" {
                 return None;
             }
-            Some((cols[0].parse().ok()?, cols[1].parse().ok()?, cols[3].to_string(), cols[5].parse().ok()?))
+            let (start, size) = cols[6].split_once(':')?;
+            Some(CiRow {
+                gpu: cols[0].parse().ok()?,
+                gi: cols[1].parse().ok()?,
+                profile: cols[3].to_string(),
+                profile_id: cols[4].parse().ok()?,
+                ci: cols[5].parse().ok()?,
+                start: start.parse().ok()?,
+                size: size.parse().ok()?,
+            })
         })
         .collect()
+}
+
+/// `-lcip -gi N`: (gi, profile name, profile id); the default is marked `*`.
+pub fn lcip(text: &str) -> Vec<(u32, String, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let inner = l.trim().strip_prefix('|')?.strip_suffix('|')?;
+            let cols: Vec<&str> = inner.split_whitespace().collect();
+            // GPU GI MIG <name> <id>[*] <free/total> …
+            if cols.len() < 6 || cols[2] != "MIG" || !cols[5].contains('/') {
+                return None;
+            }
+            Some((cols[1].parse().ok()?, cols[3].to_string(), cols[4].trim_end_matches('*').parse().ok()?))
+        })
+        .collect()
+}
+
+/// `Successfully created compute instance ID  0 on GPU  0 GPU instance ID  1 using profile …` → 0.
+pub fn created_ci(text: &str) -> Option<u32> {
+    let l = text.lines().find(|l| l.contains("Successfully created compute instance ID"))?;
+    l.split("compute instance ID").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// Processes per GPU instance from `nvidia-smi -q -d PIDS`:
+/// (GI, pid, process name). Processes outside MIG have no GI and are left out.
+pub fn pids_by_gi(text: &str) -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    let (mut gi, mut pid, mut name): (Option<u32>, Option<u32>, Option<String>) = (None, None, None);
+    let mut flush = |gi: &mut Option<u32>, pid: &mut Option<u32>, name: &mut Option<String>| {
+        if let (Some(g), Some(p)) = (gi.take(), pid.take()) {
+            out.push((g, p, name.take().unwrap_or_default()));
+        }
+        *name = None;
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        match k.trim() {
+            "GPU instance ID" => {
+                flush(&mut gi, &mut pid, &mut name);
+                gi = v.trim().parse().ok();
+            }
+            "Process ID" => pid = v.trim().parse().ok(),
+            "Name" | "Process Name" => name = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    flush(&mut gi, &mut pid, &mut name);
+    out
 }
 
 /// `Successfully created GPU instance ID  9 on GPU  0 using profile MIG 1g.10gb (ID 19)` → 9.
@@ -150,8 +219,19 @@ mod tests {
         assert_eq!(rows, vec![GiRow { gpu: 0, profile_id: 19, gi: 9, start: 2, size: 1 }, GiRow { gpu: 0, profile_id: 9, gi: 2, start: 4, size: 4 }]);
         assert_eq!(layout_of(&rows).used_mask(), 0b1111_0100);
         let ci = "| GPU     GPU       Name             Profile   Instance   Placement  |\n|   0      9       MIG 1g.10gb          0         0          0:1     |\n";
-        assert_eq!(lci(ci), vec![(0, 9, "1g.10gb".into(), 0)]);
+        assert_eq!(lci(ci), vec![CiRow { gpu: 0, gi: 9, profile: "1g.10gb".into(), profile_id: 0, ci: 0, start: 0, size: 1 }]);
         assert_eq!(created_gi("Successfully created GPU instance ID  9 on GPU  0 using profile MIG 1g.10gb (ID 19)"), Some(9));
         assert!(lgi("No MIG-enabled devices found.").is_empty());
+    }
+
+    #[test]
+    fn test_lcip_created_ci_and_pids_from_the_documented_formats() {
+        let lcip_text = "| GPU     GPU       Name             Profile  Instances   Exclusive       Shared       |\n|       Instance                       ID     Free/Total     SM       DEC   ENC   OFA  |\n|=====|\n|   0      1       MIG 1c.3g.40gb       0      3/3           14        2     0     0   |\n|                                                                      3     0         |\n|   0      1       MIG 3g.40gb          2*     1/1           42        2     0     0   |\n";
+        assert_eq!(lcip(lcip_text), vec![(1, "1c.3g.40gb".into(), 0), (1, "3g.40gb".into(), 2)]);
+        assert_eq!(created_ci("Successfully created compute instance ID  0 on GPU  0 GPU instance ID  1 using profile MIG 1c.3g.40gb (ID  0)"), Some(0));
+        assert_eq!(created_ci("Unable to create a compute instance on GPU  0 GPU instance ID  1 using profile 0: Insufficient Resources"), None);
+        let pids = "    Processes\n        GPU instance ID                   : 1\n        Compute instance ID               : 0\n        Process ID                        : 4242\n            Type                          : C\n            Name                          : python3\n            Used GPU Memory               : 500 MiB\n        GPU instance ID                   : 2\n        Compute instance ID               : 0\n        Process ID                        : 77\n            Type                          : C\n            Name                          : dcgm\n";
+        assert_eq!(pids_by_gi(pids), vec![(1, 4242, "python3".into()), (2, 77, "dcgm".into())]);
+        assert!(pids_by_gi("    Processes                             : None\n").is_empty());
     }
 }

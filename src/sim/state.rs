@@ -36,11 +36,14 @@ pub struct SimGpu {
     /// MIG GPU instances: (GPU instance id, profile id, start slice).
     #[serde(default)]
     pub gis: Vec<(u32, u32, u8)>,
+    /// MIG compute instances: (GPU instance id, compute instance id, CI profile id, start).
+    #[serde(default)]
+    pub cis: Vec<(u32, u32, u32, u8)>,
 }
 
 impl SimGpu {
     pub fn nvidia(model: &str, interface: SimInterface, mig: MigModeState) -> Self {
-        Self { model: model.to_string(), interface, mig_current: mig, mig_pending: mig, heterogeneous: false, gis: Vec::new() }
+        Self { model: model.to_string(), interface, mig_current: mig, mig_pending: mig, heterogeneous: false, gis: Vec::new(), cis: Vec::new() }
     }
 }
 

@@ -1,0 +1,123 @@
+//! MIG read through NVML (the vgpuctl-nvml snapshot), changed through
+//! nvidia-smi: nvml-wrapper does not wrap GPU/compute-instance creation, and
+//! nvidia-smi prints the driver's own messages, which admins know. After a
+//! change the snapshot is taken again.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::backend::{ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
+use super::compute::{self, CiProfile};
+use super::profiles::Profile;
+use super::smi_backend::SmiMig;
+use crate::host::Host;
+use crate::ids::PciAddress;
+use crate::inventory::MigMode;
+use crate::nvml::{self, NvmlGpu, NvmlSnapshot};
+
+pub struct NvmlMig<'a> {
+    host: &'a Host,
+    snap: RefCell<Arc<NvmlSnapshot>>,
+    smi: SmiMig<'a>,
+}
+
+impl<'a> NvmlMig<'a> {
+    pub fn new(host: &'a Host, snap: Arc<NvmlSnapshot>) -> Self {
+        Self { host, snap: RefCell::new(snap), smi: SmiMig::new(host) }
+    }
+
+    fn gpu(&self, gpu: PciAddress) -> Result<NvmlGpu, MigError> {
+        self.snap.borrow().gpu(gpu).cloned().ok_or(MigError::Unsupported { gpu })
+    }
+
+    fn changed<T>(&self, r: Result<T, MigError>) -> Result<T, MigError> {
+        nvml::forget();
+        if let Ok(Some(s)) = nvml::snapshot(self.host) {
+            *self.snap.borrow_mut() = s;
+        }
+        r
+    }
+}
+
+impl MigBackend for NvmlMig<'_> {
+    fn mode(&self, gpu: PciAddress) -> Result<MigMode, MigError> {
+        Ok(self.gpu(gpu)?.mig_mode())
+    }
+
+    fn set_mode(&self, gpu: PciAddress, on: bool) -> Result<MigMode, MigError> {
+        let r = self.smi.set_mode(gpu, on);
+        self.changed(r)?;
+        self.mode(gpu)
+    }
+
+    fn profiles(&self, gpu: PciAddress) -> Result<Vec<Profile>, MigError> {
+        let g = self.gpu(gpu)?;
+        if g.mig.is_none() {
+            return Err(MigError::Unsupported { gpu });
+        }
+        Ok(g.profile_table())
+    }
+
+    fn instances(&self, gpu: PciAddress) -> Result<Vec<GpuInstance>, MigError> {
+        let g = self.gpu(gpu)?;
+        let table = g.profile_table();
+        Ok(g.gpu_instances
+            .iter()
+            .map(|i| {
+                let p = table.iter().find(|p| p.id == i.profile_id);
+                let cis = p.map(compute::modeled).unwrap_or_default();
+                GpuInstance {
+                    gi: i.gi,
+                    profile_id: i.profile_id,
+                    profile: p.map(|p| p.name.to_string()).unwrap_or_default(),
+                    start: i.start,
+                    size: i.size,
+                    compute_instances: i
+                        .compute_instances
+                        .iter()
+                        .map(|c| ComputeInstance {
+                            ci: c.ci,
+                            profile_id: c.profile_id,
+                            profile: cis.iter().find(|x| x.id == c.profile_id).map(|x| x.name.to_string()).unwrap_or_default(),
+                            start: c.start,
+                            size: c.size,
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    fn create(&self, gpu: PciAddress, p: &Profile, start: u8) -> Result<u32, MigError> {
+        let r = self.smi.create(gpu, p, start);
+        self.changed(r)
+    }
+
+    fn destroy(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
+        let users = self.users(gpu, gi);
+        let r = self.smi.destroy(gpu, gi).map_err(|e| self.smi.in_use(gpu, gi, e, &users));
+        self.changed(r)
+    }
+
+    fn ci_profiles(&self, gpu: PciAddress, gi: &GpuInstance) -> Result<Vec<CiProfile>, MigError> {
+        self.smi.ci_profiles(gpu, gi)
+    }
+
+    fn create_ci(&self, gpu: PciAddress, gi: u32, p: &CiProfile) -> Result<u32, MigError> {
+        let r = self.smi.create_ci(gpu, gi, p);
+        self.changed(r)
+    }
+
+    fn destroy_cis(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
+        let r = self.smi.destroy_cis(gpu, gi);
+        self.changed(r)
+    }
+
+    fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
+        self.gpu(gpu).map(|g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()).unwrap_or_default()
+    }
+
+    fn name(&self) -> &'static str {
+        "nvml"
+    }
+}

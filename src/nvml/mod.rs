@@ -1,0 +1,216 @@
+//! NVML, through the `vgpuctl-nvml` helper (nvml-helper/). NVML is only
+//! reachable by loading the driver's `libnvidia-ml.so.1` at run time, which
+//! a static binary cannot do; the helper loads it, takes one snapshot of
+//! everything vgpuctl reads, and prints it as JSON. vgpuctl asks once per
+//! command and keeps the answer until it changes something.
+//!
+//! Which source is used: `VGPUCTL_NVIDIA_BACKEND=auto|nvml|nvidia-smi`
+//! (auto: NVML when the helper and the driver library are there, else
+//! nvidia-smi, else "no NVIDIA driver").
+
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use snapshot::*;
+
+use crate::host::{Host, HostError, Tool};
+use crate::ids::{MigProfile, PciAddress};
+use crate::inventory::MigMode;
+use crate::mig::profiles::Profile;
+use crate::parse::MigModeState;
+
+/// The helper's exit status when NVML itself cannot be loaded or
+/// initialised (no driver, no library): not an error, just "use nvidia-smi".
+pub const EXIT_NO_NVML: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NvmlError {
+    #[error("vgpuctl-nvml failed: {0}")]
+    Helper(String),
+    #[error("vgpuctl-nvml printed something that is not a snapshot: {0}")]
+    Parse(String),
+    #[error("VGPUCTL_NVIDIA_BACKEND=nvml, but NVML is not usable here: {0}")]
+    Required(String),
+    #[error("VGPUCTL_NVIDIA_BACKEND={0:?}: use auto, nvml or nvidia-smi")]
+    BadChoice(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Nvml,
+    NvidiaSmi,
+}
+
+pub fn choice() -> Result<Choice, NvmlError> {
+    match std::env::var("VGPUCTL_NVIDIA_BACKEND").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("auto") => Ok(Choice::Auto),
+        Some("nvml") => Ok(Choice::Nvml),
+        Some("nvidia-smi") | Some("smi") => Ok(Choice::NvidiaSmi),
+        Some(other) => Err(NvmlError::BadChoice(other.to_string())),
+    }
+}
+
+type Cached = (PathBuf, Option<Arc<NvmlSnapshot>>);
+
+/// One snapshot per process and host root, until `forget` after a change.
+static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+
+/// NVML's view of the host, or `None` when NVML is not to be used here
+/// (simulated host, no helper, no driver library, or nvidia-smi chosen).
+pub fn snapshot(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
+    if host.is_simulated() {
+        return Ok(None);
+    }
+    let choice = choice()?;
+    if choice == Choice::NvidiaSmi {
+        return Ok(None);
+    }
+    let root = host.root().to_path_buf();
+    if let Ok(guard) = CACHE.lock() {
+        if let Some((r, s)) = guard.as_ref() {
+            if *r == root {
+                return Ok(s.clone());
+            }
+        }
+    }
+    let fresh = take(host, choice)?.map(Arc::new);
+    if let Ok(mut guard) = CACHE.lock() {
+        *guard = Some((root, fresh.clone()));
+    }
+    Ok(fresh)
+}
+
+/// Drops the cached snapshot: the next read asks the driver again.
+pub fn forget() {
+    if let Ok(mut guard) = CACHE.lock() {
+        *guard = None;
+    }
+}
+
+fn take(host: &Host, choice: Choice) -> Result<Option<NvmlSnapshot>, NvmlError> {
+    let runner = host.runner();
+    if !runner.is_available(Tool::NvmlHelper) {
+        return match choice {
+            Choice::Nvml => Err(NvmlError::Required("vgpuctl-nvml is not installed (build nvml-helper/, put it beside vgpuctl or set VGPUCTL_NVML_HELPER)".into())),
+            _ => Ok(None),
+        };
+    }
+    let out = runner.run(Tool::NvmlHelper, &["snapshot"], Duration::from_secs(30))?;
+    match out.status {
+        Some(0) => parse(&out.stdout).map(Some),
+        Some(EXIT_NO_NVML) if choice == Choice::Auto => {
+            tracing::debug!(why = out.stderr.trim(), "NVML not usable, falling back to nvidia-smi");
+            Ok(None)
+        }
+        Some(EXIT_NO_NVML) => Err(NvmlError::Required(out.stderr.trim().to_string())),
+        _ => Err(NvmlError::Helper(if out.stderr.trim().is_empty() { format!("exit {:?}", out.status) } else { out.stderr.trim().to_string() })),
+    }
+}
+
+pub fn parse(text: &str) -> Result<NvmlSnapshot, NvmlError> {
+    let s: NvmlSnapshot = serde_json::from_str(text).map_err(|e| NvmlError::Parse(e.to_string()))?;
+    if s.schema_version != SCHEMA_VERSION {
+        return Err(NvmlError::Parse(format!("schema_version {} (this vgpuctl reads {SCHEMA_VERSION}): install matching vgpuctl and vgpuctl-nvml", s.schema_version)));
+    }
+    Ok(s)
+}
+
+impl NvmlSnapshot {
+    pub fn gpu(&self, address: PciAddress) -> Option<&NvmlGpu> {
+        self.gpus.iter().find(|g| g.address() == Some(address))
+    }
+}
+
+impl NvmlGpu {
+    pub fn address(&self) -> Option<PciAddress> {
+        self.pci_bus_id.parse().ok()
+    }
+
+    pub fn mig_mode(&self) -> MigMode {
+        let state = |on: bool| if on { MigModeState::Enabled } else { MigModeState::Disabled };
+        match self.mig {
+            Some(m) => MigMode { current: state(m.current), pending: state(m.pending) },
+            None => MigMode { current: MigModeState::NotSupported, pending: MigModeState::NotSupported },
+        }
+    }
+
+    /// The GPU-instance profile table in vgpuctl's terms (names as
+    /// nvidia-smi prints them), ordered like `nvidia-smi mig -lgip`.
+    pub fn profile_table(&self) -> Vec<Profile> {
+        let mut t: Vec<Profile> = self
+            .gi_profiles
+            .iter()
+            .filter_map(|p| {
+                let size = p.placements.first()?.size;
+                Some(Profile {
+                    id: p.id,
+                    name: profile_name(p)?,
+                    size,
+                    starts: p.placements.iter().map(|pl| pl.start).collect(),
+                    max_instances: p.max_instances,
+                    memory_mib: p.memory_mib,
+                    sms: p.sms,
+                })
+            })
+            .collect();
+        t.sort_by_key(|p| (p.name.gpu_slices, p.memory_mib, p.name.attributes.len()));
+        t
+    }
+}
+
+/// The name nvidia-smi gives a profile: the driver's own when NVML reports
+/// it, else built as nvidia-smi does from slices, memory rounded up to GB
+/// and the attribute the profile index stands for.
+pub fn profile_name(p: &NvmlGiProfile) -> Option<MigProfile> {
+    if let Some(n) = &p.name {
+        if let Ok(m) = n.trim().trim_start_matches("MIG ").parse::<MigProfile>() {
+            return Some(m);
+        }
+    }
+    let gb = p.memory_mib.div_ceil(1024);
+    let suffix = match p.index {
+        7 | 8 => "+me",
+        10..=12 => "+gfx",
+        13 | 14 => "-me",
+        15 | 16 => "+me.all",
+        _ => "",
+    };
+    format!("{}g.{gb}gb{suffix}", p.slices).parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prof(index: u32, id: u32, slices: u32, mem: u64, starts: &[u8], size: u8) -> NvmlGiProfile {
+        NvmlGiProfile { index, id, name: None, slices, memory_mib: mem, sms: 16, max_instances: starts.len() as u32, placements: starts.iter().map(|s| NvmlPlacement { start: *s, size }).collect() }
+    }
+
+    #[test]
+    fn test_profile_names_built_like_nvidia_smi_from_the_real_h100_numbers() {
+        // memorySizeMB values from tests/fixtures/h100-passthrough/nvml.txt
+        let cases = [(0, 1, 9984, "1g.10gb"), (7, 1, 9984, "1g.10gb+me"), (9, 1, 20096, "1g.20gb"), (1, 2, 20096, "2g.20gb"), (2, 3, 40448, "3g.40gb"), (3, 4, 40448, "4g.40gb"), (4, 7, 81152, "7g.80gb")];
+        for (index, slices, mem, want) in cases {
+            assert_eq!(profile_name(&prof(index, 0, slices, mem, &[0], 1)).map(|p| p.to_string()).as_deref(), Some(want));
+        }
+        let mut named = prof(0, 19, 1, 1, &[0], 1);
+        named.name = Some("MIG 1g.12gb".into());
+        assert_eq!(profile_name(&named).map(|p| p.to_string()).as_deref(), Some("1g.12gb"));
+    }
+
+    #[test]
+    fn test_schema_mismatch_and_garbage_are_errors_not_panics() {
+        assert!(parse("{\"schema_version\": 99}").unwrap_err().to_string().contains("99"));
+        assert!(parse("not json").is_err());
+        let s = parse("{\"schema_version\": 1, \"gpus\": [{\"index\": 0, \"pci_bus_id\": \"00000000:1B:00.0\"}]}").unwrap();
+        let g = &s.gpus[0];
+        assert_eq!(g.address().map(|a| a.to_string()).as_deref(), Some("0000:1b:00.0"));
+        assert_eq!(g.mig_mode().current, MigModeState::NotSupported);
+    }
+}
