@@ -60,3 +60,74 @@ fn test_sriov_enable_killed_midway_then_rerun_converges() {
     let s = h.json(&["sriov", "status", "--json"]);
     assert!(s.as_array().unwrap().iter().all(|g| g["num_vfs"] == 32), "{s}");
 }
+
+const G: &str = "0000:18:00.0";
+
+fn mig_host() -> SimHost {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", G]);
+    h.ok(&["mig", "enable", G]);
+    h
+}
+
+#[test]
+fn test_mig_create_with_compute_instances_each_step_fails_in_turn() {
+    let h = mig_host();
+    // The GPU instance, then three compute instances: four driver changes,
+    // each failing in turn leaves no instance behind (rolled back).
+    let n = writes_of(&h, &["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--compute-instances", "3x1c.3g.40gb"]);
+    assert_eq!(n, 4);
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["instances"][0]["compute_instances"].as_array().unwrap().len(), 3);
+    // destroy --force: the compute instances, then the GPU instance.
+    let gi = s[0]["instances"][0]["gi"].to_string();
+    let before = h.snapshot();
+    for errno in ["EBUSY", "EIO", "ENOSPC"] {
+        let o = h.cmd().args(["mig", "destroy", "--gpu", G, &gi, "--force"]).env("VGPUCTL_FAULT", format!("write:1:{errno}")).output().unwrap();
+        assert!(!o.status.success());
+        h.assert_unchanged(&before, "destroy failing at its first step");
+    }
+    // Failing at the GPU instance (second step): the compute instances are
+    // gone, the instance stays, and a rerun finishes the job.
+    let o = h.cmd().args(["mig", "destroy", "--gpu", G, &gi, "--force"]).env("VGPUCTL_FAULT", "write:2:EBUSY").output().unwrap();
+    assert!(!o.status.success());
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["instances"][0]["compute_instances"], serde_json::json!([]));
+    h.ok(&["mig", "destroy", "--gpu", G, &gi, "--force"]);
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+}
+
+#[test]
+fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
+    let h = mig_host();
+    let before = h.snapshot();
+    // The GPU instance, then the VF's type: a failure at the second step
+    // destroys the instance made at the first.
+    for errno in ["EIO", "EBUSY", "ENOSPC"] {
+        for n in 1..=2 {
+            let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", format!("write:{n}:{errno}")).output().unwrap();
+            assert!(!o.status.success(), "write {n} {errno}");
+            let s = h.json(&["mig", "status", "--json"]);
+            assert_eq!(s[0]["instances"], serde_json::json!([]), "write {n} {errno}: GPU instance left behind");
+        }
+    }
+    h.assert_unchanged(&before, "failed MIG-backed vGPU creates");
+    // Killed between making the instance and placing the vGPU: gc frees it.
+    let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", "write:2:die").output().unwrap();
+    assert!(!o.status.success());
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1, "the crash left the instance");
+    let gc = h.json(&["gc", "--json"]);
+    assert!(gc.to_string().contains("held no vGPU; destroyed"), "{gc}");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    // An instance kept with --keep-gi is the admin's: gc leaves it alone.
+    let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
+    h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap(), "--keep-gi"]);
+    let gc = h.json(&["gc", "--json"]);
+    assert!(!gc.to_string().contains("destroyed"), "{gc}");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+    // A vGPU in use keeps its instance through gc too.
+    let w = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
+    assert_eq!(w["gi"], v["gi"], "the kept free instance is used");
+    h.json(&["gc", "--json"]);
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+}

@@ -227,3 +227,36 @@ fn test_mig_backed_vgpu_gets_a_gpu_instance_at_prepare_freed_at_release() {
     assert_eq!(s[0]["instances"].as_array().unwrap().len(), 1);
     assert_eq!(s[0]["instances"][0]["gi"], gi["gi"]);
 }
+
+#[test]
+fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_behind() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    h.ok(&["mig", "enable", "0000:18:00.0"]);
+    let xml = h.ok(&["vm", "xml", "--name", "m", "--vgpu", "H100-3-40C", "--vgpu", "H100-3-40C"]);
+    let vfs: Vec<&str> = xml.match_indices("vf='").map(|(i, _)| &xml[i + 4..i + 16]).collect();
+    assert_eq!(vfs.len(), 2);
+    assert_ne!(vfs[0], vfs[1], "each vGPU gets its own VF, also while its GPU instance does not exist yet");
+    // The same VF named twice (a hand edit) is refused, not half-started.
+    let twice = xml.replacen(&format!("vf='{}'", vfs[1]), &format!("vf='{}'", vfs[0]), 1);
+    let (rc, err) = hook(&h, &["m", "prepare", "begin", "-"], &twice);
+    assert_eq!(rc, 1);
+    assert!(err.contains("twice"), "{err}");
+    let before = h.snapshot();
+    // Per vGPU: a GPU instance, then the VF's type; four steps in all.
+    for n in 1..=4 {
+        for errno in ["EIO", "EBUSY", "ENOSPC"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+            c.args(["hook", "qemu", "m", "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
+            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+            let o = child.wait_with_output().unwrap();
+            assert_eq!(o.status.code(), Some(1), "write {n} {errno}: {}", String::from_utf8_lossy(&o.stderr));
+            h.assert_unchanged(&before, &format!("failing step {n} with {errno}"));
+        }
+    }
+    assert_eq!(hook(&h, &["m", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(hook(&h, &["m", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]), "release frees the instances it made");
+}

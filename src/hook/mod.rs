@@ -59,6 +59,19 @@ pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let mut actions = Vec::new();
     let mut covered: Vec<Hostdev> = Vec::new();
     for r in &d.requests {
+        let device: Option<Hostdev> = match r {
+            GpuRequest::Mdev { uuid, .. } | GpuRequest::Vgpu { uuid: Some(uuid), .. } => Some(Hostdev::Mdev { uuid: *uuid }),
+            GpuRequest::Vgpu { vf: Some(vf), .. } => Some(Hostdev::Pci { address: *vf, managed: false }),
+            GpuRequest::Passthrough { address, .. } => Some(Hostdev::Pci { address: *address, managed: true }),
+            GpuRequest::Vgpu { .. } => None,
+        };
+        // One device, one request: a second one would be silently "already
+        // there" and the VM would start with fewer GPUs than it asked for.
+        if let Some(dev) = &device {
+            if covered.iter().any(|c| c.same_device(dev)) {
+                return Err(HookError::Failed(format!("the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)", dev.label())));
+            }
+        }
         match r {
             GpuRequest::Mdev { uuid, mdev_type, parent } => {
                 covered.push(Hostdev::Mdev { uuid: *uuid });
@@ -374,6 +387,9 @@ pub fn gc(host: &Host, grace: Duration) -> Result<Vec<GcItem>, HookError> {
             format!("could not free: {}", problems.join("; "))
         };
         out.push(GcItem { domain: j.domain, key, action });
+    }
+    for (gpu, gi, action) in crate::vgpu::sweep_made_gis(host) {
+        out.push(GcItem { domain: "-".into(), key: format!("{gpu} GPU instance {gi}"), action });
     }
     Ok(out)
 }

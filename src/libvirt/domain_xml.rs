@@ -45,6 +45,24 @@ pub enum Hostdev {
     Pci { address: PciAddress, managed: bool },
 }
 
+impl Hostdev {
+    /// The same device, however it is managed.
+    pub fn same_device(&self, other: &Hostdev) -> bool {
+        match (self, other) {
+            (Hostdev::Mdev { uuid: a }, Hostdev::Mdev { uuid: b }) => a == b,
+            (Hostdev::Pci { address: a, .. }, Hostdev::Pci { address: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Hostdev::Mdev { uuid } => format!("mdev {uuid}"),
+            Hostdev::Pci { address, .. } => format!("PCI device {address}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainGpus {
     pub name: String,

@@ -243,7 +243,10 @@ pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddres
     for w in wanted {
         let d = resolve_one_vgpu(&views, w, gpu, policy, display)?;
         let (g, slot) = match &d {
-            DeviceSpec::VendorVgpu { vf, .. } => (views.iter().find(|v| v.types.iter().any(|t| t.slots.iter().any(|(s, _)| *s == Slot::Vf { vf: *vf }))).map(|v| v.gpu), Slot::Vf { vf: *vf }),
+            DeviceSpec::VendorVgpu { vf, .. } => (
+                views.iter().find(|v| v.free_vf_list.contains(vf) || v.types.iter().any(|t| t.slots.iter().any(|(s, _)| *s == Slot::Vf { vf: *vf }))).map(|v| v.gpu),
+                Slot::Vf { vf: *vf },
+            ),
             _ => (None, Slot::Mdev { parent: "unused".parse().expect("valid parent name") }),
         };
         if let Some(g) = g {

@@ -59,6 +59,11 @@ pub fn reserve(views: &mut [GpuView], gpu: PciAddress, slot: &Slot, wanted: &Vgp
     let Some(v) = views.iter_mut().find(|v| v.gpu == gpu) else { return };
     let fb = wanted.framebuffer_mib();
     let het = v.heterogeneous == Some(true);
+    if let Slot::Vf { vf } = slot {
+        // Taken by this request: never offered twice (a MIG-backed VF waiting
+        // for its GPU instance is in no type's slots yet, only in this list).
+        v.free_vf_list.retain(|f| f != vf);
+    }
     for t in &mut v.types {
         // A VF holds one vGPU; an mdev parent (non-SR-IOV GPU) holds many.
         if matches!(slot, Slot::Vf { .. }) {

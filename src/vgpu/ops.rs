@@ -94,22 +94,79 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
     let mut gi_created = None;
     if req.type_name.kind() == super::typename::VgpuKind::MigBacked && alloc::choose(&views, &req.type_name, req.gpu, req.policy).is_none() {
         // No free GPU instance of the profile: make one where the planner says.
-        if let Some(made) = make_gi_for(host, &views, &req.type_name, req.gpu) {
-            gi_created = Some(made);
-            views = self::views(host)?.1;
+        if let Some((gpu, gi)) = make_gi_for(host, &views, &req.type_name, req.gpu) {
+            // In the ledger at once: if this process dies before the vGPU
+            // lands on it, `vgpuctl gc` finds it and frees it.
+            let mut l = crate::mig::backend::ledger::load(host);
+            l.push((gpu, gi));
+            let _ = crate::mig::backend::ledger::save(host, &l);
+            gi_created = Some((gpu, gi));
+            views = match self::views(host) {
+                Ok(v) => v.1,
+                Err(e) => {
+                    drop_made_gi(host, gpu, gi);
+                    return Err(e.into());
+                }
+            };
         }
     }
-    let mut c = create_on(host, req, &views)?;
+    let mut c = match create_on(host, req, &views) {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing half-done: the GPU instance made for it goes again.
+            if let Some((gpu, gi)) = gi_created {
+                drop_made_gi(host, gpu, gi);
+            }
+            return Err(e);
+        }
+    };
     if let (Some(vf), true) = (c.vf, c.interface == Interface::VendorVfio) {
         c.gi = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten().and_then(|g| g.trim().parse().ok());
     }
-    if let Some((gpu, gi)) = gi_created {
+    if let Some((_, gi)) = gi_created {
         c.gi_created = c.gi == Some(gi);
-        let mut l = crate::mig::backend::ledger::load(host);
-        l.push((gpu, gi));
-        let _ = crate::mig::backend::ledger::save(host, &l);
     }
     Ok(c)
+}
+
+/// Destroys a GPU instance vgpuctl made (and takes it off the ledger).
+fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
+    match crate::mig::backend::backend(host).and_then(|b| b.destroy(gpu, gi)) {
+        Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {
+            let mut l = crate::mig::backend::ledger::load(host);
+            l.retain(|x| *x != (gpu, gi));
+            let _ = crate::mig::backend::ledger::save(host, &l);
+        }
+        Err(e) => tracing::error!(%gpu, gi, "could not destroy the GPU instance made for the vGPU (vgpuctl gc retries): {e}"),
+    }
+}
+
+/// GPU instances vgpuctl made that hold no vGPU any more (a crash between
+/// making one and placing the vGPU on it): destroyed. Call under the host lock.
+pub fn sweep_made_gis(host: &Host) -> Vec<(PciAddress, u32, String)> {
+    let mut out = Vec::new();
+    let ledger = crate::mig::backend::ledger::load(host);
+    if ledger.is_empty() {
+        return out;
+    }
+    let Ok(b) = crate::mig::backend::backend(host) else { return out };
+    let mut keep = Vec::new();
+    for (gpu, gi) in ledger {
+        let exists = b.instances(gpu).map(|v| v.iter().any(|i| i.gi == gi));
+        match exists {
+            Ok(false) => out.push((gpu, gi, "gone already; forgotten".to_string())),
+            Ok(true) if crate::mig::backend::vgpu_holders(host, gpu, gi).is_empty() && b.users(gpu, gi).is_empty() => match b.destroy(gpu, gi) {
+                Ok(()) => out.push((gpu, gi, "held no vGPU; destroyed".to_string())),
+                Err(e) => {
+                    out.push((gpu, gi, format!("could not destroy: {e}")));
+                    keep.push((gpu, gi));
+                }
+            },
+            _ => keep.push((gpu, gi)),
+        }
+    }
+    let _ = crate::mig::backend::ledger::save(host, &keep);
+    out
 }
 
 /// Creates a GPU instance for a MIG-backed type on a GPU in MIG mode whose
@@ -254,7 +311,11 @@ pub fn remove_locked_keep(host: &Host, target: &str, if_exists: bool, keep_gi: b
     let mut gi_removed = None;
     if let (Some(gi), Some(pf)) = (gi, host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok())) {
         let mut l = crate::mig::backend::ledger::load(host);
-        if !keep_gi && l.contains(&(pf, gi)) {
+        if keep_gi && l.contains(&(pf, gi)) {
+            // Kept: it is the admin's now, never vgpuctl's to remove.
+            l.retain(|x| *x != (pf, gi));
+            let _ = crate::mig::backend::ledger::save(host, &l);
+        } else if l.contains(&(pf, gi)) {
             if let Ok(b) = crate::mig::backend::backend(host) {
                 if b.destroy(pf, gi).is_ok() {
                     l.retain(|x| *x != (pf, gi));
