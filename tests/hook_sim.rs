@@ -243,6 +243,12 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     assert_eq!(rc, 1);
     assert!(err.contains("twice"), "{err}");
     let before = h.snapshot();
+    // A domain that says Windows does not start with a MIG-backed vGPU.
+    let win = xml.replacen("</metadata>", "<libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/2k22'/></libosinfo:libosinfo></metadata>", 1);
+    let (rc, err) = hook(&h, &["m", "prepare", "begin", "-"], &win);
+    assert_eq!(rc, 1);
+    assert!(err.contains("Linux guests only"), "{err}");
+    h.assert_unchanged(&before, "a refused Windows start");
     // Per vGPU: a GPU instance, then the VF's type; four steps in all.
     for n in 1..=4 {
         for errno in ["EIO", "EBUSY", "ENOSPC"] {

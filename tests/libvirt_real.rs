@@ -118,4 +118,19 @@ fn test_unknown_domain_and_bad_input_are_clear_errors() {
     assert!(!o.status.success());
     assert!(text(&o).contains("absolute path"), "{}", text(&o));
     assert!(!text(&virsh(&["list", "--all", "--name"])).contains("\nx\n"));
+    // A Windows domain (its libosinfo id says so) is refused a MIG-backed
+    // vGPU at attach, before anything is made.
+    let sim = common::sim::SimHost::new("h100x8-vfio");
+    sim.ok(&["sriov", "enable", "0000:18:00.0"]);
+    sim.ok(&["mig", "enable", "0000:18:00.0"]);
+    let name = format!("vgpuctl-win-{}", std::process::id());
+    let _c = Cleanup(name.clone());
+    let o = vgpuctl(&sim.root, &["vm", "define", "--name", &name, "--os", "windows", "--domain-type", "qemu", "--disk", "none"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&virsh(&["dumpxml", &name])).contains("http://microsoft.com/win/11"));
+    let before = sim.snapshot();
+    let o = vgpuctl(&sim.root, &["vm", "attach", &name, "--vgpu", "H100-3-40C", "--config"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("Linux guests only"), "{}", text(&o));
+    sim.assert_unchanged(&before, "a refused attach");
 }

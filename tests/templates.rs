@@ -53,6 +53,8 @@ fn test_every_template_snapshot_and_schema() {
         ("domain_legacy_vgpu_display", &t4, vec!["--name", "t4", "--vgpu", "T4-4Q", "--display", "on", "--disk", "none"]),
         ("domain_mdev_type_ramfb", &t4, vec!["--name", "mt", "--mdev-type", "nvidia-226", "--display", "on", "--ramfb", "on", "--disk", "none"]),
         ("domain_vendor_vf", &h100, vec!["--name", "h", "--vgpu", "H100-20C", "--vgpu", "H100-20C", "--disk", "none"]),
+        ("domain_windows_guest", &t4, vec!["--name", "win", "--os", "windows", "--vgpu", "T4-8Q", "--disk", "none"]),
+        ("domain_linux_guest", &h100, vec!["--name", "lin", "--os", "linux", "--vgpu", "H100-10C", "--disk", "none"]),
     ];
     for (name, host, args) in cases {
         let mut full = vec!["vm", "xml", "--uuid", "c7a5fdbd-cdaf-9455-926a-d65c16db1809"];
@@ -61,6 +63,10 @@ fn test_every_template_snapshot_and_schema() {
         validate(&xml);
         insta::assert_snapshot!(name, stable(&xml));
     }
+    // A Windows guest cannot have a MIG-backed vGPU: refused before anything is chosen.
+    h100.ok(&["mig", "enable", "0000:2a:00.0"]);
+    let e = h100.fails(&["vm", "xml", "--name", "w", "--os", "windows", "--vgpu", "H100-3-40C"], 64);
+    assert!(e.contains("Linux guests only") && e.contains("H100-3-40C"), "{e}");
     // Fragments alone, as `virsh attach-device` takes them.
     let frag = pt.ok(&["vm", "hostdev-xml", "--passthrough", "0000:41:00.0"]);
     insta::assert_snapshot!("hostdev_pci", frag);

@@ -225,6 +225,8 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             let specs = devices.resolve(host).map_err(|e| any_err(&e))?;
             let inactive = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE).map_err(lv("dumpxml"))?;
             let parsed = domain_xml::parse(&inactive).map_err(|e| any_err(&e))?;
+            // The domain's own libosinfo id says what the guest can use.
+            vgpuctl::libvirt::guest::check(parsed.guest_os(), &devices.vgpu).map_err(|e| HelperError::Msg(format!("{domain}: {e}")))?;
             let uuid = dom.uuid_string().ok();
             for (i, d) in specs.iter().enumerate() {
                 let made = if live { make_now(host, d)? } else { None };

@@ -106,6 +106,10 @@ pub struct DomainArgs {
     pub domain_type: String,
     #[arg(long)]
     pub uuid: Option<uuid::Uuid>,
+    /// The guest OS: recorded as a libosinfo id; windows also refuses
+    /// MIG-backed vGPUs (Linux guests only) and adds Hyper-V enlightenments.
+    #[arg(long, value_enum)]
+    pub os: Option<crate::libvirt::guest::GuestOs>,
     #[command(flatten)]
     pub devices: DeviceArgs,
     /// Templates folder (default: /etc/vgpuctl/xml-templates, /usr/share/vgpuctl/xml-templates, built-in).
@@ -128,7 +132,11 @@ impl DomainArgs {
             disk,
             disk_format: self.disk_format.clone(),
             domain_type: self.domain_type.clone(),
-            devices: self.devices.resolve(host)?,
+            devices: {
+                crate::libvirt::guest::check(self.os, &self.devices.vgpu).map_err(|e| CliError::Usage(e.to_string()))?;
+                self.devices.resolve(host)?
+            },
+            os: self.os,
         };
         Ok(generate::domain(&t, &spec)?)
     }
@@ -260,14 +268,9 @@ pub fn report(host: &Host, d: &DomainGpus) -> VmReport {
         devices.push(DeviceState { request: None, hostdev: Some(h.clone()), state });
     }
     let mut warnings = Vec::new();
-    if d.os_hint.as_deref().is_some_and(|o| o.contains("microsoft.com")) {
-        for r in &d.requests {
-            if let GpuRequest::Vgpu { type_name, .. } = r {
-                if type_name.parse::<VgpuTypeName>().is_ok_and(|t| t.mig_slices.is_some()) {
-                    warnings.push(format!("{type_name} is MIG-backed: NVIDIA supports MIG-backed vGPUs in Linux guests only, and this domain says Windows"));
-                }
-            }
-        }
+    match crate::libvirt::guest::check(d.guest_os(), &d.vgpu_types()) {
+        Ok(notes) => warnings.extend(notes),
+        Err(e) => warnings.push(format!("{e}; the VM will not start with it")),
     }
     VmReport { schema_version: crate::inventory::SCHEMA_VERSION, domain: d.name.clone(), devices, warnings }
 }

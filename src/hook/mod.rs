@@ -56,6 +56,8 @@ pub enum HookError {
 
 /// The devices a domain's start needs, from its metadata and hostdevs.
 pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
+    // A guest that cannot use what it asks for does not start with it.
+    crate::libvirt::guest::check(d.guest_os(), &d.vgpu_types()).map_err(|e| HookError::Failed(e.to_string()))?;
     let mut actions = Vec::new();
     let mut covered: Vec<Hostdev> = Vec::new();
     for r in &d.requests {

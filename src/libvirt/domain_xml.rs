@@ -45,6 +45,24 @@ pub enum Hostdev {
     Pci { address: PciAddress, managed: bool },
 }
 
+impl DomainGpus {
+    /// The guest OS the domain's libosinfo id names, when it names one.
+    pub fn guest_os(&self) -> Option<super::guest::GuestOs> {
+        self.os_hint.as_deref().and_then(super::guest::GuestOs::from_libosinfo)
+    }
+
+    /// The vGPU types the domain asks for.
+    pub fn vgpu_types(&self) -> Vec<crate::vgpu::typename::VgpuTypeName> {
+        self.requests
+            .iter()
+            .filter_map(|r| match r {
+                GpuRequest::Vgpu { type_name, .. } => type_name.parse().ok(),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl Hostdev {
     /// The same device, however it is managed.
     pub fn same_device(&self, other: &Hostdev) -> bool {

@@ -205,6 +205,8 @@ pub struct DomainSpec {
     /// `qemu` (TCG) or `kvm`.
     pub domain_type: String,
     pub devices: Vec<DeviceSpec>,
+    /// The guest OS, when the admin said: written as a libosinfo id.
+    pub os: Option<super::guest::GuestOs>,
 }
 
 pub fn domain(t: &Templates, spec: &DomainSpec) -> Result<String, GenerateError> {
@@ -229,6 +231,8 @@ pub fn domain(t: &Templates, spec: &DomainSpec) -> Result<String, GenerateError>
             video => if spec.devices.is_empty() { "virtio" } else { "none" },
             hostdevs => hds,
             metadata => safe(metadata(t, &spec.devices)?),
+            os_id => spec.os.map(|o| o.libosinfo_id()),
+            windows => spec.os == Some(super::guest::GuestOs::Windows),
         },
     )?)
 }

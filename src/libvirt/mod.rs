@@ -5,4 +5,5 @@
 
 pub mod domain_xml;
 pub mod generate;
+pub mod guest;
 pub mod templates;
