@@ -71,8 +71,12 @@ struct Stats {
     offered_big: u64,
     accepted_big: u64,
     frag_rejections: u64,
+    /// Turned away although a placement existed (the reserve).
+    policy_rejections: u64,
     decision_ns: u128,
     decisions: u64,
+    /// Per request kind: (offered, accepted, fragmentation rejections).
+    per_kind: [(u64, u64, u64); 5],
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -80,6 +84,8 @@ enum Policy {
     FirstFit,
     BestFit,
     Planner,
+    /// The planner with the opt-in reserve of one empty GPU.
+    Reserving,
     Oracle,
 }
 
@@ -89,6 +95,7 @@ impl Policy {
             Policy::FirstFit => "first-fit",
             Policy::BestFit => "best-fit",
             Policy::Planner => "planner",
+            Policy::Reserving => "planner+reserve",
             Policy::Oracle => "repack-oracle",
         }
     }
@@ -114,7 +121,7 @@ fn fits_repacked(counts: &[u32], kinds: &[&Profile], n: usize) -> bool {
     true
 }
 
-fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planner: &Planner, warmup: usize) -> Stats {
+fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner), warmup: usize) -> Stats {
     let mut st = Stats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut counts = vec![0u32; kinds.len()];
@@ -138,7 +145,8 @@ fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planner:
         let spot = match policy {
             Policy::FirstFit => first_fit(&gpus, p),
             Policy::BestFit => best_fit(&gpus, p),
-            Policy::Planner => planner.choose(&gpus, p),
+            Policy::Planner => planners.0.choose(&gpus, p),
+            Policy::Reserving => planners.1.choose(&gpus, p),
             Policy::Oracle => {
                 counts[r.kind] += 1;
                 let ok = fits_repacked(&counts, kinds, n);
@@ -165,14 +173,20 @@ fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planner:
         st.offered_slices += slices;
         let big = p.compute_slices() >= 4;
         st.offered_big += u64::from(big);
+        st.per_kind[r.kind].0 += 1;
         if spot.is_some() {
+            st.per_kind[r.kind].1 += 1;
             st.accepted += 1;
             st.accepted_slices += slices;
             st.accepted_big += u64::from(big);
         } else if policy != Policy::Oracle {
             let free: u32 = gpus.iter().map(|l| 8 - l.used_mask().count_ones()).sum();
-            if free >= u32::from(p.size) {
+            if first_fit(&gpus, p).is_some() {
+                // It would have fitted: turned away by the reserve, not by fragmentation.
+                st.policy_rejections += 1;
+            } else if free >= u32::from(p.size) {
                 st.frag_rejections += 1;
+                st.per_kind[r.kind].2 += 1;
             }
         }
     }
@@ -182,6 +196,7 @@ fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planner:
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let no_oracle = args.iter().any(|a| a == "--no-oracle");
     let headline_only = args.iter().any(|a| a == "--headline");
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| {
         format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR"))
@@ -194,28 +209,29 @@ fn main() {
     let loads: &[f64] = if quick || headline_only { &[1.0] } else { &[0.5, 0.75, 1.0, 1.25, 1.5] };
     let seeds: u64 = if quick { 3 } else { 10 };
     let mut f = std::fs::File::create(&out).expect("output file");
-    println!("{:<12} {:>4} {:>5} {:<14} {:>9} {:>9} {:>8} {:>10} {:>10}", "mix", "N", "load", "policy", "accept%", "slices%", ">=4g%", "frag-rej%", "ns/decide");
+    println!("{:<12} {:>4} {:>5} {:<15} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}", "mix", "N", "load", "policy", "accept%", "slices%", ">=4g%", "frag-rej%", "policy-rej%", "ns/decide");
     // Aggregate for the headline comparison: 8 GPUs, load 1.0, small-heavy.
     let mut headline: Vec<(Policy, Stats)> = Vec::new();
     for (mix_name, mix) in mixes.iter().filter(|(m, _)| !headline_only || *m == "small-heavy") {
         let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
         let planner = Planner::new(&table, &weights);
+        let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
         for &(n, count) in sizes {
             for &load in loads {
                 let mut total: Vec<(Policy, Stats)> = Vec::new();
                 for seed in 0..seeds {
                     let mut rng = Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + (load * 100.0) as u64);
                     let reqs = stream(&mut rng, n, load, mix, &slices, count);
-                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner];
-                    if n <= 64 {
+                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner, Policy::Reserving];
+                    if n <= 64 && !no_oracle {
                         policies.push(Policy::Oracle);
                     }
                     for pol in policies {
-                        let s = simulate(&reqs, n, &kinds, pol, &planner, count / 10);
+                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving), count / 10);
                         writeln!(
                             f,
-                            "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"ns_per_decision\":{}}}",
-                            pol.name(), s.offered, s.accepted, s.offered_slices, s.accepted_slices, s.offered_big, s.accepted_big, s.frag_rejections, s.decision_ns / u128::from(s.decisions.max(1))
+                            "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"policy_rejections\":{},\"ns_per_decision\":{}}}",
+                            pol.name(), s.offered, s.accepted, s.offered_slices, s.accepted_slices, s.offered_big, s.accepted_big, s.frag_rejections, s.policy_rejections, s.decision_ns / u128::from(s.decisions.max(1))
                         ).expect("write");
                         match total.iter_mut().find(|(p, _)| *p == pol) {
                             Some((_, t)) => {
@@ -226,8 +242,14 @@ fn main() {
                                 t.offered_big += s.offered_big;
                                 t.accepted_big += s.accepted_big;
                                 t.frag_rejections += s.frag_rejections;
+                                t.policy_rejections += s.policy_rejections;
                                 t.decision_ns += s.decision_ns;
                                 t.decisions += s.decisions;
+                                for (a, b) in t.per_kind.iter_mut().zip(s.per_kind) {
+                                    a.0 += b.0;
+                                    a.1 += b.1;
+                                    a.2 += b.2;
+                                }
                             }
                             None => total.push((pol, s)),
                         }
@@ -236,7 +258,7 @@ fn main() {
                 for (pol, t) in &total {
                     let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
                     println!(
-                        "{:<12} {:>4} {:>5.2} {:<14} {:>9.1} {:>9.1} {:>8.1} {:>10} {:>10}",
+                        "{:<12} {:>4} {:>5.2} {:<15} {:>9.1} {:>9.1} {:>8.1} {:>10} {:>10.1} {:>10}",
                         mix_name,
                         n,
                         load,
@@ -245,6 +267,7 @@ fn main() {
                         pct(t.accepted_slices, t.offered_slices),
                         pct(t.accepted_big, t.offered_big),
                         if *pol == Policy::Oracle { "-".to_string() } else { format!("{:.1}", pct(t.frag_rejections, t.offered)) },
+                        pct(t.policy_rejections, t.offered),
                         t.decision_ns / u128::from(t.decisions.max(1))
                     );
                 }
@@ -255,7 +278,7 @@ fn main() {
         }
     }
     let get = |p: Policy| headline.iter().find(|(x, _)| *x == p).map(|(_, s)| *s).unwrap_or_default();
-    let (ff, pl, or) = (get(Policy::FirstFit), get(Policy::Planner), get(Policy::Oracle));
+    let (ff, pl, or, rs) = (get(Policy::FirstFit), get(Policy::Planner), get(Policy::Oracle), get(Policy::Reserving));
     let r = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     let gap = |f: f64, p: f64, o: f64| if (o - f).abs() < 1e-12 { 1.0 } else { (p - f) / (o - f) };
     println!("\nheadline: 8 GPUs, load 1.0, small-heavy mix, {seeds} seeds");
@@ -267,5 +290,12 @@ fn main() {
         100.0 * gap(r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big)));
     println!("  fragmentation rejections:  first-fit {:.3}, planner {:.3} of requests: ratio {:.2} (goal <= 0.5)",
         r(ff.frag_rejections, ff.offered), r(pl.frag_rejections, pl.offered), r(pl.frag_rejections, pl.offered) / r(ff.frag_rejections, ff.offered).max(1e-12));
+    println!("  opt-in reserve of one empty GPU: slices {:.3}, >=4g {:.3}, fragmentation rejections {:.3}, turned away by the reserve {:.3}",
+        r(rs.accepted_slices, rs.offered_slices), r(rs.accepted_big, rs.offered_big), r(rs.frag_rejections, rs.offered), r(rs.policy_rejections, rs.offered));
+    println!("  per profile (accepted% / fragmentation rejections% of offered):");
+    for (pol, t) in &headline {
+        let cells: Vec<String> = kinds.iter().zip(t.per_kind).map(|(p, (o, a, fr))| format!("{} {:.0}/{:.0}", p.name, 100.0 * a as f64 / o.max(1) as f64, 100.0 * fr as f64 / o.max(1) as f64)).collect();
+        println!("    {:<15} {}", pol.name(), cells.join("  "));
+    }
     println!("results: {out}");
 }

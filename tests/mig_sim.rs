@@ -136,3 +136,22 @@ fn test_destroying_a_gpu_instance_under_a_vgpu_names_the_vgpu() {
     assert!(e.contains("is in use") && e.contains(&format!("vGPU on VF {}", v["vf"].as_str().unwrap())) && e.contains("vgpuctl vgpu remove"), "{e}");
     h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap()]);
 }
+
+#[test]
+fn test_planner_policy_file_mix_and_reserve() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    std::fs::create_dir_all(h.path("/etc/vgpuctl")).unwrap();
+    std::fs::write(h.path("/etc/vgpuctl/mig-planner.toml"), "mix = { \"1g.10gb\" = 0.5, \"5g.50gb\" = 1 }\n").unwrap();
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 1);
+    assert!(e.contains("mig-planner.toml") && e.contains("5g.50gb"), "{e}");
+    // Keep the (only) MIG GPU's last whole-GPU room for a 7g: a 1g is refused, a 7g placed.
+    std::fs::write(h.path("/etc/vgpuctl/mig-planner.toml"), "mix = { \"1g.10gb\" = 0.5, \"7g.80gb\" = 0.05 }\nreserve_whole_gpus = 1\n").unwrap();
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 1);
+    assert!(e.contains("does not fit") && e.contains("reserve_whole_gpus = 1"), "{e}");
+    let a = h.json(&["mig", "create", "--profile", "7g.80gb", "--gpu", G, "--json"]);
+    assert_eq!(a["start"], 0);
+    // An explicit placement is the admin's own decision: not subject to the reserve.
+    h.ok(&["mig", "destroy", "--gpu", G, &a["gi"].to_string()]);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "6"]);
+}

@@ -275,6 +275,8 @@ fn plan_vgpu(
         }
         // Explicit placements first, then largest first, at the planner's choice.
         want.sort_by_key(|(p, s)| (s.is_none(), std::cmp::Reverse(p.size)));
+        // The admin's layout for one GPU: placed to keep the most room, with
+        // no reservation (that is for choosing among GPUs).
         let planner = crate::mig::planner::Planner::new(&table, &crate::mig::planner::Mix::uniform(&table));
         let mut matched: Vec<u32> = Vec::new();
         for (p, s) in want {

@@ -13,7 +13,6 @@ use crate::lock::HostLock;
 use crate::mig::backend::{self, layout, GpuInstance, MigError};
 use crate::mig::compute::{self, CiRequest};
 use crate::mig::layout::Layout;
-use crate::mig::planner::{Mix, Planner};
 use crate::mig::profiles::{self, Profile};
 use crate::parse::MigModeState;
 
@@ -336,9 +335,25 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             })?;
             let (gi_index, start) = if placement == "auto" {
                 let ls: Vec<Layout> = layouts.iter().map(|(_, _, l)| l.clone()).collect();
-                Planner::new(&table, &Mix::uniform(&table)).choose(&ls, p).ok_or_else(|| {
-                    mig_err(MigError::NoRoom { gpu: layouts[0].0, profile: p.name.to_string(), at: String::new(), map: layouts.iter().map(|(g, _, l)| format!("{g} [{}]", l.slice_map(&table))).collect::<Vec<_>>().join(", ") })
-                })?
+                let policy = crate::mig::policy::load(host).map_err(|e| mig_err(e.into()))?;
+                let map = || layouts.iter().map(|(g, _, l)| format!("{g} [{}]", l.slice_map(&table))).collect::<Vec<_>>().join(", ");
+                match policy.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p) {
+                    Some(c) => c,
+                    None => {
+                        let unreserved = crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, ..policy.clone() };
+                        let at = if unreserved.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_some() {
+                            format!(
+                                " without breaking the reserve in {} (reserve_whole_gpus = {}, reserve_half_gpus = {}); --placement places it anyway",
+                                crate::mig::policy::FILE,
+                                policy.reserve_whole_gpus,
+                                policy.reserve_half_gpus
+                            )
+                        } else {
+                            String::new()
+                        };
+                        return Err(mig_err(MigError::NoRoom { gpu: layouts[0].0, profile: p.name.to_string(), at, map: map() }));
+                    }
+                }
             } else {
                 let s: u8 = placement.parse().map_err(|_| CliError::Usage(format!("--placement {placement:?}: a start slice 0-7 or auto")))?;
                 if layouts.len() != 1 {
@@ -393,7 +408,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 let on = b.mode(*g).map_err(mig_err)?.current == MigModeState::Enabled;
                 layouts.push(if on { layout(&b.instances(*g).map_err(mig_err)?) } else { Layout::default() });
             }
-            let planner = Planner::new(&table, &Mix::uniform(&table));
+            let planner = crate::mig::policy::planner(host, &table).map_err(|e| mig_err(e.into()))?;
             // Largest first, as a layout is best built.
             let mut items: Vec<&Profile> = Vec::new();
             for (name, n) in &wanted {

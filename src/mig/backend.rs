@@ -38,6 +38,8 @@ pub enum MigError {
     CiNoRoom { gi: u32, profile: String, why: String },
     #[error(transparent)]
     Nvml(#[from] NvmlError),
+    #[error(transparent)]
+    Policy(#[from] super::policy::PolicyError),
     #[error("nvidia-smi {args} failed: {msg}")]
     Smi { args: String, msg: String },
     #[error("cannot update the simulated host state")]

@@ -8,6 +8,7 @@ pub mod compute;
 pub mod layout;
 pub mod nvml_backend;
 pub mod planner;
+pub mod policy;
 pub mod profiles;
 pub mod sim_backend;
 pub mod smi;

@@ -61,6 +61,17 @@ pub struct Planner {
     ids: Vec<u32>,
     /// weight × compute slices per profile.
     value: Vec<f64>,
+    reserve: Reserve,
+}
+
+/// Opt-in admission control: smaller requests are refused rather than
+/// take the last `whole` empty GPUs (room for a full-GPU profile) or the
+/// last `half` GPUs with room for a half-GPU (4g) profile. Off by default:
+/// it turns away requests that would fit, in exchange for room for large ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserve {
+    pub whole: u32,
+    pub half: u32,
 }
 
 impl Planner {
@@ -76,7 +87,12 @@ impl Planner {
                 row
             })
             .collect();
-        Self { more, ids, value }
+        Self { more, ids, value, reserve: Reserve::default() }
+    }
+
+    pub fn with_reserve(mut self, r: Reserve) -> Self {
+        self.reserve = r;
+        self
     }
 
     /// Weighted future capacity of one GPU layout on its own.
@@ -96,6 +112,8 @@ impl Planner {
             }
         }
         let worth = |i: usize, t: i64| -> f64 { self.value[i] * (1.0 - 0.5f64.powi(t.clamp(0, 1000) as i32)) };
+        let empty = masks.iter().filter(|m| **m == 0).count() as u32;
+        let half_free = masks.iter().filter(|m| **m & 0x0f == 0).count() as u32;
         let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
         for (gi, l) in gpus.iter().enumerate() {
             let used = masks[gi];
@@ -107,6 +125,13 @@ impl Planner {
                 let m = p.mask(s);
                 if used & m != 0 {
                     continue;
+                }
+                if self.reserve != Reserve::default() && p.size < 8 {
+                    let empty_after = empty - u32::from(used == 0);
+                    let half_after = half_free - u32::from(used & 0x0f == 0 && (used | m) & 0x0f != 0);
+                    if empty_after < self.reserve.whole || p.size < 4 && half_after < self.reserve.half {
+                        continue;
+                    }
                 }
                 let (before, after) = (&self.more[used as usize], &self.more[(used | m) as usize]);
                 let mut loss = 0.0;

@@ -182,7 +182,14 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
     let table = b.profiles(gpus.first()?.gpu).ok()?;
     let p = crate::mig::profiles::find(&table, &profile.to_string())?;
     let layouts: Vec<crate::mig::layout::Layout> = gpus.iter().map(|v| crate::mig::backend::layout(&b.instances(v.gpu).unwrap_or_default())).collect();
-    let (i, start) = crate::mig::planner::Planner::new(&table, &crate::mig::planner::Mix::uniform(&table)).choose(&layouts, p)?;
+    let planner = match crate::mig::policy::planner(host, &table) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    let (i, start) = planner.choose(&layouts, p)?;
     let gi = b.create(gpus[i].gpu, p, start).ok()?;
     tracing::info!(gpu = %gpus[i].gpu, gi, "created a {} GPU instance for a vGPU", p.name);
     Some((gpus[i].gpu, gi))

@@ -1,0 +1,122 @@
+//! The planner's policy, from `/etc/vgpuctl/mig-planner.toml` (optional):
+//!
+//! ```toml
+//! # Expected request mix: relative weights per profile (others count 0).
+//! mix = { "1g.10gb" = 0.50, "2g.20gb" = 0.25, "3g.40gb" = 0.15, "4g.40gb" = 0.05, "7g.80gb" = 0.05 }
+//! # Opt-in admission control: refuse smaller instances rather than take the
+//! # last N empty GPUs / the last N GPUs with an empty first half (4g room).
+//! reserve_whole_gpus = 0
+//! reserve_half_gpus = 0
+//! ```
+//!
+//! Without the file every profile of the GPU weighs the same and nothing is
+//! reserved. `mig create`, `mig plan`, `vgpu create`, `apply` and the hook
+//! all place GPU instances with this policy.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::planner::{Mix, Planner, Reserve};
+use super::profiles::{self, Profile};
+use crate::host::Host;
+
+pub const FILE: &str = "/etc/vgpuctl/mig-planner.toml";
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerConfig {
+    #[serde(default)]
+    pub mix: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub reserve_whole_gpus: u32,
+    #[serde(default)]
+    pub reserve_half_gpus: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{FILE}: {0}")]
+    Invalid(String),
+    #[error("cannot read {FILE}")]
+    Read(#[source] crate::host::HostError),
+}
+
+impl PlannerConfig {
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let c: PlannerConfig = toml::from_str(text).map_err(|e| PolicyError::Invalid(e.message().to_string()))?;
+        for (name, w) in &c.mix {
+            if !w.is_finite() || *w < 0.0 {
+                return Err(PolicyError::Invalid(format!("mix weight of {name:?} must be a number >= 0, not {w}")));
+            }
+        }
+        if c.reserve_whole_gpus > 64 || c.reserve_half_gpus > 64 {
+            return Err(PolicyError::Invalid("reserve_whole_gpus / reserve_half_gpus: at most 64".into()));
+        }
+        Ok(c)
+    }
+
+    /// The planner for one GPU's profile table. A mix naming a profile the
+    /// GPU does not have is an error (a typo would silently weigh nothing).
+    pub fn planner(&self, table: &[Profile]) -> Result<Planner, PolicyError> {
+        let mix = if self.mix.is_empty() {
+            Mix::uniform(table)
+        } else {
+            let mut weights = Vec::new();
+            for (name, w) in &self.mix {
+                let p = profiles::find(table, name).ok_or_else(|| {
+                    PolicyError::Invalid(format!("mix names {name:?}, which this GPU does not offer (profiles: {})", table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")))
+                })?;
+                weights.push((p.id, *w));
+            }
+            Mix { weights }
+        };
+        Ok(Planner::new(table, &mix).with_reserve(Reserve { whole: self.reserve_whole_gpus, half: self.reserve_half_gpus }))
+    }
+}
+
+/// The host's planner policy; the default when the file is absent.
+pub fn load(host: &Host) -> Result<PlannerConfig, PolicyError> {
+    match host.read_attr_opt(FILE).map_err(PolicyError::Read)? {
+        Some(text) => PlannerConfig::parse(&text),
+        None => Ok(PlannerConfig::default()),
+    }
+}
+
+/// The planner for `table` under the host's policy.
+pub fn planner(host: &Host, table: &[Profile]) -> Result<Planner, PolicyError> {
+    load(host)?.planner(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mig::layout::Layout;
+    use crate::mig::profiles::hopper_80gb;
+
+    #[test]
+    fn test_policy_parse_errors_name_the_item() {
+        let t = hopper_80gb();
+        let c = PlannerConfig::parse("mix = { \"1g.10gb\" = 0.5, \"7g.80gb\" = 0.1 }\nreserve_whole_gpus = 1\n").unwrap();
+        assert!(c.planner(&t).is_ok());
+        let e = PlannerConfig::parse("mix = { \"1g.10gb\" = -1 }").unwrap_err();
+        assert!(e.to_string().contains("\"1g.10gb\""), "{e}");
+        let e = PlannerConfig::parse("mix = { \"5g.50gb\" = 1 }").unwrap().planner(&t).err().unwrap();
+        assert!(e.to_string().contains("5g.50gb") && e.to_string().contains("3g.40gb"), "{e}");
+        assert!(PlannerConfig::parse("reserve = 1").unwrap_err().to_string().contains("reserve"));
+    }
+
+    #[test]
+    fn test_reserving_a_whole_gpu_refuses_a_small_instance_on_the_last_empty_one() {
+        let t = hopper_80gb();
+        let one = profiles::find(&t, "1g.10gb").unwrap();
+        let seven = profiles::find(&t, "7g.80gb").unwrap();
+        let mut full = Layout::default();
+        full.place(seven, 0);
+        let gpus = [full, Layout::default()];
+        let p = PlannerConfig { reserve_whole_gpus: 1, ..Default::default() }.planner(&t).unwrap();
+        assert_eq!(p.choose(&gpus, one), None, "the last empty GPU is kept for a 7g");
+        assert_eq!(p.choose(&gpus, seven), Some((1, 0)), "the 7g itself may take it");
+        assert_eq!(PlannerConfig::default().planner(&t).unwrap().choose(&gpus, one).map(|(g, _)| g), Some(1), "without a reserve it goes there");
+    }
+}
