@@ -91,10 +91,47 @@ proptest! {
         let rows = vgpuctl::mig::smi::lgi(&x);
         let _ = vgpuctl::mig::smi::layout_of(&rows).used_mask();
         let _ = vgpuctl::mig::smi::lci(&x);
+        let _ = vgpuctl::mig::smi::lcip(&x);
         let _ = vgpuctl::mig::smi::created_gi(&x);
+        let _ = vgpuctl::mig::smi::created_ci(&x);
+        let _ = vgpuctl::mig::smi::pids_by_gi(&x);
         let _ = vgpuctl::mig::smi::table(&x, &x);
         let _ = vgpuctl::parse::mig_mode_csv(&x);
         let _ = vgpuctl::parse::smi_q_field(&x, "vGPU Heterogeneous Mode");
+    }
+
+    #[test]
+    fn fuzz_nvml_snapshot(x in input("nvml")) {
+        if let Ok(s) = vgpuctl::nvml::parse(&x) {
+            for g in &s.gpus {
+                let _ = g.address();
+                let _ = g.mig_mode();
+                for p in g.profile_table() {
+                    prop_assert!(p.size >= 1 && p.size <= 8 && p.starts.iter().all(|st| st + p.size <= 8), "{:?}", p);
+                    for st in &p.starts {
+                        let _ = p.mask(*st);
+                    }
+                }
+                let l = vgpuctl::mig::layout::Layout {
+                    instances: vgpuctl::nvml::NvmlSnapshot::sane_instances(g).map(|i| vgpuctl::mig::layout::Placed { profile_id: i.profile_id, start: i.start, size: i.size }).collect(),
+                };
+                let _ = l.used_mask();
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_planner_policy_and_ci_requests(x in input("policy")) {
+        let table = vgpuctl::mig::profiles::hopper_80gb();
+        if let Ok(c) = vgpuctl::mig::policy::PlannerConfig::parse(&x) {
+            if let Ok(p) = c.planner(&table) {
+                let _ = p.choose(&[vgpuctl::mig::layout::Layout::default()], &table[0]);
+            }
+        }
+        if let Ok(r) = x.parse::<vgpuctl::mig::compute::CiRequest>() {
+            let ci = vgpuctl::mig::compute::modeled(&table[4]);
+            let _ = vgpuctl::mig::compute::resolve(&ci, &r, 3, &[]);
+        }
     }
 
     #[test]

@@ -61,8 +61,7 @@ impl MigBackend for NvmlMig<'_> {
     fn instances(&self, gpu: PciAddress) -> Result<Vec<GpuInstance>, MigError> {
         let g = self.gpu(gpu)?;
         let table = g.profile_table();
-        Ok(g.gpu_instances
-            .iter()
+        Ok(NvmlSnapshot::sane_instances(&g)
             .map(|i| {
                 let p = table.iter().find(|p| p.id == i.profile_id);
                 let cis = p.map(compute::modeled).unwrap_or_default();

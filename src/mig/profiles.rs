@@ -32,8 +32,7 @@ impl Profile {
 
     /// Slice mask of this profile placed at `start`.
     pub fn mask(&self, start: u8) -> u8 {
-        let bits = if self.size >= 8 { 0xff } else { ((1u16 << self.size) - 1) as u8 };
-        bits << start
+        super::layout::mask(self.size, start)
     }
 }
 

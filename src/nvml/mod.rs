@@ -122,6 +122,12 @@ pub fn parse(text: &str) -> Result<NvmlSnapshot, NvmlError> {
 }
 
 impl NvmlSnapshot {
+    /// GPU instances whose placement lies inside the GPU (anything else is
+    /// a driver answer vgpuctl cannot place, and is left out).
+    pub fn sane_instances(g: &NvmlGpu) -> impl Iterator<Item = &NvmlGpuInstance> {
+        g.gpu_instances.iter().filter(|i| (1..=8).contains(&i.size) && i.start < 8 && i.start + i.size <= 8)
+    }
+
     pub fn gpu(&self, address: PciAddress) -> Option<&NvmlGpu> {
         self.gpus.iter().find(|g| g.address() == Some(address))
     }
@@ -147,7 +153,11 @@ impl NvmlGpu {
             .gi_profiles
             .iter()
             .filter_map(|p| {
+                // Only placements inside the GPU's 8 slices, all of one size.
                 let size = p.placements.first()?.size;
+                if !(1..=8).contains(&size) || p.placements.iter().any(|pl| pl.size != size || pl.start >= 8 || pl.start + size > 8) {
+                    return None;
+                }
                 Some(Profile {
                     id: p.id,
                     name: profile_name(p)?,
