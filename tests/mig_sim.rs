@@ -124,6 +124,8 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     h.ok(&["mig", "destroy", "--gpu", "0", &b["gi"].to_string()]);
     h.fails(&["mig", "destroy", "--gpu", "GPU-../../x", "1"], 64);
     h.fails(&["mig", "destroy", "--gpu", "99", "1"], 64);
+    assert_eq!(h.json(&["mig", "profiles", "--gpu", "0", "--json"]).as_array().unwrap().len(), 7);
+    assert_eq!(h.json(&["mig", "plan", "--want", "1g.10gb", "--gpu", "GPU-51001800-5eed-4000-8000-000000000000", "--json"])["placements"][0]["gpu"], G);
 }
 
 #[test]

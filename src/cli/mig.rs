@@ -16,10 +16,6 @@ use crate::mig::layout::Layout;
 use crate::mig::profiles::{self, Profile};
 use crate::parse::MigModeState;
 
-fn pci(s: &str) -> Result<PciAddress, String> {
-    s.parse().map_err(|e: crate::ids::IdError| e.to_string())
-}
-
 /// A GPU as the admin names it: PCI address, GPU UUID (`GPU-…`), or the
 /// nvidia-smi index as a convenience (indexes follow PCI order).
 #[derive(Debug, Clone)]
@@ -66,8 +62,8 @@ pub enum MigCommand {
     },
     /// The GPU-instance profiles of a GPU, with their placements.
     Profiles {
-        #[arg(long, value_parser = pci)]
-        gpu: Option<PciAddress>,
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: Option<GpuRef>,
         #[arg(long)]
         json: bool,
     },
@@ -114,8 +110,8 @@ pub enum MigCommand {
     Plan {
         #[arg(long)]
         want: String,
-        #[arg(long, value_parser = pci)]
-        gpu: Option<PciAddress>,
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: Option<GpuRef>,
         #[arg(long)]
         json: bool,
     },
@@ -265,7 +261,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
         }
         MigCommand::Profiles { gpu, json } => {
             let g = match gpu {
-                Some(g) => *g,
+                Some(r) => resolve(host, r)?,
                 None => mig_gpus(host)?.first().map(|(g, _)| *g).ok_or_else(|| CliError::Usage("no MIG-capable GPU on this host".into()))?,
             };
             let table = b.profiles(g).map_err(mig_err)?;
@@ -396,7 +392,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
         MigCommand::Plan { want, gpu, json } => {
             let wanted = parse_want(want)?;
             let candidates: Vec<PciAddress> = match gpu {
-                Some(g) => vec![*g],
+                Some(r) => vec![resolve(host, r)?],
                 None => mig_gpus(host)?.into_iter().map(|(g, _)| g).collect(),
             };
             if candidates.is_empty() {
