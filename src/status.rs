@@ -160,11 +160,12 @@ fn journal_owners(host: &Host) -> HashMap<String, String> {
 }
 
 pub fn status(host: &Host) -> HostResult<Status> {
+    // First, so the inventory below reads the same (sampled) snapshot: one helper run.
+    let nvml = crate::nvml::snapshot_sampled(host).ok().flatten();
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
     let views = view::build(&inv, &HostFacts { host });
     let users = VfioUsers::scan(host);
     let owners = journal_owners(host);
-    let nvml = crate::nvml::snapshot(host).ok().flatten();
     let util = utilization(host, nvml.as_deref());
     let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
     let mig = crate::mig::backend::backend(host).ok();

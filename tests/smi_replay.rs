@@ -126,15 +126,19 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     let snap = dir.path().join("snapshot.json");
     std::fs::write(&snap, SNAPSHOT).unwrap();
     let helper = dir.path().join("vgpuctl-nvml");
-    script(&helper, &format!("[ \"$1\" = snapshot ] || exit 2\ncat {}", snap.display()));
+    let helper_log = dir.path().join("helper.log");
+    script(&helper, &format!("[ \"$1\" = snapshot ] || exit 2\necho \"$*\" >>{}\ncat {}", helper_log.display(), snap.display()));
     let log = dir.path().join("smi.log");
 
     let by_nvml = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]));
     let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
     let list = json(&vgpuctl(&root, &smi, &helper, "auto", &["list", "--json"]));
     let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
-    // NVML answered everything: not one nvidia-smi run.
+    // NVML answered everything: not one nvidia-smi run, one helper run per
+    // command, and only `status` waits for a utilization sample.
     assert!(!log.exists(), "nvidia-smi was run: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let calls = std::fs::read_to_string(&helper_log).unwrap();
+    assert_eq!(calls.lines().collect::<Vec<_>>(), ["snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 100"], "{calls}");
     assert_eq!(status[0]["current"], "disabled");
     assert_eq!(list["gpus"][0]["uuid"], "GPU-fa0e3f9d-a225-ca1d-8933-489580f84c3b");
     assert_eq!(st["gpus"][0]["utilization"]["memory_total_mib"], 81559, "GPU utilization from NVML");

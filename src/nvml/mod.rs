@@ -56,14 +56,27 @@ pub fn choice() -> Result<Choice, NvmlError> {
     }
 }
 
-type Cached = (PathBuf, Option<Arc<NvmlSnapshot>>);
+/// (host root, whether utilization was sampled, the snapshot).
+type Cached = (PathBuf, bool, Option<Arc<NvmlSnapshot>>);
 
 /// One snapshot per process and host root, until `forget` after a change.
 static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 
 /// NVML's view of the host, or `None` when NVML is not to be used here
 /// (simulated host, no helper, no driver library, or nvidia-smi chosen).
+/// No utilization window: this is what allocation and the hook read, and
+/// they must not wait for a sample.
 pub fn snapshot(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
+    cached(host, false)
+}
+
+/// The same, with GPU-instance utilization sampled over 100 ms (GPM needs
+/// two samples): for `status`.
+pub fn snapshot_sampled(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
+    cached(host, true)
+}
+
+fn cached(host: &Host, sampled: bool) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
     if host.is_simulated() {
         return Ok(None);
     }
@@ -73,15 +86,16 @@ pub fn snapshot(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
     }
     let root = host.root().to_path_buf();
     if let Ok(guard) = CACHE.lock() {
-        if let Some((r, s)) = guard.as_ref() {
-            if *r == root {
+        if let Some((r, was_sampled, s)) = guard.as_ref() {
+            // A sampled snapshot answers both; an unsampled one only unsampled asks.
+            if *r == root && (*was_sampled || !sampled) {
                 return Ok(s.clone());
             }
         }
     }
-    let fresh = take(host, choice)?.map(Arc::new);
+    let fresh = take(host, choice, sampled)?.map(Arc::new);
     if let Ok(mut guard) = CACHE.lock() {
-        *guard = Some((root, fresh.clone()));
+        *guard = Some((root, sampled, fresh.clone()));
     }
     Ok(fresh)
 }
@@ -93,7 +107,7 @@ pub fn forget() {
     }
 }
 
-fn take(host: &Host, choice: Choice) -> Result<Option<NvmlSnapshot>, NvmlError> {
+fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapshot>, NvmlError> {
     let runner = host.runner();
     if !runner.is_available(Tool::NvmlHelper) {
         return match choice {
@@ -101,7 +115,8 @@ fn take(host: &Host, choice: Choice) -> Result<Option<NvmlSnapshot>, NvmlError> 
             _ => Ok(None),
         };
     }
-    let out = runner.run(Tool::NvmlHelper, &["snapshot"], Duration::from_secs(30))?;
+    let window = if sampled { "100" } else { "0" };
+    let out = runner.run(Tool::NvmlHelper, &["snapshot", "--sample-ms", window], Duration::from_secs(30))?;
     match out.status {
         Some(0) => parse(&out.stdout).map(Some),
         Some(EXIT_NO_NVML) if choice == Choice::Auto => {
