@@ -209,6 +209,12 @@ fn test_status_shows_per_instance_utilization_from_nvml() {
     assert_eq!(gi1["utilization"]["sm_percent"], 37.5);
     assert_eq!(gi1["utilization"]["memory_used_mib"], 1200);
     assert!(devs.iter().find(|d| d["id"] == "GI 2").unwrap().get("utilization").is_none(), "no numbers: field absent");
+    // --watch asks NVML afresh on every refresh.
+    let log = dir.path().join("helper-watch.log");
+    script(&helper, &format!("echo \"$*\" >>{}\ncat {}", log.display(), snap.display()));
+    let w = vgpuctl(&root, &smi, &helper, "auto", &["status", "--json", "--watch", "1", "--count", "2"]);
+    assert!(w.status.success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
     let text = vgpuctl(&root, &smi, &helper, "auto", &["status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("sm 38%"), "{}", String::from_utf8_lossy(&text.stdout));
     // The process on GI 1 is named when destroying it is refused.

@@ -365,6 +365,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             let mut n = 0u64;
             loop {
+                // Every refresh asks the driver again.
+                crate::nvml::forget();
                 let s = crate::status::status(&host)?;
                 if *json {
                     let mut text = serde_json::to_string(&s)?;
