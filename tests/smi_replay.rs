@@ -157,6 +157,14 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     // The same comparison as recorded on the real card.
     let real = include_str!("fixtures/h100-device-run/nvml-vs-smi.txt");
     assert_eq!(real.matches("rc=0").count(), real.matches("rc=").count(), "every recorded command succeeded");
+    // The second run (another H100, later binaries) ends with a refusal.
+    let second = include_str!("fixtures/h100-device-run/nvml-vs-smi-2.txt");
+    let (reads, refusal) = second.split_once("=== mig destroy").unwrap();
+    assert_eq!(reads.matches("rc=0").count(), reads.matches("rc=").count(), "every recorded read succeeded");
+    assert!(refusal.contains("rc=1"), "destroying on a GPU without MIG was refused on the real card");
+    // Both cards report the same profile table through NVML.
+    let other = vgpuctl::nvml::parse(include_str!("fixtures/h100-device-run/nvml-snapshot-2.json")).unwrap();
+    assert_eq!(serde_json::to_value(other.gpus[0].profile_table()).unwrap(), built_in);
 }
 
 #[test]

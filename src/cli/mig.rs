@@ -175,6 +175,9 @@ fn make_cis(b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, req: &CiReque
 /// Destroys a GPU instance after checking who uses it: a vGPU (with its
 /// VM), a process, or compute instances (only with --force).
 fn destroy(host: &Host, b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, force: bool) -> Result<(), CliError> {
+    if b.mode(gpu).map_err(mig_err)?.current != MigModeState::Enabled {
+        return Err(mig_err(MigError::Off { gpu }));
+    }
     let inst = b.instances(gpu).map_err(mig_err)?.into_iter().find(|i| i.gi == gi).ok_or(mig_err(MigError::NoInstance { gpu, gi }))?;
     let holders = backend::vgpu_holders(host, gpu, gi);
     if !holders.is_empty() {
