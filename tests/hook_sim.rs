@@ -107,22 +107,28 @@ fn test_legacy_vgpus_made_on_gpus_with_room_and_rolled_back_on_failure() {
     assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 0);
 }
 
+/// The hook's prepare with each of its `steps` host writes failing in turn
+/// (EIO, EBUSY, ENOSPC): it fails the start and leaves the host as `before`.
+fn prepare_fails_at_every_step(h: &SimHost, domain: &str, xml: &str, steps: u32, before: &[(String, String)]) {
+    for n in 1..=steps {
+        for errno in ["EIO", "EBUSY", "ENOSPC"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+            c.args(["hook", "qemu", domain, "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
+            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+            let o = child.wait_with_output().unwrap();
+            assert_eq!(o.status.code(), Some(1), "write {n} {errno}: {}", String::from_utf8_lossy(&o.stderr));
+            h.assert_unchanged(before, &format!("failing write {n} with {errno}"));
+        }
+    }
+}
+
 #[test]
 fn test_every_write_failing_in_turn_leaves_nothing_behind() {
     let h = SimHost::new("t4x2-mdev");
     let xml = h.ok(&["vm", "xml", "--name", "f", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q"]);
     let before = h.snapshot();
-    for n in 1..=3 {
-        for errno in ["EIO", "EBUSY", "ENOSPC"] {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
-            c.args(["hook", "qemu", "f", "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
-            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-            let o = child.wait_with_output().unwrap();
-            assert_eq!(o.status.code(), Some(1), "write {n} {errno}");
-            h.assert_unchanged(&before, &format!("failing write {n} with {errno}"));
-        }
-    }
+    prepare_fails_at_every_step(&h, "f", &xml, 3, &before);
 }
 
 #[test]
@@ -250,17 +256,7 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     assert!(err.contains("Linux guests only"), "{err}");
     h.assert_unchanged(&before, "a refused Windows start");
     // Per vGPU: a GPU instance, then the VF's type; four steps in all.
-    for n in 1..=4 {
-        for errno in ["EIO", "EBUSY", "ENOSPC"] {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
-            c.args(["hook", "qemu", "m", "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
-            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-            let o = child.wait_with_output().unwrap();
-            assert_eq!(o.status.code(), Some(1), "write {n} {errno}: {}", String::from_utf8_lossy(&o.stderr));
-            h.assert_unchanged(&before, &format!("failing step {n} with {errno}"));
-        }
-    }
+    prepare_fails_at_every_step(&h, "m", &xml, 4, &before);
     assert_eq!(hook(&h, &["m", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
     assert_eq!(hook(&h, &["m", "release", "end", "-"], &xml).0, 0);

@@ -43,7 +43,8 @@ fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
         return Ok(*a);
     }
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
-    let mut nvidia: Vec<_> = inv.gpus.iter().filter(|g| g.mig.is_some() || g.uuid.is_some()).collect();
+    // nvidia-smi numbers the GPUs the nvidia driver drives, in PCI order.
+    let mut nvidia: Vec<_> = inv.gpus.iter().filter(|g| g.is_nvidia() && g.driver.as_deref() == Some("nvidia")).collect();
     nvidia.sort_by_key(|g| g.address);
     let found = match r {
         GpuRef::Uuid(u) => nvidia.iter().find(|g| g.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
