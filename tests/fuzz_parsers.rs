@@ -95,6 +95,7 @@ proptest! {
         let _ = vgpuctl::mig::smi::created_gi(&x);
         let _ = vgpuctl::mig::smi::created_ci(&x);
         let _ = vgpuctl::mig::smi::pids_by_gi(&x);
+        let _ = vgpuctl::mig::smi::compute_apps(&x);
         let _ = vgpuctl::mig::smi::table(&x, &x);
         let _ = vgpuctl::parse::mig_mode_csv(&x);
         let _ = vgpuctl::parse::smi_q_field(&x, "vGPU Heterogeneous Mode");

@@ -43,7 +43,7 @@ fn real_h100(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nd={}\necho \"$*\" >>$d/../smi.log\ncase \"$*\" in\n*--query-gpu=*) cat $d/smi-query.txt ;;\n*mig\\ -lgipp*) cat $d/smi-lgipp.txt ;;\n*mig\\ -lgip*) cat $d/smi-lgip.txt ;;\n*) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
+            "#!/bin/sh\nd={}\necho \"$*\" >>$d/../smi.log\ncase \"$*\" in\n*--query-gpu=*) cat $d/smi-query.txt ;;\n*-mig\\ 1*) echo 'Warning: MIG mode is in pending enable state for GPU 00000000:00:06.0:In use by another client'; echo 'All done.' ;;\n*mig\\ -lgipp*) cat $d/smi-lgipp.txt ;;\n*mig\\ -lgip*) cat $d/smi-lgip.txt ;;\n*) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
             data.display()
         ),
     )
@@ -260,4 +260,23 @@ fn test_real_helper_without_a_driver_exits_3_and_vgpuctl_falls_back() {
     let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
     assert_eq!(status[0]["current"], "disabled");
     assert!(dir.path().join("smi.log").exists());
+}
+
+/// A MIG enable that only becomes pending (the real H100 answer while a
+/// process holds the GPU): exit 2, with the processes NVML lists and what to do.
+#[test]
+fn test_pending_mig_enable_names_the_processes_and_the_reset() {
+    let dir = common::sim::tempdir();
+    let (root, smi) = real_h100(dir.path());
+    let mut s: serde_json::Value = serde_json::from_str(SNAPSHOT).unwrap();
+    s["gpus"][0]["mig"] = serde_json::json!({ "current": false, "pending": true });
+    s["gpus"][0]["processes"] = serde_json::json!([{ "pid": 4242, "name": "python3" }]);
+    let snap = dir.path().join("snapshot.json");
+    std::fs::write(&snap, s.to_string()).unwrap();
+    let helper = dir.path().join("vgpuctl-nvml");
+    script(&helper, &format!("cat {}", snap.display()));
+    let o = vgpuctl(&root, &smi, &helper, "auto", &["mig", "enable", "0000:00:06.0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("pending") && out.contains("python3 (pid 4242)") && out.contains("nvidia-smi -r -i 00000000:00:06.0"), "{out}");
 }

@@ -47,8 +47,8 @@ fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
     let mut nvidia: Vec<_> = inv.gpus.iter().filter(|g| g.is_nvidia() && g.driver.as_deref() == Some("nvidia")).collect();
     nvidia.sort_by_key(|g| g.address);
     let found = match r {
-        GpuRef::Uuid(u) => nvidia.iter().find(|g| g.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
-        GpuRef::Index(i) => nvidia.get(*i as usize),
+        GpuRef::Uuid(u) => inv.gpus.iter().find(|g| g.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
+        GpuRef::Index(i) => nvidia.get(*i as usize).copied(),
         GpuRef::Pci(_) => None,
     };
     found.map(|g| g.address).ok_or_else(|| CliError::Usage(format!("no NVIDIA GPU {r:?} here (vgpuctl list shows them)")))
@@ -146,6 +146,12 @@ fn status_of(b: &dyn backend::MigBackend, gpu: PciAddress, name: Option<String>)
     let l = layout(&instances);
     let free = if m.current == MigModeState::Enabled { table.iter().map(|p| (p.name.to_string(), l.more(p))).collect() } else { Vec::new() };
     Ok(GpuMig { gpu, name, current: m.current, pending: m.pending, slice_map: l.slice_map(&table), instances, free })
+}
+
+/// Ampere MIG GPUs (A100, A30, A800) keep MIG mode in their InfoROM.
+fn is_ampere(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["A100", "A30", "A800"].iter().any(|m| n.contains(m))
 }
 
 /// Creates the compute instances asked for in a new GPU instance; on a
@@ -295,11 +301,19 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             }
             let m = b.set_mode(*gpu, on).map_err(mig_err)?;
             let want = if on { MigModeState::Enabled } else { MigModeState::Disabled };
+            let name = mig_gpus(host)?.into_iter().find(|(g, _)| g == gpu).and_then(|(_, n)| n).unwrap_or_default();
             if m.current == want {
-                print_out(&format!("{gpu}: MIG {}\nHopper and newer GPUs lose MIG mode on reboot and driver reload (Ampere keeps it): re-apply at boot.\n", if on { "enabled" } else { "disabled" }));
+                let persistence = if is_ampere(&name) {
+                    "This GPU (Ampere) keeps MIG mode across reboots; its GPU instances do not: re-create them at boot (vgpuctl-apply.service)."
+                } else {
+                    "Hopper and newer GPUs lose MIG mode on reboot and driver reload, and all GPU instances with it: re-apply at boot (vgpuctl-apply.service)."
+                };
+                print_out(&format!("{gpu}: MIG {}\n{persistence}\n", if on { "enabled" } else { "disabled" }));
             } else {
+                let procs = backend::gpu_processes(host, *gpu);
+                let holders = if procs.is_empty() { String::new() } else { format!(" Processes on it now: {}.", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) };
                 print_out(&format!(
-                    "{gpu}: MIG mode change is pending. Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm, nvidia-fabricmanager, processes shown by nvidia-smi), then reset it: nvidia-smi -r -i {}\n",
+                    "{gpu}: MIG mode change is pending.{holders} Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm / nv-hostengine, nvidia-fabricmanager, the processes above), then reset it: nvidia-smi -r -i {}\n",
                     crate::nvctl::smi_bus_id(*gpu)
                 ));
                 return Ok(super::exit::PENDING);

@@ -160,3 +160,24 @@ pub fn vgpu_holders(host: &Host, gpu: PciAddress, gi: u32) -> Vec<PciAddress> {
     out.sort();
     out
 }
+
+/// Every compute process on a GPU (what blocks a MIG mode change): NVML's
+/// list when the helper answers, else `nvidia-smi --query-compute-apps`.
+pub fn gpu_processes(host: &Host, gpu: PciAddress) -> Vec<GiUser> {
+    if host.is_simulated() {
+        return Vec::new();
+    }
+    if let Ok(Some(s)) = nvml::snapshot(host) {
+        if let Some(g) = s.gpu(gpu) {
+            return g.processes.iter().map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect();
+        }
+    }
+    let id = crate::nvctl::smi_bus_id(gpu);
+    let Ok(out) = host.runner().run(Tool::NvidiaSmi, &["--query-compute-apps=pid,process_name", "--format=csv,noheader", "-i", &id], std::time::Duration::from_secs(30)) else {
+        return Vec::new();
+    };
+    if !out.success() {
+        return Vec::new();
+    }
+    super::smi::compute_apps(&out.stdout).into_iter().map(|(pid, name)| GiUser { pid, name: Some(name) }).collect()
+}

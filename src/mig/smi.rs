@@ -184,6 +184,16 @@ pub fn created_gi(text: &str) -> Option<u32> {
     l.split("GPU instance ID").nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
+/// `--query-compute-apps=pid,process_name --format=csv,noheader`: `4242, python3`.
+pub fn compute_apps(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (pid, name) = l.split_once(',')?;
+            Some((pid.trim().parse().ok()?, name.trim().to_string()))
+        })
+        .collect()
+}
+
 pub fn layout_of(rows: &[GiRow]) -> Layout {
     Layout { instances: rows.iter().map(|r| Placed { profile_id: r.profile_id, start: r.start, size: r.size }).collect() }
 }
@@ -233,5 +243,6 @@ mod tests {
         let pids = "    Processes\n        GPU instance ID                   : 1\n        Compute instance ID               : 0\n        Process ID                        : 4242\n            Type                          : C\n            Name                          : python3\n            Used GPU Memory               : 500 MiB\n        GPU instance ID                   : 2\n        Compute instance ID               : 0\n        Process ID                        : 77\n            Type                          : C\n            Name                          : dcgm\n";
         assert_eq!(pids_by_gi(pids), vec![(1, 4242, "python3".into()), (2, 77, "dcgm".into())]);
         assert!(pids_by_gi("    Processes                             : None\n").is_empty());
+        assert_eq!(compute_apps("4242, python3\nNo running processes found\n"), vec![(4242, "python3".into())]);
     }
 }
