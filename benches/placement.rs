@@ -5,7 +5,7 @@
 //! plus the request fits the N GPUs in some valid layout, found by
 //! first-fit-decreasing with exact per-GPU placement rules; run for N <= 64).
 //!
-//!   cargo bench --bench placement [-- --quick] [-- --out FILE.jsonl]
+//!   cargo bench --bench placement [-- --quick|--headline|--no-oracle|--gpus N|--out FILE.jsonl]
 //!
 //! Streams come from a SplitMix64 generator seeded per run, so a run is
 //! reproduced by its seed; every run's result is one JSONL line.
@@ -205,7 +205,10 @@ fn main() {
     let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
     let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
-    let sizes: &[(usize, usize)] = if headline_only { &[(8, 4000)] } else if quick { &[(8, 1500), (64, 2000)] } else { &[(8, 4000), (64, 8000), (512, 12000)] };
+    let all_sizes: &[(usize, usize)] = if headline_only { &[(8, 4000)] } else if quick { &[(8, 1500), (64, 2000)] } else { &[(8, 4000), (64, 8000), (512, 12000)] };
+    // --gpus N: only that host size (e.g. 512, to time decisions).
+    let only_gpus: Option<usize> = args.iter().position(|a| a == "--gpus").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+    let sizes: Vec<(usize, usize)> = all_sizes.iter().copied().filter(|(n, _)| only_gpus.is_none_or(|g| g == *n)).collect();
     let loads: &[f64] = if quick || headline_only { &[1.0] } else { &[0.5, 0.75, 1.0, 1.25, 1.5] };
     let seeds: u64 = if quick { 3 } else { 10 };
     let mut f = std::fs::File::create(&out).expect("output file");
@@ -216,7 +219,7 @@ fn main() {
         let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
         let planner = Planner::new(&table, &weights);
         let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
-        for &(n, count) in sizes {
+        for &(n, count) in &sizes {
             for &load in loads {
                 let mut total: Vec<(Policy, Stats)> = Vec::new();
                 for seed in 0..seeds {
@@ -276,6 +279,10 @@ fn main() {
                 }
             }
         }
+    }
+    if headline.is_empty() {
+        println!("results: {out}");
+        return;
     }
     let get = |p: Policy| headline.iter().find(|(x, _)| *x == p).map(|(_, s)| *s).unwrap_or_default();
     let (ff, pl, or, rs) = (get(Policy::FirstFit), get(Policy::Planner), get(Policy::Oracle), get(Policy::Reserving));

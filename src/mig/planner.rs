@@ -122,11 +122,21 @@ impl Planner {
         let empty = masks.iter().filter(|m| **m == 0).count() as u32;
         let half_free = masks.iter().filter(|m| **m & 0x0f == 0).count() as u32;
         let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
+        // GPUs with the same slice mask and instance count score the same,
+        // and a tie goes to the lower index: score each kind once. On a big,
+        // lightly used host most GPUs are alike (all empty), so this is what
+        // keeps a decision cheap there.
+        let mut seen = vec![false; 256 * 9];
         for (gi, l) in gpus.iter().enumerate() {
             let used = masks[gi];
             if l.count(p.id) >= p.max_instances {
                 continue;
             }
+            let key = usize::from(used) * 9 + l.instances.len().min(8);
+            if seen[key] {
+                continue;
+            }
+            seen[key] = true;
             let free = 8 - used.count_ones();
             for &s in &p.starts {
                 let m = p.mask(s);
@@ -206,6 +216,25 @@ mod tests {
         used.place(find(&t, "3g.40gb").unwrap(), 4);
         let (g, _) = choose(&[Layout::default(), used], &t, one, &mix).unwrap();
         assert_eq!(g, 1, "keep the empty GPU whole for a 7g");
+    }
+
+    #[test]
+    fn test_alike_gpus_are_scored_once_but_a_full_profile_count_is_not_alike() {
+        let t = hopper_80gb();
+        let mix = Mix::uniform(&t);
+        let me = find(&t, "1g.10gb+me").unwrap();
+        let one = find(&t, "1g.10gb").unwrap();
+        // Same slice mask and instance count; only the first already holds the one +me allowed.
+        let mut a = Layout::default();
+        a.place(me, 0);
+        let mut b = Layout::default();
+        b.place(one, 0);
+        let (g, _) = choose(&[a, b.clone()], &t, me, &mix).unwrap();
+        assert_eq!(g, 1);
+        // Many empty GPUs: the lowest one, as before.
+        let gpus = vec![b, Layout::default(), Layout::default(), Layout::default()];
+        let seven = find(&t, "7g.80gb").unwrap();
+        assert_eq!(choose(&gpus, &t, seven, &mix), Some((1, 0)));
     }
 
     proptest! {
