@@ -120,6 +120,11 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     let e = h.fails(&["mig", "destroy", "--gpu", G, &gi], 64);
     assert!(e.contains("has compute instances 0 (1c.3g.40gb), 1 (1c.3g.40gb), 2 (1c.3g.40gb)") && e.contains("--force"), "{e}");
     h.ok(&["mig", "destroy", "--gpu", G, &gi, "--force"]);
+    // A compute-instance profile names its GPU instance and one CI of itself.
+    let d = h.json(&["mig", "create", "--profile", "1c.2g.20gb", "--gpu", G, "--compute-instances", "1c.2g.20gb", "--json"]);
+    assert_eq!((d["profile"].as_str(), d["compute_instances"].as_array().unwrap().len()), (Some("2g.20gb"), 2));
+    h.fails(&["mig", "create", "--profile", "1c.2g.20gb", "--gpu", G, "--compute-instances", "all"], 64);
+    h.ok(&["mig", "destroy", "--gpu", G, &d["gi"].to_string(), "--force"]);
     // GPUs by index and UUID as well as PCI address; nonsense names are refused.
     h.ok(&["mig", "destroy", "--gpu", "0", &b["gi"].to_string()]);
     h.fails(&["mig", "destroy", "--gpu", "GPU-../../x", "1"], 64);

@@ -344,6 +344,21 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 return Err(CliError::Usage("no GPU with MIG mode on: vgpuctl mig enable <gpu>".into()));
             };
             let table = table.clone();
+            // A compute-instance profile (1c.3g.40gb) names its GPU instance
+            // and one compute instance of itself in it.
+            let (gi_profile, ci_request): (String, CiRequest) = match profile.parse::<crate::ids::MigProfile>() {
+                Ok(m) if m.is_compute_instance_profile() => {
+                    let mut list = match compute_instances {
+                        CiRequest::Profiles(l) => l.clone(),
+                        CiRequest::None => Vec::new(),
+                        CiRequest::All => return Err(CliError::Usage(format!("--profile {profile} already asks for a compute instance; --compute-instances all would ask for another over the whole GPU instance"))),
+                    };
+                    list.insert(0, (m.to_string(), 1));
+                    (m.gpu_instance_profile().to_string(), CiRequest::Profiles(list))
+                }
+                _ => (profile.clone(), compute_instances.clone()),
+            };
+            let (profile, compute_instances) = (&gi_profile, &ci_request);
             let p = profiles::find(&table, profile).ok_or_else(|| {
                 mig_err(MigError::UnknownProfile { gpu: layouts[0].0, wanted: profile.clone(), known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ") })
             })?;
