@@ -84,6 +84,11 @@ fn test_mig_errors() {
     h.ok(&["mig", "enable", G]);
     let e = h.fails(&["mig", "create", "--profile", "5g.50gb", "--gpu", G], 1);
     assert!(e.contains("no MIG profile") && e.contains("3g.40gb"), "{e}");
+    // Profiles of other GPU models (A100 40GB, H100 NVL) are not this GPU's.
+    for other in ["1g.5gb", "3g.20gb", "1g.12gb", "7g.94gb"] {
+        let e = h.fails(&["mig", "create", "--profile", other, "--gpu", G], 1);
+        assert!(e.contains(&format!("no MIG profile \"{other}\"")) && e.contains("1g.10gb"), "{e}");
+    }
     h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", "0000:18:00.0/../x"], 64);
     let t4 = SimHost::new("t4x2-mdev");
     let e = t4.fails(&["mig", "enable", "0000:3b:00.0"], 1);
