@@ -216,39 +216,35 @@ pub fn report(host: &Host, d: &DomainGpus) -> VmReport {
     let mdev_exists = |u: &MdevUuid| host.exists(&format!("/sys/bus/mdev/devices/{u}"));
     let mut covered = Vec::new();
     for r in &d.requests {
-        let (hostdev, state) = match r {
+        let hostdev = r.hostdev();
+        covered.extend(hostdev.clone());
+        let state = match r {
             GpuRequest::Mdev { uuid, mdev_type, parent } => {
-                covered.push(Hostdev::Mdev { uuid: *uuid });
-                (
-                    Some(Hostdev::Mdev { uuid: *uuid }),
-                    if mdev_exists(uuid) {
-                        "mdev exists".to_string()
-                    } else {
-                        format!("created by the hook at start ({mdev_type}{})", parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default())
-                    },
-                )
+                if mdev_exists(uuid) {
+                    "mdev exists".to_string()
+                } else {
+                    format!("created by the hook at start ({mdev_type}{})", parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default())
+                }
             }
             GpuRequest::Vgpu { type_name, vf: Some(vf), .. } => {
-                covered.push(Hostdev::Pci { address: *vf, managed: false });
                 let cur = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).ok().flatten();
-                (
-                    Some(Hostdev::Pci { address: *vf, managed: false }),
-                    match cur.as_deref().map(str::trim) {
-                        None => format!("VF {vf} is not present (VFs enabled?)"),
-                        Some("0") => format!("{type_name} written to VF {vf} by the hook at start"),
-                        Some(t) => format!("VF {vf} holds type {t}"),
-                    },
-                )
+                match cur.as_deref().map(str::trim) {
+                    None => format!("VF {vf} is not present (VFs enabled?)"),
+                    Some("0") => format!("{type_name} written to VF {vf} by the hook at start"),
+                    Some(t) => format!("VF {vf} holds type {t}"),
+                }
             }
             GpuRequest::Vgpu { type_name, uuid: Some(u), .. } => {
-                covered.push(Hostdev::Mdev { uuid: *u });
-                (Some(Hostdev::Mdev { uuid: *u }), if mdev_exists(u) { "mdev exists".into() } else { format!("{type_name} created by the hook at start on a GPU with room") })
+                if mdev_exists(u) {
+                    "mdev exists".into()
+                } else {
+                    format!("{type_name} created by the hook at start on a GPU with room")
+                }
             }
-            GpuRequest::Vgpu { .. } => (None, "incomplete request".into()),
+            GpuRequest::Vgpu { .. } => "incomplete request".into(),
             GpuRequest::Passthrough { address, .. } => {
-                covered.push(Hostdev::Pci { address: *address, managed: true });
                 let drv = host.link_name(&format!("/sys/bus/pci/devices/{address}/driver")).ok().flatten();
-                (Some(Hostdev::Pci { address: *address, managed: true }), format!("bound to {}", drv.unwrap_or_else(|| "no driver".into())))
+                format!("bound to {}", drv.unwrap_or_else(|| "no driver".into()))
             }
         };
         devices.push(DeviceState { request: Some(r.clone()), hostdev, state });

@@ -61,35 +61,26 @@ pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let mut actions = Vec::new();
     let mut covered: Vec<Hostdev> = Vec::new();
     for r in &d.requests {
-        let device: Option<Hostdev> = match r {
-            GpuRequest::Mdev { uuid, .. } | GpuRequest::Vgpu { uuid: Some(uuid), .. } => Some(Hostdev::Mdev { uuid: *uuid }),
-            GpuRequest::Vgpu { vf: Some(vf), .. } => Some(Hostdev::Pci { address: *vf, managed: false }),
-            GpuRequest::Passthrough { address, .. } => Some(Hostdev::Pci { address: *address, managed: true }),
-            GpuRequest::Vgpu { .. } => None,
-        };
-        // One device, one request: a second one would be silently "already
-        // there" and the VM would start with fewer GPUs than it asked for.
-        if let Some(dev) = &device {
-            if covered.iter().any(|c| c.same_device(dev)) {
+        if let Some(dev) = r.hostdev() {
+            // One device, one request: a second one would be silently "already
+            // there" and the VM would start with fewer GPUs than it asked for.
+            if covered.iter().any(|c| c.same_device(&dev)) {
                 return Err(HookError::Failed(format!("the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)", dev.label())));
             }
+            covered.push(dev);
         }
         match r {
             GpuRequest::Mdev { uuid, mdev_type, parent } => {
-                covered.push(Hostdev::Mdev { uuid: *uuid });
                 actions.push(Action::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone() });
             }
             GpuRequest::Vgpu { type_name, policy, gpu, uuid: Some(u), .. } => {
-                covered.push(Hostdev::Mdev { uuid: *u });
                 actions.push(Action::LegacyVgpu { uuid: *u, type_name: type_name.clone(), policy: *policy, gpu: *gpu });
             }
             GpuRequest::Vgpu { type_name, vf: Some(vf), .. } => {
-                covered.push(Hostdev::Pci { address: *vf, managed: false });
                 actions.push(Action::VendorVgpu { vf: *vf, type_name: type_name.clone() });
             }
             GpuRequest::Vgpu { .. } => {}
             GpuRequest::Passthrough { address, .. } => {
-                covered.push(Hostdev::Pci { address: *address, managed: true });
                 actions.push(Action::Note { what: format!("passthrough {address}: libvirt binds it to vfio-pci (managed='yes')") });
             }
         }

@@ -45,6 +45,19 @@ pub enum Hostdev {
     Pci { address: PciAddress, managed: bool },
 }
 
+impl GpuRequest {
+    /// The hostdev this request puts in the domain (none for a vGPU request
+    /// that names neither a VF nor a UUID).
+    pub fn hostdev(&self) -> Option<Hostdev> {
+        match self {
+            GpuRequest::Mdev { uuid, .. } | GpuRequest::Vgpu { uuid: Some(uuid), .. } => Some(Hostdev::Mdev { uuid: *uuid }),
+            GpuRequest::Vgpu { vf: Some(vf), .. } => Some(Hostdev::Pci { address: *vf, managed: false }),
+            GpuRequest::Passthrough { address, .. } => Some(Hostdev::Pci { address: *address, managed: true }),
+            GpuRequest::Vgpu { .. } => None,
+        }
+    }
+}
+
 impl DomainGpus {
     /// The guest OS the domain's libosinfo id names, when it names one.
     pub fn guest_os(&self) -> Option<super::guest::GuestOs> {
