@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::backend::ComputeInstance;
+use super::layout::mask;
 use super::profiles::Profile;
 use crate::ids::MigProfile;
 
@@ -118,13 +119,13 @@ pub fn resolve<'a>(table: &'a [CiProfile], req: &CiRequest, gi_slices: u8, exist
         }
     };
     // Place them as the driver would, to refuse up front what cannot fit.
-    let mut used: u8 = existing.iter().map(|c| mask(c.start, c.size)).fold(0, |a, m| a | m);
+    let mut used: u8 = existing.iter().map(|c| mask(c.size, c.start)).fold(0, |a, m| a | m);
     let mut sorted = wanted.clone();
     sorted.sort_by_key(|p| std::cmp::Reverse(p.slices));
     for p in &sorted {
-        let start = p.starts.iter().copied().find(|s| used & mask(*s, p.slices) == 0 && s + p.slices <= gi_slices);
+        let start = p.starts.iter().copied().find(|s| used & mask(p.slices, *s) == 0 && s + p.slices <= gi_slices);
         match start {
-            Some(s) => used |= mask(s, p.slices),
+            Some(s) => used |= mask(p.slices, s),
             None => return Err(format!("no room for {} (GPU instance has {gi_slices} compute slices, {} in use)", p.name, used.count_ones())),
         }
     }
@@ -133,11 +134,6 @@ pub fn resolve<'a>(table: &'a [CiProfile], req: &CiRequest, gi_slices: u8, exist
 
 pub fn names(table: &[CiProfile]) -> String {
     table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")
-}
-
-fn mask(start: u8, size: u8) -> u8 {
-    let bits = if size >= 8 { 0xff } else { ((1u16 << size) - 1) as u8 };
-    bits.checked_shl(start as u32).unwrap_or(0)
 }
 
 #[cfg(test)]

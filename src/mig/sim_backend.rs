@@ -2,6 +2,7 @@
 //! the profile table is the real H100 one; what the driver refuses (no
 //! room, instance in use) is refused the same way.
 
+use super::layout::mask;
 use super::backend::{layout, vgpu_holders, ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
 use super::compute::{self, CiProfile};
 use super::profiles::{self, Profile};
@@ -138,12 +139,12 @@ impl MigBackend for SimMig<'_> {
         let mut st = self.state()?;
         let current = self.instances(gpu)?;
         let inst = current.iter().find(|i| i.gi == gi).ok_or(MigError::NoInstance { gpu, gi })?;
-        let used = inst.compute_instances.iter().fold(0u8, |a, c| a | (((1u16 << c.size) - 1) as u8) << c.start);
+        let used = inst.compute_instances.iter().fold(0u8, |a, c| a | mask(c.size, c.start));
         let start = p
             .starts
             .iter()
             .copied()
-            .find(|s| used & ((((1u16 << p.slices) - 1) as u8) << s) == 0)
+            .find(|s| used & mask(p.slices, *s) == 0)
             .ok_or_else(|| MigError::Smi { args: format!("mig -cci {} -gi {gi}", p.id), msg: "Insufficient Resources".into() })?;
         self.host.fault_point("mig create-ci").map_err(MigError::Sim)?;
         let g = st.gpus.get_mut(&gpu).ok_or(MigError::Unsupported { gpu })?;
