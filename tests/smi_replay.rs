@@ -234,6 +234,15 @@ fn test_status_shows_per_instance_utilization_from_nvml() {
     // GI 2 is free; the fake nvidia-smi does not know -dci/-dgi, so the driver step fails with its message.
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("-dgi"), "{err}");
+    // The driver answering "In use by another client" becomes the users NVML
+    // lists (none on GI 2 here), without asking nvidia-smi for its process list.
+    let busy = dir.path().join("nvidia-smi-busy");
+    script(&busy, &format!("case \"$*\" in\n*-dgi*) echo 'Unable to destroy GPU instance ID 2: In use by another client' >&2; exit 1 ;;\n*) exec {} \"$@\" ;;\nesac", smi.display()));
+    let _ = std::fs::remove_file(dir.path().join("smi.log"));
+    let o = vgpuctl(&root, &busy, &helper, "auto", &["mig", "destroy", "--gpu", "0000:00:06.0", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("GPU instance 2 on 0000:00:06.0 is in use") && err.contains("a client the driver does not name"), "{err}");
+    assert!(!std::fs::read_to_string(dir.path().join("smi.log")).unwrap_or_default().contains("PIDS"), "NVML named the users");
 }
 
 /// The real helper binary (built by scripts/test.sh from nvml-helper/) on a

@@ -93,8 +93,8 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn destroy(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
-        let users = self.users(gpu, gi);
-        let r = self.smi.destroy(gpu, gi).map_err(|e| self.smi.in_use(gpu, gi, e, &users));
+        // NVML's process list names the users; no nvidia-smi run for it.
+        let r = self.smi.destroy_naming(gpu, gi, &|| self.users(gpu, gi));
         self.changed(r)
     }
 
@@ -108,12 +108,14 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn destroy_cis(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
-        let r = self.smi.destroy_cis(gpu, gi);
+        let r = self.smi.destroy_cis_naming(gpu, gi, &|| self.users(gpu, gi));
         self.changed(r)
     }
 
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
-        self.gpu(gpu).map(|g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()).unwrap_or_default()
+        let snap = self.snap.borrow();
+        let procs = snap.gpu(gpu).map(|g| g.processes.as_slice()).unwrap_or_default();
+        procs.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()
     }
 
     fn name(&self) -> &'static str {

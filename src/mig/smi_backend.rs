@@ -38,10 +38,32 @@ impl<'a> SmiMig<'a> {
         Ok(out.stdout)
     }
 
-    /// Turns the driver's "In use by another client" into who uses it.
-    pub fn in_use(&self, gpu: PciAddress, gi: u32, e: MigError, users: &[GiUser]) -> MigError {
+    /// `destroy`, naming the GPU instance's users from `users` when the
+    /// driver says it is in use (the NVML backend passes its own list).
+    pub fn destroy_naming(&self, gpu: PciAddress, gi: u32, users: &dyn Fn() -> Vec<GiUser>) -> Result<(), MigError> {
+        let id = smi_bus_id(gpu);
+        let g = gi.to_string();
+        // Compute instances first: a GPU instance with compute instances cannot go.
+        let _ = self.change(&["mig", "-dci", "-gi", &g, "-i", &id]);
+        self.change(&["mig", "-dgi", "-gi", &g, "-i", &id]).map(|_| ()).map_err(|e| Self::in_use(gpu, gi, e, users))
+    }
+
+    /// `destroy_cis`, naming users as `destroy_naming` does.
+    pub fn destroy_cis_naming(&self, gpu: PciAddress, gi: u32, users: &dyn Fn() -> Vec<GiUser>) -> Result<(), MigError> {
+        let id = smi_bus_id(gpu);
+        let g = gi.to_string();
+        match self.change(&["mig", "-dci", "-gi", &g, "-i", &id]) {
+            Err(MigError::Smi { msg, .. }) if msg.contains("No compute instances") || msg.contains("Not Found") => Ok(()),
+            r => r.map(|_| ()).map_err(|e| Self::in_use(gpu, gi, e, users)),
+        }
+    }
+
+    /// Turns the driver's "In use by another client" into who uses it;
+    /// `users` is asked only then (it may run nvidia-smi).
+    fn in_use(gpu: PciAddress, gi: u32, e: MigError, users: &dyn Fn() -> Vec<GiUser>) -> MigError {
         match &e {
             MigError::Smi { msg, .. } if msg.contains("In use by another client") => {
+                let users = users();
                 let list = if users.is_empty() { "a client the driver does not name (a VM's vGPU, nvidia-persistenced, DCGM or nv-hostengine)".to_string() } else { users.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
                 MigError::InUse { gpu, gi, users: list, hint: "" }
             }
@@ -100,12 +122,9 @@ impl MigBackend for SmiMig<'_> {
         smi::created_gi(&out).ok_or_else(|| MigError::Smi { args: format!("mig -cgi {spec} -i {id}"), msg: format!("unexpected output {:?}", out.trim()) })
     }
 
+
     fn destroy(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
-        let id = smi_bus_id(gpu);
-        let g = gi.to_string();
-        // Compute instances first: a GPU instance with compute instances cannot go.
-        let _ = self.change(&["mig", "-dci", "-gi", &g, "-i", &id]);
-        self.change(&["mig", "-dgi", "-gi", &g, "-i", &id]).map(|_| ()).map_err(|e| self.in_use(gpu, gi, e, &self.users(gpu, gi)))
+        self.destroy_naming(gpu, gi, &|| self.users(gpu, gi))
     }
 
     fn ci_profiles(&self, gpu: PciAddress, gi: &GpuInstance) -> Result<Vec<CiProfile>, MigError> {
@@ -135,12 +154,7 @@ impl MigBackend for SmiMig<'_> {
     }
 
     fn destroy_cis(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
-        let id = smi_bus_id(gpu);
-        let g = gi.to_string();
-        match self.change(&["mig", "-dci", "-gi", &g, "-i", &id]) {
-            Err(MigError::Smi { msg, .. }) if msg.contains("No compute instances") || msg.contains("Not Found") => Ok(()),
-            r => r.map(|_| ()).map_err(|e| self.in_use(gpu, gi, e, &self.users(gpu, gi))),
-        }
+        self.destroy_cis_naming(gpu, gi, &|| self.users(gpu, gi))
     }
 
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
