@@ -192,9 +192,10 @@ pub fn status(host: &Host) -> HostResult<Status> {
                 _ => None,
             };
             let holder = group.and_then(|gr| users.user_of(gr));
-            let vf_gi = x.vf.and_then(|vf| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten()).and_then(|t| t.trim().parse().ok());
+            // The VF's GPU instance matters only to match NVML's vGPU samples.
+            let vf_gi = || x.vf.and_then(|vf| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten()).and_then(|t| t.trim().parse().ok());
             devices.push(Device {
-                utilization: nv.and_then(|n| vgpu_utilization(n, x.uuid.map(|u| u.to_string()).as_deref(), vf_gi)),
+                utilization: nv.and_then(|n| vgpu_utilization(n, x.uuid.map(|u| u.to_string()).as_deref(), vf_gi())),
                 kind: if x.uuid.is_some() { "mdev" } else { "vgpu" },
                 vm: holder.as_ref().and_then(|u| u.vm.clone()).or_else(|| owners.get(&id).cloned()),
                 in_use: group.and_then(|gr| users.in_use(gr)),
