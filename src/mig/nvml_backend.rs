@@ -26,8 +26,9 @@ impl<'a> NvmlMig<'a> {
         Self { host, snap: RefCell::new(snap), smi: SmiMig::new(host) }
     }
 
-    fn gpu(&self, gpu: PciAddress) -> Result<NvmlGpu, MigError> {
-        self.snap.borrow().gpu(gpu).cloned().ok_or(MigError::Unsupported { gpu })
+    /// Reads one GPU of the snapshot in place (no copy of its lists).
+    fn with_gpu<T>(&self, gpu: PciAddress, f: impl FnOnce(&NvmlGpu) -> T) -> Result<T, MigError> {
+        self.snap.borrow().gpu(gpu).map(f).ok_or(MigError::Unsupported { gpu })
     }
 
     fn changed<T>(&self, r: Result<T, MigError>) -> Result<T, MigError> {
@@ -41,7 +42,7 @@ impl<'a> NvmlMig<'a> {
 
 impl MigBackend for NvmlMig<'_> {
     fn mode(&self, gpu: PciAddress) -> Result<MigMode, MigError> {
-        Ok(self.gpu(gpu)?.mig_mode())
+        self.with_gpu(gpu, NvmlGpu::mig_mode)
     }
 
     fn set_mode(&self, gpu: PciAddress, on: bool) -> Result<MigMode, MigError> {
@@ -51,40 +52,11 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn profiles(&self, gpu: PciAddress) -> Result<Vec<Profile>, MigError> {
-        let g = self.gpu(gpu)?;
-        if g.mig.is_none() {
-            return Err(MigError::Unsupported { gpu });
-        }
-        Ok(g.profile_table())
+        self.with_gpu(gpu, |g| g.mig.is_some().then(|| g.profile_table()))?.ok_or(MigError::Unsupported { gpu })
     }
 
     fn instances(&self, gpu: PciAddress) -> Result<Vec<GpuInstance>, MigError> {
-        let g = self.gpu(gpu)?;
-        let table = g.profile_table();
-        Ok(NvmlSnapshot::sane_instances(&g)
-            .map(|i| {
-                let p = table.iter().find(|p| p.id == i.profile_id);
-                let cis = p.map(compute::modeled).unwrap_or_default();
-                GpuInstance {
-                    gi: i.gi,
-                    profile_id: i.profile_id,
-                    profile: p.map(|p| p.name.to_string()).unwrap_or_default(),
-                    start: i.start,
-                    size: i.size,
-                    compute_instances: i
-                        .compute_instances
-                        .iter()
-                        .map(|c| ComputeInstance {
-                            ci: c.ci,
-                            profile_id: c.profile_id,
-                            profile: cis.iter().find(|x| x.id == c.profile_id).map(|x| x.name.to_string()).unwrap_or_default(),
-                            start: c.start,
-                            size: c.size,
-                        })
-                        .collect(),
-                }
-            })
-            .collect())
+        self.with_gpu(gpu, instances_of)
     }
 
     fn create(&self, gpu: PciAddress, p: &Profile, start: u8) -> Result<u32, MigError> {
@@ -113,12 +85,39 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
-        let snap = self.snap.borrow();
-        let procs = snap.gpu(gpu).map(|g| g.processes.as_slice()).unwrap_or_default();
-        procs.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()
+        self.with_gpu(gpu, |g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()).unwrap_or_default()
     }
 
     fn name(&self) -> &'static str {
         "nvml"
     }
+}
+
+/// A GPU's instances in vgpuctl's terms, names from its profile tables.
+fn instances_of(g: &NvmlGpu) -> Vec<GpuInstance> {
+    let table = g.profile_table();
+    NvmlSnapshot::sane_instances(g)
+        .map(|i| {
+            let p = table.iter().find(|p| p.id == i.profile_id);
+            let cis = p.map(compute::modeled).unwrap_or_default();
+            GpuInstance {
+                gi: i.gi,
+                profile_id: i.profile_id,
+                profile: p.map(|p| p.name.to_string()).unwrap_or_default(),
+                start: i.start,
+                size: i.size,
+                compute_instances: i
+                    .compute_instances
+                    .iter()
+                    .map(|c| ComputeInstance {
+                        ci: c.ci,
+                        profile_id: c.profile_id,
+                        profile: cis.iter().find(|x| x.id == c.profile_id).map(|x| x.name.to_string()).unwrap_or_default(),
+                        start: c.start,
+                        size: c.size,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
