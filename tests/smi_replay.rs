@@ -6,50 +6,13 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-fn section(text: &str, name: &str) -> String {
-    let start = text.find(&format!("## {name}\n")).unwrap_or_else(|| panic!("{name} not captured")) + name.len() + 4;
-    let rest = &text[start..];
-    let end = rest.find("\nrc=").unwrap_or(rest.len());
-    rest[..end].to_string() + "\n"
-}
+use common::replay::{script, section};
 
-const CAPTURED: &str = include_str!("fixtures/h100-device-run/nvidia-smi-outputs.txt");
-
-/// The real card's sysfs entry and driver version under `dir/host`, and a
-/// fake nvidia-smi that logs each call to `dir/smi.log`.
+/// The real H100's host root and a fake nvidia-smi replaying its captures.
 fn real_h100(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let captured = CAPTURED;
-    let root = dir.join("host");
-    // The real card's sysfs entry and driver version.
-    let dev = root.join("sys/devices/pci0000:00/0000:00:06.0");
-    std::fs::create_dir_all(&dev).unwrap();
-    for (f, v) in [("class", "0x030200"), ("vendor", "0x10de"), ("device", "0x2330"), ("subsystem_vendor", "0x10de"), ("subsystem_device", "0x16c1"), ("numa_node", "-1")] {
-        std::fs::write(dev.join(f), format!("{v}\n")).unwrap();
-    }
-    std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
-    std::os::unix::fs::symlink("../../../devices/pci0000:00/0000:00:06.0", root.join("sys/bus/pci/devices/0000:00:06.0")).unwrap();
-    std::fs::create_dir_all(root.join("proc/driver/nvidia")).unwrap();
-    std::fs::write(root.join("proc/driver/nvidia/version"), section(captured, "version.txt")).unwrap();
-    // The fake tool answers the queries vgpuctl makes with the captured text.
-    let data = dir.join("smi");
-    std::fs::create_dir_all(&data).unwrap();
-    for s in ["smi-lgip.txt", "smi-lgipp.txt", "smi-query.txt"] {
-        std::fs::write(data.join(s), section(captured, s)).unwrap();
-    }
-    let fake = dir.join("nvidia-smi");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nd={}\necho \"$*\" >>$d/../smi.log\ncase \"$*\" in\n*--query-gpu=*) cat $d/smi-query.txt ;;\n*-mig\\ 1*) echo 'Warning: MIG mode is in pending enable state for GPU 00000000:00:06.0:In use by another client'; echo 'All done.' ;;\n*mig\\ -lgipp*) cat $d/smi-lgipp.txt ;;\n*mig\\ -lgip*) cat $d/smi-lgip.txt ;;\n*) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (root, fake)
+    common::replay::host(dir, &common::replay::H100)
 }
 
 #[test]
@@ -95,12 +58,7 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
     assert_eq!(j["gpus"][0]["utilization"]["memory_total_mib"], 81559);
 }
 
-const SNAPSHOT: &str = include_str!("fixtures/h100-device-run/nvml-snapshot.json");
-
-fn script(path: &std::path::Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+const SNAPSHOT: &str = common::replay::H100.snapshot;
 
 fn vgpuctl(root: &std::path::Path, smi: &std::path::Path, helper: &std::path::Path, backend: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vgpuctl"))

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod guest;
+pub mod replay;
 pub mod sim;
