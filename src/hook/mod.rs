@@ -8,6 +8,7 @@
 //! so a crash mid-prepare is undone by the next hook call for that domain or
 //! by `vgpuctl gc`.
 
+pub mod counters;
 pub mod install;
 pub mod journal;
 
@@ -44,6 +45,10 @@ pub enum Action {
 pub enum HookError {
     #[error("{0}")]
     Failed(String),
+    /// The start was refused because no GPU or mdev parent had room (counted
+    /// apart in the hook's metrics).
+    #[error("{0}")]
+    NoRoom(String),
     #[error(transparent)]
     Xml(#[from] domain_xml::DomainXmlError),
     #[error(transparent)]
@@ -107,14 +112,46 @@ fn mdev_exists(host: &Host, uuid: MdevUuid) -> Option<MdevTypeId> {
     read_device(host, uuid, &VfioUsers::unknown(), &mut Warnings::default()).and_then(|d| d.type_id)
 }
 
-/// Makes one device; `Ok(None)` when it already existed as wanted (then it
-/// is not ours to remove at release).
-fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), String> {
-    let fail = |e: &dyn std::error::Error| crate::error_chain(e);
+/// Why one device could not be made.
+#[derive(Debug)]
+struct Failure {
+    msg: String,
+    /// Refused for lack of room (every candidate full), not broken.
+    no_room: bool,
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Self {
+        Self { msg, no_room: false }
+    }
+}
+
+/// Whether an error (or one of its sources) is a "no room" refusal.
+fn is_no_room(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if matches!(x.downcast_ref::<crate::vgpu::VgpuError>(), Some(crate::vgpu::VgpuError::NoRoom { .. }))
+            || matches!(x.downcast_ref::<mdev::MdevError>(), Some(mdev::MdevError::NoRoom { .. }))
+            || matches!(x.downcast_ref::<crate::mig::backend::MigError>(), Some(crate::mig::backend::MigError::NoRoom { .. }))
+        {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
+fn fail(e: &(dyn std::error::Error + 'static)) -> Failure {
+    Failure { msg: crate::error_chain(e), no_room: is_no_room(e) }
+}
+
+/// Makes one device; `Ok(())` also when it already existed as wanted (then
+/// it is not journaled, so not ours to remove at release).
+fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), Failure> {
     match a {
         Action::Mdev { uuid, mdev_type, parent } => {
             if let Some(t) = mdev_exists(host, *uuid) {
-                return if t == *mdev_type { Ok(()) } else { Err(format!("mdev {uuid} exists as {t}, but the domain wants {mdev_type}")) };
+                return if t == *mdev_type { Ok(()) } else { Err(format!("mdev {uuid} exists as {t}, but the domain wants {mdev_type}").into()) };
             }
             record(host, key, j, Entry::Mdev { uuid: *uuid, done: false })?;
             let parents: Vec<MdevParent> = match parent {
@@ -133,19 +170,19 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), St
                             .map(|p| format!("{} holds {} mdev(s)", p.name, p.types.iter().map(|t| t.devices.len()).sum::<usize>()))
                             .collect();
                         return Err(if held.is_empty() {
-                            format!("no mdev parent on this host offers type {mdev_type}")
+                            format!("no mdev parent on this host offers type {mdev_type}").into()
                         } else {
-                            format!("no room for an mdev of type {mdev_type}: {}; stop a VM using one, or see `vgpuctl types`", held.join(", "))
+                            Failure { msg: format!("no room for an mdev of type {mdev_type}: {}; stop a VM using one, or see `vgpuctl types`", held.join(", ")), no_room: true }
                         });
                     }
                     free
                 }
             };
-            let mut last = String::new();
+            let mut last = Failure::from(String::new());
             for p in parents {
                 let req = CreateRequest { parent: p, mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
                 match mdev::create_locked(host, &req) {
-                    Ok(_) => return finish(host, key, j),
+                    Ok(_) => return Ok(finish(host, key, j)?),
                     Err(e) => last = fail(&e),
                 }
             }
@@ -159,7 +196,7 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), St
             record(host, key, j, Entry::Mdev { uuid: *uuid, done: false })?;
             let req = crate::vgpu::VgpuCreateRequest { type_name: t, gpu: *gpu, uuid: Some(*uuid), policy: *policy };
             crate::vgpu::create_locked(host, &req).map_err(|e| fail(&e))?;
-            finish(host, key, j)
+            Ok(finish(host, key, j)?)
         }
         Action::VendorVgpu { vf, type_name } => {
             let t: VgpuTypeName = type_name.parse().map_err(|e| fail(&e))?;
@@ -181,7 +218,7 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), St
             match crate::vgpu::ensure_vf_type(host, *vf, &t).map_err(|e| fail(&e))? {
                 Some(id) => {
                     record(host, key, j, Entry::VfType { vf: *vf, type_id: id, done: false })?;
-                    finish(host, key, j)
+                    Ok(finish(host, key, j)?)
                 }
                 None => Ok(()),
             }
@@ -264,9 +301,11 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let mut j = Journal::new(&d.name, d.uuid.as_deref());
     journal::save(host, &key, &mut j)?;
     let mut errors = Vec::new();
+    let mut no_room = false;
     for a in &actions {
         if let Err(e) = perform(host, a, &mut j, &key) {
-            errors.push(e);
+            no_room = e.no_room;
+            errors.push(e.msg);
             break;
         }
     }
@@ -276,7 +315,8 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
         if journal::delete(host, &key).is_err() {
             errors.push("the journal could not be removed; `vgpuctl gc` will".into());
         }
-        return Err(HookError::Failed(errors.join("\n")));
+        let msg = errors.join("\n");
+        return Err(if no_room { HookError::NoRoom(msg) } else { HookError::Failed(msg) });
     }
     if j.entries.is_empty() {
         journal::delete(host, &key)?;
@@ -319,10 +359,12 @@ pub fn run_qemu(host: &Host, args: &[String], stdin: &mut dyn std::io::Read) -> 
     if !wanted || !(xml.contains(domain_xml::NAMESPACE) || xml.contains("mdev")) {
         return 0; // no GPU work: the common case, kept cheap
     }
+    let counted = if op == "prepare" { counters::Op::Prepare } else { counters::Op::Release };
     let d = match domain_xml::parse(&xml) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("vgpuctl hook: {}", crate::error_chain(&e));
+            count(host, counted, counters::Outcome::Failed);
             return 1;
         }
     };
@@ -331,13 +373,25 @@ pub fn run_qemu(host: &Host, args: &[String], stdin: &mut dyn std::io::Read) -> 
     }
     let r = if op == "prepare" { prepare(host, &d).map(|_| ()) } else { release(host, &d) };
     match r {
-        Ok(()) => 0,
+        Ok(()) => {
+            count(host, counted, counters::Outcome::Ok);
+            0
+        }
         Err(e) => {
             for line in crate::error_chain(&e).lines() {
                 eprintln!("vgpuctl: {}: {line}", d.name);
             }
+            count(host, counted, if matches!(e, HookError::NoRoom(_)) { counters::Outcome::NoRoom } else { counters::Outcome::Failed });
             1
         }
+    }
+}
+
+/// Counts a hook outcome for `vgpuctl metrics`; a count that cannot be
+/// written is logged, never a reason to fail the VM's start or stop.
+fn count(host: &Host, op: counters::Op, outcome: counters::Outcome) {
+    if let Err(e) = counters::record(host, op, outcome) {
+        tracing::warn!("cannot count the hook outcome: {}", crate::error_chain(&e));
     }
 }
 

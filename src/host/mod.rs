@@ -245,6 +245,22 @@ impl Host {
         }
     }
 
+    /// Replaces a state file vgpuctl owns (under /run or /var/lib) atomically,
+    /// creating its missing directories first (0755 for a file others may
+    /// read, such as node_exporter's textfile; else 0700). It is a fault
+    /// point like every host write, so fault-injection tests reach it too.
+    pub fn write_state(&self, host_path: &str, bytes: &[u8], mode: u32) -> HostResult<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let p = self.path(host_path)?;
+        if let Some(f) = &self.fault {
+            f.check(host_path).map_err(|source| HostError::io("write", host_path, source))?;
+        }
+        if let Some(dir) = p.parent() {
+            fs::DirBuilder::new().recursive(true).mode(if mode & 0o044 != 0 { 0o755 } else { 0o700 }).create(dir).map_err(|source| HostError::io("create the directory of", host_path, source))?;
+        }
+        atomic::write_atomic(&p, bytes, mode).map_err(|source| HostError::io("write", host_path, source))
+    }
+
     /// Writes an attribute the way `echo value > file` does on sysfs: no
     /// create, no truncate semantics beyond what the file has. Simulated
     /// trees get their kernel behaviour first.
