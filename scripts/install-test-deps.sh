@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the whole test suite needs on Debian 12, as root:
 # libvirt, QEMU, mdevctl, the Debian kernel with headers and sources (for the
-# real-kernel guest), and virtme-ng. Safe to run again.
+# real-kernel guest), virtme-ng, and Prometheus with node_exporter (promtool
+# and a real scrape of `vgpuctl metrics`; the tests start their own on loopback). Safe to run again.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: run as root (it uses apt-get)" >&2
@@ -12,7 +13,8 @@ apt-get update
 apt-get install -y --no-install-recommends \
     qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev libxml2-utils \
     mdevctl busybox-static cpio pkg-config kmod make gcc bc flex bison libelf-dev \
-    linux-image-amd64 linux-headers-amd64 linux-source-6.1 python3-pip xz-utils
+    linux-image-amd64 linux-headers-amd64 linux-source-6.1 python3-pip xz-utils \
+    prometheus prometheus-node-exporter
 if ! command -v vng >/dev/null; then
     # Debian's system pip refuses to install outside a venv (PEP 668); pyenv's does not.
     python3 -m pip install virtme-ng 2>/dev/null || python3 -m pip install --break-system-packages virtme-ng

@@ -24,3 +24,6 @@ fi
 cargo test --locked --lib --bins
 # Integration tests, the real-kernel guest among them (booted once per binary).
 cargo test --locked --tests
+# Tests that need packages a plain `cargo test` may lack are #[ignore]d with
+# the reason; this script installed them, so it runs them.
+cargo test --locked --test metrics_prometheus -- --ignored

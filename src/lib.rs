@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cli;
 pub mod libvirt;
 pub mod lock;
+pub mod metrics;
 pub mod mig;
 pub mod logging;
 pub mod mdev;

@@ -159,7 +159,33 @@ fn journal_owners(host: &Host) -> HashMap<String, String> {
     m
 }
 
+/// MIG room on one GPU in MIG mode: its own profile table and the slices
+/// its GPU instances hold.
+#[derive(Debug, Clone)]
+pub struct MigRoom {
+    pub gpu: PciAddress,
+    pub table: Vec<crate::mig::profiles::Profile>,
+    pub layout: crate::mig::layout::Layout,
+}
+
+/// Everything one status read saw: the report, the per-GPU vGPU views it was
+/// built from (the same `types` and `explain` use), and MIG room per GPU.
+/// `vgpuctl metrics` renders this, so it never answers a question
+/// differently from `status`, `types` or `explain`.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub status: Status,
+    pub views: Vec<view::GpuView>,
+    pub mig: Vec<MigRoom>,
+    pub nvidia_driver: Option<String>,
+    pub uuids: HashMap<PciAddress, String>,
+}
+
 pub fn status(host: &Host) -> HostResult<Status> {
+    Ok(collect(host)?.status)
+}
+
+pub fn collect(host: &Host) -> HostResult<Collected> {
     // First, so the inventory below reads the same (sampled) snapshot: one helper run.
     let nvml = crate::nvml::snapshot_sampled(host).ok().flatten();
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
@@ -170,6 +196,7 @@ pub fn status(host: &Host) -> HostResult<Status> {
     let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
     let mig = crate::mig::backend::backend(host).ok();
     let mut gpus = Vec::new();
+    let mut rooms = Vec::new();
     for g in inv.gpus.iter().filter(|g| g.is_nvidia() || g.mdev_parent) {
         let v = views.iter().find(|v| v.gpu == g.address);
         let nv = nvml.as_ref().and_then(|s| s.gpu(g.address));
@@ -206,7 +233,11 @@ pub fn status(host: &Host) -> HostResult<Status> {
         }
         if mig_on {
             if let Some(b) = &mig {
-                for i in b.instances(g.address).unwrap_or_default() {
+                let instances = b.instances(g.address).unwrap_or_default();
+                if let Ok(table) = b.profiles(g.address) {
+                    rooms.push(MigRoom { gpu: g.address, table, layout: crate::mig::backend::layout(&instances) });
+                }
+                for i in instances {
                     let key = format!("{}/gi{}", g.address, i.gi);
                     devices.push(Device {
                         kind: "mig-instance",
@@ -248,7 +279,13 @@ pub fn status(host: &Host) -> HostResult<Status> {
             utilization: None,
         })
         .collect();
-    Ok(Status { schema_version: crate::inventory::SCHEMA_VERSION, gpus, other_mdevs })
+    Ok(Collected {
+        status: Status { schema_version: crate::inventory::SCHEMA_VERSION, gpus, other_mdevs },
+        views,
+        mig: rooms,
+        nvidia_driver: inv.nvidia_driver.as_ref().map(|d| d.version.clone()),
+        uuids: inv.gpus.iter().filter_map(|g| Some((g.address, g.uuid.clone()?))).collect(),
+    })
 }
 
 pub fn render(s: &Status) -> String {

@@ -7,6 +7,8 @@ use crate::host::{Host, HostError};
 pub const UNITS: &[(&str, &str)] = &[
     ("vgpuctl-mdev-restore.service", include_str!("../systemd/vgpuctl-mdev-restore.service")),
     ("vgpuctl-apply.service", include_str!("../systemd/vgpuctl-apply.service")),
+    ("vgpuctl-metrics.service", include_str!("../systemd/vgpuctl-metrics.service")),
+    ("vgpuctl-metrics.timer", include_str!("../systemd/vgpuctl-metrics.timer")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let h = Host::at_root(d.path()).unwrap();
         let w = install(&h, "/etc/systemd/system", "/usr/local/bin/vgpuctl").unwrap();
-        assert_eq!(w, vec!["/etc/systemd/system/vgpuctl-mdev-restore.service", "/etc/systemd/system/vgpuctl-apply.service"]);
+        assert_eq!(
+            w,
+            vec![
+                "/etc/systemd/system/vgpuctl-mdev-restore.service",
+                "/etc/systemd/system/vgpuctl-apply.service",
+                "/etc/systemd/system/vgpuctl-metrics.service",
+                "/etc/systemd/system/vgpuctl-metrics.timer"
+            ]
+        );
+        let metrics = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-metrics.service")).unwrap();
+        assert!(metrics.contains("ExecStart=/usr/local/bin/vgpuctl metrics --textfile /var/lib/prometheus/node-exporter/vgpuctl.prom"), "{metrics}");
         let text = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
         assert!(text.contains("ExecStart=/usr/local/bin/vgpuctl mdev restore --wait 120"));
         assert!(!text.contains("@VGPUCTL@"));

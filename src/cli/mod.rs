@@ -96,6 +96,27 @@ pub enum Command {
         #[arg(long, requires = "watch")]
         count: Option<u64>,
     },
+    /// Prometheus metrics: capacity by vGPU type, MIG room, devices and their VMs, utilization, hook outcomes.
+    ///
+    /// Without options the metrics go to stdout. --textfile writes them for
+    /// node_exporter's textfile collector (vgpuctl-metrics.timer does so every
+    /// 15 s); --listen serves them at http://ADDR/metrics. docs/metrics.md lists
+    /// every metric.
+    Metrics {
+        /// Write the metrics atomically to this file (absolute, *.prom), e.g.
+        /// /var/lib/prometheus/node-exporter/vgpuctl.prom.
+        #[arg(long, value_name = "FILE", conflicts_with = "listen")]
+        textfile: Option<String>,
+        /// Serve /metrics over HTTP on this address (loopback unless --allow-remote), e.g. 127.0.0.1:9835.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// With --listen: allow an address that is not loopback.
+        #[arg(long, requires = "listen")]
+        allow_remote: bool,
+        /// With --listen: stop after answering this many requests.
+        #[arg(long, requires = "listen", value_name = "N")]
+        max_requests: Option<u64>,
+    },
     /// What applying the host config would change, in order.
     Plan {
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
@@ -277,6 +298,10 @@ pub enum CliError {
     Passthrough(#[from] crate::vfio::passthrough::PassthroughError),
     #[error(transparent)]
     HookInstall(#[from] crate::hook::install::InstallError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Serve(#[from] crate::metrics::http::ServeError),
 }
 
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
@@ -386,6 +411,21 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 }
             }
         }
+        Command::Metrics { textfile, listen, allow_remote, max_requests } => {
+            if let Some(path) = textfile {
+                crate::metrics::check_textfile(path).map_err(|e| CliError::Usage(e.to_string()))?;
+            }
+            let host = open_host(&cli)?;
+            match (textfile, listen) {
+                (Some(path), _) => crate::metrics::write_textfile(&host, path)?,
+                (None, Some(addr)) => {
+                    crate::metrics::http::check_addr(*addr, *allow_remote).map_err(|e| CliError::Usage(e.to_string()))?;
+                    let mut gather = || crate::metrics::gather(&host).map_err(|e| crate::error_chain(&e));
+                    crate::metrics::http::serve(*addr, *max_requests, &mut |a| eprintln!("vgpuctl: serving metrics at http://{a}/metrics"), &mut gather)?;
+                }
+                (None, None) => print_out(&crate::metrics::gather(&host)?),
+            }
+        }
         Command::Plan { file, json } => {
             let host = open_host(&cli)?;
             let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
@@ -458,7 +498,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             for w in &written {
                 text.push_str(&format!("wrote {w}\n"));
             }
-            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-apply.service (host config) or vgpuctl-mdev-restore.service (mdev definitions only)\n");
+            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-apply.service (host config) or vgpuctl-mdev-restore.service (mdev definitions only); systemctl enable --now vgpuctl-metrics.timer for Prometheus (node_exporter textfile)\n");
             print_out(&text);
         }
         Command::Demo { profile, dir } => demo(profile, dir.as_deref())?,
