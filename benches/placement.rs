@@ -2,8 +2,9 @@
 //! exponential holding times over N = 8, 64, 512 GPUs, offered load 0.5-1.5
 //! of capacity, 10 fixed seeds, two mixes. Policies: first fit, best fit,
 //! vgpuctl's planner; reference: a repack oracle (accept when the active set
-//! plus the request fits the N GPUs in some valid layout, found by
-//! first-fit-decreasing with exact per-GPU placement rules; run for N <= 64).
+//! plus the request fits the N GPUs in some valid layout: exact, by
+//! `mig::shapes`, the search over one GPU's possible contents that is checked
+//! against brute force; run for N <= 64).
 //!
 //!   cargo bench --bench placement [-- --quick|--headline|--no-oracle|--gpus N|--out FILE.jsonl]
 //!
@@ -18,6 +19,7 @@ use std::time::Instant;
 use vgpuctl::mig::layout::Layout;
 use vgpuctl::mig::planner::{best_fit, first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{find, hopper_80gb, Profile};
+use vgpuctl::mig::shapes::Shapes;
 
 struct Rng(u64);
 
@@ -101,27 +103,7 @@ impl Policy {
     }
 }
 
-/// First-fit decreasing of `counts` (per kind) over n GPUs with exact rules.
-fn fits_repacked(counts: &[u32], kinds: &[&Profile], n: usize) -> bool {
-    let mut gpus = vec![Layout::default(); n];
-    let mut order: Vec<usize> = (0..kinds.len()).collect();
-    order.sort_by_key(|k| Reverse((kinds[*k].size, kinds[*k].compute_slices())));
-    for k in order {
-        for _ in 0..counts[k] {
-            let p = kinds[k];
-            let spot = gpus.iter().enumerate().find_map(|(i, l)| l.free_starts(p).first().map(|s| (i, *s)));
-            match spot {
-                Some((i, s)) => {
-                    gpus[i].place(p, s);
-                }
-                None => return false,
-            }
-        }
-    }
-    true
-}
-
-fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner), warmup: usize) -> Stats {
+fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner), shapes: &Shapes, warmup: usize) -> Stats {
     let mut st = Stats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut counts = vec![0u32; kinds.len()];
@@ -149,7 +131,7 @@ fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners
             Policy::Reserving => planners.1.choose(&gpus, p),
             Policy::Oracle => {
                 counts[r.kind] += 1;
-                let ok = fits_repacked(&counts, kinds, n);
+                let ok = shapes.fits(&counts, n);
                 if !ok {
                     counts[r.kind] -= 1;
                 }
@@ -204,6 +186,7 @@ fn main() {
     let table = hopper_80gb();
     let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
     let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
     let all_sizes: &[(usize, usize)] = if headline_only { &[(8, 4000)] } else if quick { &[(8, 1500), (64, 2000)] } else { &[(8, 4000), (64, 8000), (512, 12000)] };
     // --gpus N: only that host size (e.g. 512, to time decisions).
@@ -230,7 +213,7 @@ fn main() {
                         policies.push(Policy::Oracle);
                     }
                     for pol in policies {
-                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving), count / 10);
+                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving), &shapes, count / 10);
                         writeln!(
                             f,
                             "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"policy_rejections\":{},\"ns_per_decision\":{}}}",

@@ -10,6 +10,7 @@ pub mod nvml_backend;
 pub mod planner;
 pub mod policy;
 pub mod profiles;
+pub mod shapes;
 pub mod sim_backend;
 pub mod smi;
 pub mod smi_backend;

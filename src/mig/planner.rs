@@ -69,10 +69,14 @@ pub struct Planner {
     reserve: Reserve,
 }
 
-/// Opt-in admission control: smaller requests are refused rather than
-/// take the last `whole` empty GPUs (room for a full-GPU profile) or the
-/// last `half` GPUs with room for a half-GPU (4g) profile. Off by default:
-/// it turns away requests that would fit, in exchange for room for large ones.
+/// Opt-in admission control: a request of fewer than 4 compute slices may
+/// not take the last `whole` empty GPUs (room for a full-GPU profile) or
+/// the last `half` free left halves (slices 0-3: room for a 4g). Only the
+/// placements that take that room are skipped: a small request still goes
+/// anywhere else, so once no GPU is empty the whole-GPU reserve holds back
+/// nothing. 4g and larger requests are what the room is kept for and are
+/// never held back. Off by default: it turns away requests that would fit,
+/// in exchange for room for large ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reserve {
     pub whole: u32,
@@ -121,6 +125,9 @@ impl Planner {
         let worth = |i: usize, t: i64| -> f64 { self.value[i] * (1.0 - 0.5f64.powi(t.clamp(0, 1000) as i32)) };
         let empty = masks.iter().filter(|m| **m == 0).count() as u32;
         let half_free = masks.iter().filter(|m| **m & 0x0f == 0).count() as u32;
+        // Compute slices, not memory size: a 4g.40gb is half a GPU's memory
+        // but what the half reserve exists for.
+        let held_back = self.reserve != Reserve::default() && p.compute_slices() < 4;
         let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
         // GPUs with the same slice mask and instance count score the same,
         // and a tie goes to the lower index: score each kind once. On a big,
@@ -143,10 +150,11 @@ impl Planner {
                 if used & m != 0 {
                     continue;
                 }
-                if self.reserve != Reserve::default() && p.size < 8 {
-                    let empty_after = empty - u32::from(used == 0);
-                    let half_after = half_free - u32::from(used & 0x0f == 0 && (used | m) & 0x0f != 0);
-                    if empty_after < self.reserve.whole || p.size < 4 && half_after < self.reserve.half {
+                if held_back {
+                    // Only a placement that itself takes reserved room is skipped.
+                    let takes_empty = used == 0;
+                    let takes_left_half = used & 0x0f == 0 && (used | m) & 0x0f != 0;
+                    if takes_empty && empty <= self.reserve.whole || takes_left_half && half_free <= self.reserve.half {
                         continue;
                     }
                 }

@@ -106,6 +106,44 @@ mod tests {
         assert!(PlannerConfig::parse("reserve = 1").unwrap_err().to_string().contains("reserve"));
     }
 
+    /// The defect this replaced: once no GPU was empty, every 1g-3g request
+    /// was refused (each candidate counted as "taking" the reserve), and 4g
+    /// requests were held back too (memory size was tested, not compute).
+    #[test]
+    fn test_reserve_holds_back_only_placements_that_take_reserved_room() {
+        let t = hopper_80gb();
+        let one = profiles::find(&t, "1g.10gb").unwrap();
+        let three = profiles::find(&t, "3g.40gb").unwrap();
+        let four = profiles::find(&t, "4g.40gb").unwrap();
+        // Every GPU partly used: nothing left to reserve, a 1g goes in.
+        let mut part = Layout::default();
+        part.place(three, 4);
+        let gpus = vec![part.clone(); 4];
+        let whole = PlannerConfig { reserve_whole_gpus: 1, ..Default::default() }.planner(&t).unwrap();
+        assert!(whole.choose(&gpus, one).is_some(), "no empty GPU to keep: a 1g is placed");
+        assert!(whole.choose(&gpus, four).is_some());
+        // One empty GPU kept: a small request goes to a used GPU, never the empty one.
+        let mut with_empty = gpus.clone();
+        with_empty.push(Layout::default());
+        let (g, _) = whole.choose(&with_empty, one).unwrap();
+        assert_ne!(g, 4, "the last empty GPU stays empty");
+        // A 4g may take the last empty GPU: it is what the room is for.
+        let mut full = Layout::default();
+        full.place(profiles::find(&t, "7g.80gb").unwrap(), 0);
+        assert_eq!(whole.choose(&[full.clone(), Layout::default()], four), Some((1, 0)));
+        // Half reserve: a 1g may use a right half, never the last free left half.
+        let half = PlannerConfig { reserve_half_gpus: 1, ..Default::default() }.planner(&t).unwrap();
+        let mut left_free = Layout::default();
+        left_free.place(three, 4);
+        assert_eq!(half.choose(&[full.clone(), left_free.clone()], one), None, "the only free left half is the reserved one, and the right half is full");
+        let mut right_room = Layout::default();
+        right_room.place(one, 4);
+        let (g, s) = half.choose(&[full, right_room], one).unwrap();
+        assert_eq!(g, 1);
+        assert!(s >= 4, "placed in the right half, at {s}");
+        assert!(half.choose(&[left_free], four).is_some(), "a 4g takes the reserved half");
+    }
+
     #[test]
     fn test_reserving_a_whole_gpu_refuses_a_small_instance_on_the_last_empty_one() {
         let t = hopper_80gb();
