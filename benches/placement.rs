@@ -21,6 +21,9 @@ use vgpuctl::mig::planner::{best_fit, first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{find, hopper_80gb, Profile};
 use vgpuctl::mig::shapes::Shapes;
 
+#[path = "placement/optimum.rs"]
+mod optimum;
+
 struct Rng(u64);
 
 impl Rng {
@@ -88,7 +91,11 @@ enum Policy {
     Planner,
     /// The planner with the opt-in reserve of one empty GPU.
     Reserving,
+    /// The planner scoring by fragmentation (`score = "fragmentation"`).
+    Fragmentation,
     Oracle,
+    /// The optimal non-moving policy of the exact MDP (small hosts only).
+    Optimal,
 }
 
 impl Policy {
@@ -98,12 +105,15 @@ impl Policy {
             Policy::BestFit => "best-fit",
             Policy::Planner => "planner",
             Policy::Reserving => "planner+reserve",
+            Policy::Fragmentation => "planner-frag",
             Policy::Oracle => "repack-oracle",
+            Policy::Optimal => "mdp-optimum",
         }
     }
 }
 
-fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner), shapes: &Shapes, warmup: usize) -> Stats {
+#[allow(clippy::too_many_arguments)]
+fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner, &Planner), shapes: &Shapes, optimal: Option<&optimum::OptimalPolicy>, warmup: usize) -> Stats {
     let mut st = Stats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut counts = vec![0u32; kinds.len()];
@@ -129,6 +139,8 @@ fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners
             Policy::BestFit => best_fit(&gpus, p),
             Policy::Planner => planners.0.choose(&gpus, p),
             Policy::Reserving => planners.1.choose(&gpus, p),
+            Policy::Fragmentation => planners.2.choose(&gpus, p),
+            Policy::Optimal => optimal.and_then(|o| o.choose(&gpus, p, r.kind)),
             Policy::Oracle => {
                 counts[r.kind] += 1;
                 let ok = shapes.fits(&counts, n);
@@ -180,6 +192,14 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let no_oracle = args.iter().any(|a| a == "--no-oracle");
     let headline_only = args.iter().any(|a| a == "--headline");
+    if args.iter().any(|a| a == "--explain-optimum") {
+        explain_optimum();
+        return;
+    }
+    if args.iter().any(|a| a == "--optimum") {
+        optimum_table();
+        return;
+    }
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| {
         format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR"))
     });
@@ -202,18 +222,19 @@ fn main() {
         let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
         let planner = Planner::new(&table, &weights);
         let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
+        let fragmenting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Fragmentation);
         for &(n, count) in &sizes {
             for &load in loads {
                 let mut total: Vec<(Policy, Stats)> = Vec::new();
                 for seed in 0..seeds {
                     let mut rng = Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + (load * 100.0) as u64);
                     let reqs = stream(&mut rng, n, load, mix, &slices, count);
-                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner, Policy::Reserving];
+                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner, Policy::Reserving, Policy::Fragmentation];
                     if n <= 64 && !no_oracle {
                         policies.push(Policy::Oracle);
                     }
                     for pol in policies {
-                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving), &shapes, count / 10);
+                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving, &fragmenting), &shapes, None, count / 10);
                         writeln!(
                             f,
                             "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"policy_rejections\":{},\"ns_per_decision\":{}}}",
@@ -288,4 +309,102 @@ fn main() {
         println!("    {:<15} {}", pol.name(), cells.join("  "));
     }
     println!("results: {out}");
+}
+
+/// `--optimum`: for 1-3 GPUs, both mixes, load 1.0, the exact optimum of
+/// any non-moving policy (MDP) against first fit, the planner, the reserve
+/// and the exact repack oracle (simulated on long streams), and the optimal
+/// policy itself simulated as a check that the MDP and the simulator agree.
+fn optimum_table() {
+    let table = hopper_80gb();
+    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
+    let universe = optimum::Universe::new(&kinds);
+    println!("one GPU: {} layouts up to symmetry ({} slice symmetries)", universe.len(), universe.symmetries());
+    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    println!("{:<12} {:>2} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}", "mix", "N", "states", "first-fit", "planner", "reserve", "opt-place", "optimum", "opt(sim)", "oracle", "opt gap%", "plan gap%", "plan/opt", "plan/opt-place");
+    for (mix_name, mix) in &mixes {
+        let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
+        let planner = Planner::new(&table, &weights);
+        let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
+        let fragmenting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Fragmentation);
+        for n in 1..=3usize {
+            let mean: f64 = mix.iter().zip(&slices).map(|(w, s)| w * s).sum();
+            let rate = 7.0 * n as f64 / mean;
+            let t0 = Instant::now();
+            let mdp = optimum::Mdp::new(&universe, n);
+            let (gain, h) = mdp.solve(rate, mix, &slices, 1e-7, false);
+            let placing_only = mdp.solve(rate, mix, &slices, 1e-7, true).0 / (7.0 * n as f64);
+            let exact = gain / (7.0 * n as f64);
+            let solve_s = t0.elapsed().as_secs_f64();
+            let opt = optimum::OptimalPolicy { mdp: &mdp, h, layout_index: universe.index(), rewards: slices.clone() };
+            let acc = |pol: Policy| {
+                let (mut a, mut o) = (0u64, 0u64);
+                for seed in 0..10u64 {
+                    let mut rng = Rng(0x0971_0000 + seed * 104_729 + n as u64);
+                    let reqs = stream(&mut rng, n, 1.0, mix, &slices, 60_000);
+                    let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving, &fragmenting), &shapes, Some(&opt), 6_000);
+                    a += s.accepted_slices;
+                    o += s.offered_slices;
+                }
+                a as f64 / o as f64
+            };
+            let (ff, pl, rs, sim_opt, or) = (acc(Policy::FirstFit), acc(Policy::Planner), acc(Policy::Reserving), acc(Policy::Optimal), acc(Policy::Oracle));
+            let fr = acc(Policy::Fragmentation);
+            let gap = |x: f64| 100.0 * (x - ff) / (or - ff);
+            println!(
+                "{:<12} {:>2} {:>8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1} {:>9.1} {:>7.0}% {:>7.0}%   (solved in {:.1} s)",
+                mix_name,
+                n,
+                mdp.states_len(),
+                ff,
+                pl,
+                rs,
+                placing_only,
+                exact,
+                sim_opt,
+                or,
+                gap(exact),
+                gap(pl),
+                100.0 * gap(pl) / gap(exact),
+                100.0 * gap(pl) / gap(placing_only),
+                solve_s
+            );
+            println!("{:<12} {:>2}   planner-frag {:.4}: {:.1}% of the gap, {:.0}% of the optimum's", "", n, fr, gap(fr), 100.0 * gap(fr) / gap(exact));
+        }
+    }
+}
+
+/// `--explain-optimum`: on one GPU, where the optimal policy turns away a
+/// request that fits (admission control), per mix.
+fn explain_optimum() {
+    let table = hopper_80gb();
+    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let universe = optimum::Universe::new(&kinds);
+    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    for (mix_name, mix) in &mixes {
+        let mean: f64 = mix.iter().zip(&slices).map(|(w, s)| w * s).sum();
+        for n in 1..=2usize {
+            let mdp = optimum::Mdp::new(&universe, n);
+            let (_, h) = mdp.solve(7.0 * n as f64 / mean, mix, &slices, 1e-9, false);
+            let (mut fits, mut rejected) = ([0u32; 5], [0u32; 5]);
+            for (s, st) in mdp.states.iter().enumerate() {
+                for (k, p) in kinds.iter().enumerate() {
+                    if mdp.fits(s as u32, k) {
+                        fits[k] += 1;
+                        if mdp.best(&h, s as u32, k, slices[k]).is_none() {
+                            rejected[k] += 1;
+                            if n == 2 {
+                                let maps: Vec<String> = st.iter().map(|l| universe.describe(*l)).collect();
+                                println!("{mix_name} N=2: {} rejects {}", maps.join(" "), p.name);
+                            }
+                        }
+                    }
+                }
+            }
+            println!("{mix_name} N={n}: states where it fits / is turned away per kind: {:?} / {:?}", fits, rejected);
+        }
+    }
 }

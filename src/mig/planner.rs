@@ -60,6 +60,10 @@ fn more_in_mask(mut used: u8, p: &Profile) -> u32 {
 pub struct Planner {
     /// more[mask][i]: further instances of profile i that fit in `mask`.
     more: Vec<[u8; 16]>,
+    /// frag[mask]: free slices no placement of a profile can use, weighted
+    /// by the mix (for `Score::Fragmentation`).
+    frag: Vec<f64>,
+    score: Score,
     ids: Vec<u32>,
     /// weight × compute slices per profile.
     value: Vec<f64>,
@@ -67,6 +71,20 @@ pub struct Planner {
     /// best of 0, 0.1, 0.3 across both benchmark mixes at 8 and 64 GPUs).
     drain: f64,
     reserve: Reserve,
+}
+
+/// How a placement is scored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    /// Weighted future capacity lost on the host, with diminishing returns
+    /// (the default).
+    #[default]
+    Capacity,
+    /// Fragmentation added on the GPU: the increase of the free slices that
+    /// no placement of a profile could use, weighted by the mix (after the
+    /// fragmentation-gradient-descent scores of GPU-sharing schedulers).
+    Fragmentation,
 }
 
 /// Opt-in admission control: a request of fewer than 4 compute slices may
@@ -98,7 +116,14 @@ impl Planner {
             .collect();
         let value: Vec<f64> = value;
         let drain = 0.1 * value.iter().sum::<f64>() / value.len().max(1) as f64;
-        Self { more, ids, value, drain, reserve: Reserve::default() }
+        let weights: Vec<f64> = table.iter().take(16).map(|p| mix.weight(p.id)).collect();
+        let frag = (0..256u32).map(|m| fragmentation(m as u8, &table[..table.len().min(16)], &weights)).collect();
+        Self { more, frag, score: Score::Capacity, ids, value, drain, reserve: Reserve::default() }
+    }
+
+    pub fn with_score(mut self, score: Score) -> Self {
+        self.score = score;
+        self
     }
 
     pub fn with_reserve(mut self, r: Reserve) -> Self {
@@ -158,13 +183,18 @@ impl Planner {
                         continue;
                     }
                 }
-                let (before, after) = (&self.more[used as usize], &self.more[(used | m) as usize]);
                 let mut loss = 0.0;
-                for i in 0..n {
-                    if before[i] != after[i] {
-                        let t = i64::from(totals[i]);
-                        loss += worth(i, t) - worth(i, t - i64::from(before[i]) + i64::from(after[i]));
+                match self.score {
+                    Score::Capacity => {
+                        let (before, after) = (&self.more[used as usize], &self.more[(used | m) as usize]);
+                        for i in 0..n {
+                            if before[i] != after[i] {
+                                let t = i64::from(totals[i]);
+                                loss += worth(i, t) - worth(i, t - i64::from(before[i]) + i64::from(after[i]));
+                            }
+                        }
                     }
+                    Score::Fragmentation => loss += self.frag[(used | m) as usize] - self.frag[used as usize],
                 }
                 // Prefer GPUs with more instances: the ones with few drain.
                 loss += self.drain / (1.0 + l.instances.len() as f64);
@@ -179,6 +209,24 @@ impl Planner {
         }
         best.map(|(_, _, g, s)| (g, s))
     }
+}
+
+/// Free slices of `used` that no free placement of a profile covers,
+/// weighted by the profile's share of the mix.
+fn fragmentation(used: u8, table: &[Profile], weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let free = !used;
+    table
+        .iter()
+        .zip(weights)
+        .map(|(p, w)| {
+            let usable = p.starts.iter().map(|s| p.mask(*s)).filter(|m| *m != 0 && used & m == 0).fold(0u8, |a, m| a | m);
+            w / total * f64::from((free & !usable).count_ones())
+        })
+        .sum()
 }
 
 /// One-off choice (builds the table; keep a `Planner` for many decisions).
@@ -245,18 +293,35 @@ mod tests {
         assert_eq!(choose(&gpus, &t, seven, &mix), Some((1, 0)));
     }
 
+    #[test]
+    fn test_fragmentation_score_counts_free_slices_no_profile_can_use() {
+        let t = hopper_80gb();
+        let five: Vec<Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&t, n).unwrap().clone()).collect();
+        let w = [1.0; 5];
+        // Empty GPU: slice 7 is no 1g's, slices 6-7 no 2g's, 4-7 no 4g's.
+        assert!((fragmentation(0, &five, &w) - (1.0 + 2.0 + 4.0) / 5.0).abs() < 1e-12);
+        // Slices 0-6 used: the free slice 7 is unusable by all five.
+        assert!((fragmentation(0x7f, &five, &w) - 1.0).abs() < 1e-12);
+        // A 1g on an empty GPU goes where it adds least: slice 6 or 7 cannot
+        // be used by 2g anyway (6), so the planner scoring fragmentation puts it there.
+        let mix = Mix { weights: five.iter().map(|p| (p.id, 1.0)).collect() };
+        let p = Planner::new(&five, &mix).with_score(Score::Fragmentation);
+        assert_eq!(p.choose(&[Layout::default()], &five[0]), Some((0, 6)));
+    }
+
     proptest! {
         /// Any sequence of planner placements and removals keeps every GPU's
         /// instances non-overlapping and within their allowed starts and counts.
         #[test]
-        fn prop_planner_never_overlaps(ops in prop::collection::vec((0usize..7, any::<bool>(), 0usize..64), 1..80)) {
+        fn prop_planner_never_overlaps(ops in prop::collection::vec((0usize..7, any::<bool>(), 0usize..64), 1..80), frag in any::<bool>()) {
             let t = hopper_80gb();
             let mix = Mix::uniform(&t);
+            let planner = Planner::new(&t, &mix).with_score(if frag { Score::Fragmentation } else { Score::Capacity });
             let mut gpus = vec![Layout::default(); 3];
             for (pi, add, pick) in ops {
                 if add {
                     let p = &t[pi];
-                    if let Some((g, s)) = choose(&gpus, &t, p, &mix) {
+                    if let Some((g, s)) = planner.choose(&gpus, p) {
                         prop_assert!(gpus[g].place(p, s));
                     }
                 } else {

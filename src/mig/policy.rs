@@ -7,6 +7,9 @@
 //! # last N empty GPUs / the last N GPUs with an empty first half (4g room).
 //! reserve_whole_gpus = 0
 //! reserve_half_gpus = 0
+//! # How a placement is scored: "capacity" (future capacity lost, the
+//! # default) or "fragmentation" (free slices made unusable, mix-weighted).
+//! score = "capacity"
 //! ```
 //!
 //! Without the file every profile of the GPU weighs the same and nothing is
@@ -17,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::planner::{Mix, Planner, Reserve};
+use super::planner::{Mix, Planner, Reserve, Score};
 use super::profiles::{self, Profile};
 use crate::host::Host;
 
@@ -32,6 +35,9 @@ pub struct PlannerConfig {
     pub reserve_whole_gpus: u32,
     #[serde(default)]
     pub reserve_half_gpus: u32,
+    /// How placements are scored: `capacity` (default) or `fragmentation`.
+    #[serde(default)]
+    pub score: Score,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +77,7 @@ impl PlannerConfig {
             }
             Mix { weights }
         };
-        Ok(Planner::new(table, &mix).with_reserve(Reserve { whole: self.reserve_whole_gpus, half: self.reserve_half_gpus }))
+        Ok(Planner::new(table, &mix).with_reserve(Reserve { whole: self.reserve_whole_gpus, half: self.reserve_half_gpus }).with_score(self.score))
     }
 }
 
@@ -104,6 +110,9 @@ mod tests {
         let e = PlannerConfig::parse("mix = { \"5g.50gb\" = 1 }").unwrap().planner(&t).err().unwrap();
         assert!(e.to_string().contains("5g.50gb") && e.to_string().contains("3g.40gb"), "{e}");
         assert!(PlannerConfig::parse("reserve = 1").unwrap_err().to_string().contains("reserve"));
+        assert_eq!(PlannerConfig::parse("score = \"fragmentation\"").unwrap().score, Score::Fragmentation);
+        let e = PlannerConfig::parse("score = \"frag\"").unwrap_err().to_string();
+        assert!(e.contains("capacity") && e.contains("fragmentation"), "{e}");
     }
 
     /// The defect this replaced: once no GPU was empty, every 1g-3g request
