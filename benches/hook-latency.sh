@@ -4,6 +4,9 @@
 # starts, all in the same boot. Needs root and the test stack.
 #
 #   benches/hook-latency.sh [ITERATIONS]
+#
+# VGPUCTL_BASELINE=/path/to/older/vgpuctl also times that build as the hook,
+# in the same boot (e.g. a release build of the previous commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked >&2
@@ -27,4 +30,8 @@ awk '
         printf "\nbare process starts (/bin/true twice): %.1f ms\n", t["bin_true_x2"]/1000
         printf "no-GPU hook / bare starts:            %.2fx (goal <= 1.5)\n", t["vgpuctl_none"] / t["bin_true_x2"]
         printf "raw sysfs create+remove of one mdev:  %.1f ms\n", t["raw_sysfs_create_remove"]/1000
+        if ("baseline_none" in t) {
+            printf "\nthis build against the baseline build (same boot, ms)\n"
+            for (i = 1; i <= n; i++) printf "%-10s %10.1f %10.1f   %5.2fx\n", d[i], t["vgpuctl_" d[i]]/1000, t["baseline_" d[i]]/1000, t["vgpuctl_" d[i]] / t["baseline_" d[i]]
+        }
     }' "$res/results.txt"

@@ -25,11 +25,15 @@ fn time<F: FnMut()>(iters: usize, mut f: F) -> Duration {
     for _ in 0..3 {
         f();
     }
-    median((0..iters).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed()
-    }).collect())
+    median(
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 fn read_into(p: &Path, buf: &mut [u8]) -> usize {

@@ -58,10 +58,13 @@ fn stream(rng: &mut Rng, n: usize, load: f64, mix: &[f64], slices: &[f64], count
             t += rng.exp(1.0 / rate);
             let u = rng.unit();
             let mut acc = 0.0;
-            let kind = mix.iter().position(|w| {
-                acc += w;
-                u < acc
-            }).unwrap_or(mix.len() - 1);
+            let kind = mix
+                .iter()
+                .position(|w| {
+                    acc += w;
+                    u < acc
+                })
+                .unwrap_or(mix.len() - 1);
             Req { at: t, hold: rng.exp(1.0), kind }
         })
         .collect()
@@ -113,7 +116,16 @@ impl Policy {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn simulate(reqs: &[Req], n: usize, kinds: &[&Profile], policy: Policy, planners: (&Planner, &Planner, &Planner), shapes: &Shapes, optimal: Option<&optimum::OptimalPolicy>, warmup: usize) -> Stats {
+fn simulate(
+    reqs: &[Req],
+    n: usize,
+    kinds: &[&Profile],
+    policy: Policy,
+    planners: (&Planner, &Planner, &Planner),
+    shapes: &Shapes,
+    optimal: Option<&optimum::OptimalPolicy>,
+    warmup: usize,
+) -> Stats {
     let mut st = Stats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut counts = vec![0u32; kinds.len()];
@@ -200,22 +212,34 @@ fn main() {
         optimum_table();
         return;
     }
-    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| {
-        format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR"))
-    });
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR")));
     let table = hopper_80gb();
     let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
     let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
     let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
-    let all_sizes: &[(usize, usize)] = if headline_only { &[(8, 4000)] } else if quick { &[(8, 1500), (64, 2000)] } else { &[(8, 4000), (64, 8000), (512, 12000)] };
+    let all_sizes: &[(usize, usize)] = if headline_only {
+        &[(8, 4000)]
+    } else if quick {
+        &[(8, 1500), (64, 2000)]
+    } else {
+        &[(8, 4000), (64, 8000), (512, 12000)]
+    };
     // --gpus N: only that host size (e.g. 512, to time decisions).
     let only_gpus: Option<usize> = args.iter().position(|a| a == "--gpus").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
     let sizes: Vec<(usize, usize)> = all_sizes.iter().copied().filter(|(n, _)| only_gpus.is_none_or(|g| g == *n)).collect();
     let loads: &[f64] = if quick || headline_only { &[1.0] } else { &[0.5, 0.75, 1.0, 1.25, 1.5] };
     let seeds: u64 = if quick { 3 } else { 10 };
     let mut f = std::fs::File::create(&out).expect("output file");
-    println!("{:<12} {:>4} {:>5} {:<15} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}", "mix", "N", "load", "policy", "accept%", "slices%", ">=4g%", "frag-rej%", "policy-rej%", "ns/decide");
+    println!(
+        "{:<12} {:>4} {:>5} {:<15} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
+        "mix", "N", "load", "policy", "accept%", "slices%", ">=4g%", "frag-rej%", "policy-rej%", "ns/decide"
+    );
     // Aggregate for the headline comparison: 8 GPUs, load 1.0, small-heavy.
     let mut headline: Vec<(Policy, Stats)> = Vec::new();
     for (mix_name, mix) in mixes.iter().filter(|(m, _)| !headline_only || *m == "small-heavy") {
@@ -293,19 +317,40 @@ fn main() {
     let r = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     let gap = |f: f64, p: f64, o: f64| if (o - f).abs() < 1e-12 { 1.0 } else { (p - f) / (o - f) };
     println!("\nheadline: 8 GPUs, load 1.0, small-heavy mix, {seeds} seeds");
-    println!("  slice-weighted acceptance: first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
-        r(ff.accepted_slices, ff.offered_slices), r(pl.accepted_slices, pl.offered_slices), r(or.accepted_slices, or.offered_slices),
-        100.0 * gap(r(ff.accepted_slices, ff.offered_slices), r(pl.accepted_slices, pl.offered_slices), r(or.accepted_slices, or.offered_slices)));
-    println!("  >=4g acceptance:           first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
-        r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big),
-        100.0 * gap(r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big)));
-    println!("  fragmentation rejections:  first-fit {:.3}, planner {:.3} of requests: ratio {:.2} (goal <= 0.5)",
-        r(ff.frag_rejections, ff.offered), r(pl.frag_rejections, pl.offered), r(pl.frag_rejections, pl.offered) / r(ff.frag_rejections, ff.offered).max(1e-12));
-    println!("  opt-in reserve of one empty GPU: slices {:.3}, >=4g {:.3}, fragmentation rejections {:.3}, turned away by the reserve {:.3}",
-        r(rs.accepted_slices, rs.offered_slices), r(rs.accepted_big, rs.offered_big), r(rs.frag_rejections, rs.offered), r(rs.policy_rejections, rs.offered));
+    println!(
+        "  slice-weighted acceptance: first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
+        r(ff.accepted_slices, ff.offered_slices),
+        r(pl.accepted_slices, pl.offered_slices),
+        r(or.accepted_slices, or.offered_slices),
+        100.0 * gap(r(ff.accepted_slices, ff.offered_slices), r(pl.accepted_slices, pl.offered_slices), r(or.accepted_slices, or.offered_slices))
+    );
+    println!(
+        "  >=4g acceptance:           first-fit {:.3}, planner {:.3}, oracle {:.3}: planner closes {:.0}% of the gap (goal >= 50%)",
+        r(ff.accepted_big, ff.offered_big),
+        r(pl.accepted_big, pl.offered_big),
+        r(or.accepted_big, or.offered_big),
+        100.0 * gap(r(ff.accepted_big, ff.offered_big), r(pl.accepted_big, pl.offered_big), r(or.accepted_big, or.offered_big))
+    );
+    println!(
+        "  fragmentation rejections:  first-fit {:.3}, planner {:.3} of requests: ratio {:.2} (goal <= 0.5)",
+        r(ff.frag_rejections, ff.offered),
+        r(pl.frag_rejections, pl.offered),
+        r(pl.frag_rejections, pl.offered) / r(ff.frag_rejections, ff.offered).max(1e-12)
+    );
+    println!(
+        "  opt-in reserve of one empty GPU: slices {:.3}, >=4g {:.3}, fragmentation rejections {:.3}, turned away by the reserve {:.3}",
+        r(rs.accepted_slices, rs.offered_slices),
+        r(rs.accepted_big, rs.offered_big),
+        r(rs.frag_rejections, rs.offered),
+        r(rs.policy_rejections, rs.offered)
+    );
     println!("  per profile (accepted% / fragmentation rejections% of offered):");
     for (pol, t) in &headline {
-        let cells: Vec<String> = kinds.iter().zip(t.per_kind).map(|(p, (o, a, fr))| format!("{} {:.0}/{:.0}", p.name, 100.0 * a as f64 / o.max(1) as f64, 100.0 * fr as f64 / o.max(1) as f64)).collect();
+        let cells: Vec<String> = kinds
+            .iter()
+            .zip(t.per_kind)
+            .map(|(p, (o, a, fr))| format!("{} {:.0}/{:.0}", p.name, 100.0 * a as f64 / o.max(1) as f64, 100.0 * fr as f64 / o.max(1) as f64))
+            .collect();
         println!("    {:<15} {}", pol.name(), cells.join("  "));
     }
     println!("results: {out}");
@@ -323,7 +368,23 @@ fn optimum_table() {
     let universe = optimum::Universe::new(&kinds);
     println!("one GPU: {} layouts up to symmetry ({} slice symmetries)", universe.len(), universe.symmetries());
     let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
-    println!("{:<12} {:>2} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}", "mix", "N", "states", "first-fit", "planner", "reserve", "opt-place", "optimum", "opt(sim)", "oracle", "opt gap%", "plan gap%", "plan/opt", "plan/opt-place");
+    println!(
+        "{:<12} {:>2} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "mix",
+        "N",
+        "states",
+        "first-fit",
+        "planner",
+        "reserve",
+        "opt-place",
+        "optimum",
+        "opt(sim)",
+        "oracle",
+        "opt gap%",
+        "plan gap%",
+        "plan/opt",
+        "plan/opt-place"
+    );
     for (mix_name, mix) in &mixes {
         let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
         let planner = Planner::new(&table, &weights);

@@ -138,9 +138,7 @@ impl FromStr for MdevUuid {
         if !shaped {
             return Err(IdError::Uuid { value: value.to_string() });
         }
-        uuid::Uuid::parse_str(value)
-            .map(Self)
-            .map_err(|_| IdError::Uuid { value: value.to_string() })
+        uuid::Uuid::parse_str(value).map(Self).map_err(|_| IdError::Uuid { value: value.to_string() })
     }
 }
 
@@ -334,10 +332,7 @@ impl FromStr for MigProfile {
             None => None,
         };
         let gpu_slices = small_number(gpu, 'g').filter(|n| *n <= 8).ok_or_else(|| err("GPU part must be like 3g"))? as u8;
-        let memory_gb = mem
-            .strip_suffix("gb")
-            .and_then(|m| small_number(&format!("{m}x"), 'x'))
-            .ok_or_else(|| err("memory part must be like 40gb"))? as u16;
+        let memory_gb = mem.strip_suffix("gb").and_then(|m| small_number(&format!("{m}x"), 'x')).ok_or_else(|| err("memory part must be like 40gb"))? as u16;
         if let Some(c) = compute_slices {
             if c > gpu_slices {
                 return Err(err("compute slices exceed GPU slices"));
@@ -395,9 +390,23 @@ mod tests {
     #[test]
     fn test_pci_address_hostile_input_is_rejected() {
         for bad in [
-            "", "3b:00.0", "0000:3b:00", "0000:3b:00.8", "0000:3b:20.0", "0000:3b:0.0", "000:3b:00.0",
-            "00010000:3b:00.0", "0000:3b:00.0/..", "../0000:3b:00.0", "0000:3b:00.0\0", "0000:+b:00.0",
-            "0000:3b:00.0.0", "0000:3b:00:00.0", " 0000:3b:00.0", "0000:3b:00.-1", "ffffffffffffffff:00:00.0",
+            "",
+            "3b:00.0",
+            "0000:3b:00",
+            "0000:3b:00.8",
+            "0000:3b:20.0",
+            "0000:3b:0.0",
+            "000:3b:00.0",
+            "00010000:3b:00.0",
+            "0000:3b:00.0/..",
+            "../0000:3b:00.0",
+            "0000:3b:00.0\0",
+            "0000:+b:00.0",
+            "0000:3b:00.0.0",
+            "0000:3b:00:00.0",
+            " 0000:3b:00.0",
+            "0000:3b:00.-1",
+            "ffffffffffffffff:00:00.0",
         ] {
             assert!(bad.parse::<PciAddress>().is_err(), "accepted {bad:?}");
         }
@@ -452,7 +461,9 @@ mod tests {
 
     #[test]
     fn test_mig_profile_hostile_input_is_rejected() {
-        for bad in ["", "3g", "3g.40", "0g.10gb", "9g.10gb", "3g.40gb+", "3g.40gb+ME", "4c.3g.40gb", "3G.40GB", "3g.040gb", "../3g.40gb", "3g.40gb/x", "1c.1c.1g.10gb"] {
+        for bad in
+            ["", "3g", "3g.40", "0g.10gb", "9g.10gb", "3g.40gb+", "3g.40gb+ME", "4c.3g.40gb", "3G.40GB", "3g.040gb", "../3g.40gb", "3g.40gb/x", "1c.1c.1g.10gb"]
+        {
             assert!(bad.parse::<MigProfile>().is_err(), "accepted {bad:?}");
         }
     }

@@ -6,16 +6,18 @@
 
 pub mod apply;
 pub mod cli;
-pub mod libvirt;
-pub mod lock;
-pub mod metrics;
-pub mod mig;
-pub mod logging;
-pub mod mdev;
 pub mod hook;
 pub mod host;
 pub mod ids;
 pub mod inventory;
+pub mod libvirt;
+pub mod lock;
+pub mod logging;
+pub mod mdev;
+pub mod metrics;
+pub mod mig;
+pub mod nvctl;
+pub mod nvml;
 pub mod parse;
 pub mod sim;
 pub mod sriov;
@@ -24,8 +26,6 @@ pub mod types;
 pub mod units;
 pub mod vfio;
 pub mod vgpu;
-pub mod nvctl;
-pub mod nvml;
 
 /// `outer: cause: root cause` on one line: how every vgpuctl error is shown.
 /// A cause whose text the outer message already contains is not repeated.

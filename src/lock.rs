@@ -41,11 +41,7 @@ impl HostLock {
         let dir = host.path(LOCK_DIR)?;
         let path = host.path(LOCK_FILE)?;
         let shown = path.display().to_string();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| LockError::Open { path: dir.display().to_string(), source })?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|source| LockError::Open { path: dir.display().to_string(), source })?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -33,7 +33,11 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vgpuctl: {}", cli::error_line(&e));
-            if matches!(e, cli::CliError::Usage(_)) { exit::USAGE } else { exit::FAILED }
+            if matches!(e, cli::CliError::Usage(_)) {
+                exit::USAGE
+            } else {
+                exit::FAILED
+            }
         }
     };
     std::process::exit(code);

@@ -62,17 +62,12 @@ pub fn nvidia_driver_version(text: &str) -> Option<NvidiaDriverVersion> {
     let line = text.lines().find(|l| l.starts_with("NVRM version:"))?;
     let rest = line.strip_prefix("NVRM version:")?;
     let version = rest.split_whitespace().find(|w| is_version(w))?.to_string();
-    Some(NvidiaDriverVersion {
-        version,
-        open_kernel_module: rest.contains("Open Kernel Module"),
-        vgpu_host: rest.contains("vGPU") || rest.contains("VGX"),
-    })
+    Some(NvidiaDriverVersion { version, open_kernel_module: rest.contains("Open Kernel Module"), vgpu_host: rest.contains("vGPU") || rest.contains("VGX") })
 }
 
 fn is_version(w: &str) -> bool {
     let parts: Vec<&str> = w.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One `key=value` list as NVIDIA writes in an mdev type's `description`:
@@ -108,9 +103,7 @@ pub fn vgpu_description(text: &str) -> VgpuDescription {
             "num_heads" => d.num_heads = count(v),
             "frl_config" => d.frl_config = count(v),
             "framebuffer" => d.framebuffer_mib = size_mib(v),
-            "max_resolution" => {
-                d.max_resolution = (v.len() <= 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'x')).then(|| v.to_string())
-            }
+            "max_resolution" => d.max_resolution = (v.len() <= 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'x')).then(|| v.to_string()),
             "max_instance" => d.max_instance = count(v),
             _ => {}
         }
@@ -286,10 +279,7 @@ mod tests {
     fn test_creatable_vgpu_types_real_format() {
         let text = "ID    : vGPU Name\n1414  : NVIDIA H200X-1-18C\n1148  : NVIDIA L40S-2Q\n";
         let (types, bad) = creatable_vgpu_types(text);
-        assert_eq!(types, vec![
-            CreatableType { id: 1414, name: "NVIDIA H200X-1-18C".into() },
-            CreatableType { id: 1148, name: "NVIDIA L40S-2Q".into() },
-        ]);
+        assert_eq!(types, vec![CreatableType { id: 1414, name: "NVIDIA H200X-1-18C".into() }, CreatableType { id: 1148, name: "NVIDIA L40S-2Q".into() },]);
         assert!(bad.is_empty());
         let (types, bad) = creatable_vgpu_types("ID    : vGPU Name\n");
         assert!(types.is_empty() && bad.is_empty());

@@ -100,10 +100,7 @@ pub fn set(host: &Host, targets: Option<&[PciAddress]>, count: Option<u32>, wait
     let _lock = HostLock::acquire(host, lock_timeout)?;
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: false })?;
     let gpus: Vec<&Gpu> = match targets {
-        Some(list) => list
-            .iter()
-            .map(|a| inv.gpu(*a).filter(|g| g.sriov.is_some()).ok_or(SriovError::NotSriov { gpu: *a }))
-            .collect::<Result<_, _>>()?,
+        Some(list) => list.iter().map(|a| inv.gpu(*a).filter(|g| g.sriov.is_some()).ok_or(SriovError::NotSriov { gpu: *a })).collect::<Result<_, _>>()?,
         None => inv.gpus.iter().filter(|g| g.is_nvidia() && g.sriov.as_ref().is_some_and(|s| s.total_vfs > 0)).collect(),
     };
     if gpus.is_empty() {
@@ -171,8 +168,7 @@ fn wait_for(host: &Host, gpu: PciAddress, n: u32, wait: Duration) -> Result<(), 
         for i in 0..n {
             let ready = match host.link_name(&format!("/sys/bus/pci/devices/{gpu}/virtfn{i}"))? {
                 Some(vf) => {
-                    host.is_dir(&format!("/sys/bus/pci/devices/{vf}/nvidia"))
-                        || host.is_dir(&format!("/sys/bus/pci/devices/{vf}/mdev_supported_types"))
+                    host.is_dir(&format!("/sys/bus/pci/devices/{vf}/nvidia")) || host.is_dir(&format!("/sys/bus/pci/devices/{vf}/mdev_supported_types"))
                 }
                 None => false,
             };

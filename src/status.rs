@@ -136,7 +136,12 @@ pub fn parse_utilization(text: &str) -> HashMap<PciAddress, Utilization> {
             let [bus, g, m, used, total] = c.as_slice() else { return None };
             Some((
                 bus.parse().ok()?,
-                Utilization { gpu_percent: g.parse().ok(), memory_percent: m.parse().ok(), memory_used_mib: used.parse().ok(), memory_total_mib: total.parse().ok() },
+                Utilization {
+                    gpu_percent: g.parse().ok(),
+                    memory_percent: m.parse().ok(),
+                    memory_used_mib: used.parse().ok(),
+                    memory_total_mib: total.parse().ok(),
+                },
             ))
         })
         .collect()
@@ -220,7 +225,10 @@ pub fn collect(host: &Host) -> HostResult<Collected> {
             };
             let holder = group.and_then(|gr| users.user_of(gr));
             // The VF's GPU instance matters only to match NVML's vGPU samples.
-            let vf_gi = || x.vf.and_then(|vf| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten()).and_then(|t| t.trim().parse().ok());
+            let vf_gi = || {
+                x.vf.and_then(|vf| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten())
+                    .and_then(|t| t.trim().parse().ok())
+            };
             devices.push(Device {
                 utilization: nv.and_then(|n| vgpu_utilization(n, x.uuid.map(|u| u.to_string()).as_deref(), vf_gi())),
                 kind: if x.uuid.is_some() { "mdev" } else { "vgpu" },
@@ -326,7 +334,14 @@ pub fn render(s: &Status) -> String {
         let util = g
             .utilization
             .as_ref()
-            .map(|u| format!("  gpu {}%  mem {}/{} MiB", u.gpu_percent.map(|x| x.to_string()).unwrap_or("-".into()), u.memory_used_mib.unwrap_or(0), u.memory_total_mib.unwrap_or(0)))
+            .map(|u| {
+                format!(
+                    "  gpu {}%  mem {}/{} MiB",
+                    u.gpu_percent.map(|x| x.to_string()).unwrap_or("-".into()),
+                    u.memory_used_mib.unwrap_or(0),
+                    u.memory_total_mib.unwrap_or(0)
+                )
+            })
             .unwrap_or_default();
         out.push_str(&format!("{} {:<16} {}{util}\n", g.gpu, g.name.as_deref().unwrap_or(""), g.mode));
         for d in &g.devices {

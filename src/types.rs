@@ -40,9 +40,7 @@ pub struct MdevTypeRow {
 
 pub fn report(inv: &Inventory, views: Vec<GpuView>, only_parent: Option<&MdevParent>) -> TypesReport {
     let gpu_parent = |p: &MdevParent| -> bool {
-        p.pci_address().is_some_and(|a| {
-            inv.gpus.iter().any(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a)))
-        })
+        p.pci_address().is_some_and(|a| inv.gpus.iter().any(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a))))
     };
     let mdev = inv
         .mdev_parents

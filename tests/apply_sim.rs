@@ -33,7 +33,13 @@ fn cfg(h: &SimHost, text: &str) -> String {
 
 fn vgpu_count(h: &SimHost) -> usize {
     let l = h.json(&["list", "--json"]);
-    l["gpus"].as_array().unwrap().iter().flat_map(|g| g["sriov"]["vfs"].as_array().cloned().unwrap_or_default()).filter(|vf| !vf["vgpu"]["current_type"].is_null()).count()
+    l["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["sriov"]["vfs"].as_array().cloned().unwrap_or_default())
+        .filter(|vf| !vf["vgpu"]["current_type"].is_null())
+        .count()
 }
 
 #[test]

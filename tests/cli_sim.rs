@@ -52,12 +52,7 @@ fn trimmed(mut v: serde_json::Value) -> serde_json::Value {
 fn sim(profile: &str) -> tempfile::TempDir {
     let dir = tempdir();
     let root = dir.path().join("host");
-    let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(["sim", "create"])
-        .arg(&root)
-        .args(["--profile", profile])
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).args(["sim", "create"]).arg(&root).args(["--profile", profile]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     dir
 }
@@ -245,12 +240,7 @@ fn test_sim_create_refuses_non_empty_dir_and_unknown_profile() {
     let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).args(["sim", "create"]).arg(&root).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
-    let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(["sim", "create"])
-        .arg(dir.path().join("other"))
-        .args(["--profile", "nope"])
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).args(["sim", "create"]).arg(dir.path().join("other")).args(["--profile", "nope"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown simulated profile \"nope\" (known: h100x8-vfio"), "{}", stderr(&o));
 }

@@ -26,7 +26,19 @@ fn writes_of(h: &SimHost, args: &[&str]) -> u32 {
 #[test]
 fn test_mdev_create_each_write_fails_in_turn() {
     let h = SimHost::new("t4x2-mdev");
-    let args = ["mdev", "create", "--parent", "0000:3b:00.0", "--type", "T4-4Q", "--uuid", "11111111-2222-3333-4444-555555555555", "--persist", "--attr", "nvidia/vgpu_params=frame_rate_limiter=0"];
+    let args = [
+        "mdev",
+        "create",
+        "--parent",
+        "0000:3b:00.0",
+        "--type",
+        "T4-4Q",
+        "--uuid",
+        "11111111-2222-3333-4444-555555555555",
+        "--persist",
+        "--attr",
+        "nvidia/vgpu_params=frame_rate_limiter=0",
+    ];
     // create, the vgpu_params attribute: two writes, each failing in turn
     // (a failed attribute write is rolled back with a remove).
     let n = writes_of(&h, &args);

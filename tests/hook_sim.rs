@@ -31,7 +31,9 @@ fn vf_type(h: &SimHost, vf: &str) -> String {
 }
 
 fn journals(h: &SimHost) -> usize {
-    std::fs::read_dir(h.path("/run/vgpuctl/domains")).map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json")).count()).unwrap_or(0)
+    std::fs::read_dir(h.path("/run/vgpuctl/domains"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
 }
 
 #[test]

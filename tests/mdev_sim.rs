@@ -205,14 +205,7 @@ fn test_concurrent_creates_never_overcommit() {
     let h = SimHost::new("t4x2-mdev");
     // T4-4Q: 4 fit on the GPU. 16 racing creates: exactly 4 succeed.
     let children: Vec<_> = (0..16)
-        .map(|_| {
-            h.cmd()
-                .args(["mdev", "create", "--parent", T4, "--type", "T4-4Q"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| h.cmd().args(["mdev", "create", "--parent", T4, "--type", "T4-4Q"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     let ok = outs.iter().filter(|o| o.status.success()).count();

@@ -23,10 +23,21 @@ use std::time::{Duration, Instant};
 use common::sim::SimHost;
 
 fn promtool_check_metrics(text: &str, what: &str) {
-    let mut c = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (Debian package prometheus)");
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
     c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let o = c.wait_with_output().unwrap();
-    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(), "promtool check metrics on {what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -150,7 +161,13 @@ fn textfile_service_args() -> Vec<String> {
 }
 
 fn hook(h: &SimHost, name: &str, op: &str, sub: &str, xml: &str) -> i32 {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).args(["hook", "qemu", name, op, sub, "-"]).env("VGPUCTL_ROOT", &h.root).stdin(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args(["hook", "qemu", name, op, sub, "-"])
+        .env("VGPUCTL_ROOT", &h.root)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
     c.wait().unwrap().code().unwrap_or(-1)
 }

@@ -60,7 +60,12 @@ fn test_capacity_is_what_types_and_mig_status_say_on_every_profile() {
         }
         let types = h.json(&["types", "--json"]);
         // One vGPU of a time-sliced type, where the host has one.
-        let first = types["gpus"].as_array().unwrap().iter().flat_map(|g| g["types"].as_array().unwrap().iter()).find(|t| t["kind"] == "time-sliced" && t["creatable"].as_u64().unwrap_or(0) > 1);
+        let first = types["gpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["types"].as_array().unwrap().iter())
+            .find(|t| t["kind"] == "time-sliced" && t["creatable"].as_u64().unwrap_or(0) > 1);
         if let Some(t) = first {
             h.ok(&["vgpu", "create", "--type", t["name"].as_str().unwrap()]);
         }
@@ -128,7 +133,15 @@ fn test_hook_outcomes_are_counted_by_kind() {
     let (rc, err) = hook(&h, &["vm3", "prepare", "begin", "-"], &c);
     assert_eq!(rc, 1, "{err}");
     // A broken domain is a failure, not a refusal for room.
-    assert_eq!(hook(&h, &["vm4", "prepare", "begin", "-"], "<domain><name>vm4</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='not-a-uuid'/></source></hostdev></devices></domain>").0, 1);
+    assert_eq!(
+        hook(
+            &h,
+            &["vm4", "prepare", "begin", "-"],
+            "<domain><name>vm4</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='not-a-uuid'/></source></hostdev></devices></domain>"
+        )
+        .0,
+        1
+    );
     assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &a).0, 0);
     // Events with nothing to do are not counted.
     assert_eq!(hook(&h, &["vm1", "started", "begin", "-"], &a).0, 0);

@@ -88,10 +88,7 @@ fn test_real_kernel_created_mdevs_are_listed_with_iommu_groups() {
         seen_types.push((m["parent"].as_str().unwrap().to_string(), m["type"].as_str().unwrap().to_string()));
     }
     seen_types.sort();
-    assert_eq!(
-        seen_types,
-        vec![("mbochs".into(), "mbochs-large".into()), ("mdpy".into(), "mdpy-vga".into()), ("mtty".into(), "mtty-2".into())]
-    );
+    assert_eq!(seen_types, vec![("mbochs".into(), "mbochs-large".into()), ("mdpy".into(), "mdpy-vga".into()), ("mtty".into(), "mtty-2".into())]);
     // The shared mbochs pool: one large (64 MB) lowers medium and small too.
     let counts = listed_counts(&list);
     assert_eq!(counts, sysfs_counts(&g.read("10-inventory", "sysfs-with-mdevs.txt")));

@@ -96,7 +96,11 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     // command, and only `status` waits for a utilization sample.
     assert!(!log.exists(), "nvidia-smi was run: {}", std::fs::read_to_string(&log).unwrap_or_default());
     let calls = std::fs::read_to_string(&helper_log).unwrap();
-    assert_eq!(calls.lines().collect::<Vec<_>>(), ["snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 100"], "{calls}");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        ["snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 100"],
+        "{calls}"
+    );
     assert_eq!(status[0]["current"], "disabled");
     assert_eq!(list["gpus"][0]["uuid"], "GPU-fa0e3f9d-a225-ca1d-8933-489580f84c3b");
     assert_eq!(st["gpus"][0]["utilization"]["memory_total_mib"], 81559, "GPU utilization from NVML");
@@ -195,7 +199,13 @@ fn test_status_shows_per_instance_utilization_from_nvml() {
     // The driver answering "In use by another client" becomes the users NVML
     // lists (none on GI 2 here), without asking nvidia-smi for its process list.
     let busy = dir.path().join("nvidia-smi-busy");
-    script(&busy, &format!("case \"$*\" in\n*-dgi*) echo 'Unable to destroy GPU instance ID 2: In use by another client' >&2; exit 1 ;;\n*) exec {} \"$@\" ;;\nesac", smi.display()));
+    script(
+        &busy,
+        &format!(
+            "case \"$*\" in\n*-dgi*) echo 'Unable to destroy GPU instance ID 2: In use by another client' >&2; exit 1 ;;\n*) exec {} \"$@\" ;;\nesac",
+            smi.display()
+        ),
+    );
     let _ = std::fs::remove_file(dir.path().join("smi.log"));
     let o = vgpuctl(&root, &busy, &helper, "auto", &["mig", "destroy", "--gpu", "0000:00:06.0", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -48,7 +48,21 @@ fn test_every_template_snapshot_and_schema() {
     h100.ok(&["sriov", "enable", "0000:18:00.0"]);
     let hostile = "vm 'one' <&> \"two\"";
     let cases: Vec<(&str, &SimHost, Vec<&str>)> = vec![
-        ("domain_passthrough_gpu_audio_rom", &pt, vec!["--name", hostile, "--passthrough", "0000:01:00.0", "--force", "--rom-file", "/var/lib/libvirt/rom/a6000 & co.rom", "--disk", "/var/lib/libvirt/images/it's <here>.qcow2"]),
+        (
+            "domain_passthrough_gpu_audio_rom",
+            &pt,
+            vec![
+                "--name",
+                hostile,
+                "--passthrough",
+                "0000:01:00.0",
+                "--force",
+                "--rom-file",
+                "/var/lib/libvirt/rom/a6000 & co.rom",
+                "--disk",
+                "/var/lib/libvirt/images/it's <here>.qcow2",
+            ],
+        ),
         ("domain_passthrough_rom_bar_off", &pt, vec!["--name", "pt2", "--passthrough", "0000:41:00.0", "--rom-bar", "off", "--domain-type", "qemu"]),
         ("domain_legacy_vgpu_display", &t4, vec!["--name", "t4", "--vgpu", "T4-4Q", "--display", "on", "--disk", "none"]),
         ("domain_mdev_type_ramfb", &t4, vec!["--name", "mt", "--mdev-type", "nvidia-226", "--display", "on", "--ramfb", "on", "--disk", "none"]),

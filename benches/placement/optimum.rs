@@ -62,7 +62,8 @@ impl Universe {
     pub fn new(kinds: &[&Profile]) -> Self {
         let kinds: Vec<Profile> = kinds.iter().map(|p| (*p).clone()).collect();
         let allowed: Vec<Vec<u8>> = kinds.iter().map(|p| p.starts.iter().map(|s| p.mask(*s)).collect()).collect();
-        let perms: Vec<[u8; 8]> = all_perms().into_iter().filter(|p| allowed.iter().all(|masks| masks.iter().all(|m| masks.contains(&permute(*m, p))))).collect();
+        let perms: Vec<[u8; 8]> =
+            all_perms().into_iter().filter(|p| allowed.iter().all(|masks| masks.iter().all(|m| masks.contains(&permute(*m, p))))).collect();
         let mut u = Universe { kinds, layouts: Vec::new(), add: Vec::new(), remove: Vec::new(), perms };
         let mut index: HashMap<Key, u16> = HashMap::new();
         let empty = u.canonical(&Vec::new());
@@ -145,7 +146,11 @@ impl Universe {
 
     /// The canonical id of a concrete layout.
     pub fn id_of(&self, l: &Layout, index: &HashMap<Key, u16>) -> u16 {
-        let key: Key = l.instances.iter().map(|i| (self.kinds.iter().position(|p| p.id == i.profile_id).unwrap_or(0) as u8, vgpuctl::mig::layout::mask(i.size, i.start))).collect();
+        let key: Key = l
+            .instances
+            .iter()
+            .map(|i| (self.kinds.iter().position(|p| p.id == i.profile_id).unwrap_or(0) as u8, vgpuctl::mig::layout::mask(i.size, i.start)))
+            .collect();
         index[&self.canonical(&key)]
     }
 

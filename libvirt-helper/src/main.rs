@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vgpuctl::cli::vm::{report, render_report, DeviceArgs, DomainArgs};
+use vgpuctl::cli::vm::{render_report, report, DeviceArgs, DomainArgs};
 use vgpuctl::hook::{self, Entry};
 use vgpuctl::host::Host;
 use vgpuctl::ids::{MdevUuid, PciAddress};
@@ -139,7 +139,8 @@ fn make_now(host: &Host, d: &DeviceSpec) -> Result<Option<Entry>, HelperError> {
             let parent = match parent {
                 Some(p) => p.clone(),
                 None => {
-                    let inv = vgpuctl::inventory::Inventory::scan_with(host, &vgpuctl::inventory::ScanOptions { usage: false, mig: false }).map_err(|e| any_err(&e))?;
+                    let inv = vgpuctl::inventory::Inventory::scan_with(host, &vgpuctl::inventory::ScanOptions { usage: false, mig: false })
+                        .map_err(|e| any_err(&e))?;
                     inv.mdev_parents
                         .iter()
                         .find(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
@@ -264,7 +265,13 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             let parsed = domain_xml::parse(&xml).map_err(|e| any_err(&e))?;
             let t = Templates::load(vgpuctl::libvirt::templates::find_dir(host, None).as_deref()).map_err(|e| any_err(&e))?;
             let spec = match (mdev, pci) {
-                (Some(u), None) => DeviceSpec::Mdev { uuid: *u, mdev_type: "x".parse().map_err(|e: vgpuctl::ids::IdError| any_err(&e))?, parent: None, display: None, ramfb: None },
+                (Some(u), None) => DeviceSpec::Mdev {
+                    uuid: *u,
+                    mdev_type: "x".parse().map_err(|e: vgpuctl::ids::IdError| any_err(&e))?,
+                    parent: None,
+                    display: None,
+                    ramfb: None,
+                },
                 (None, Some(a)) => {
                     let managed = parsed.hostdevs.iter().any(|h| matches!(h, domain_xml::Hostdev::Pci { address, managed: true } if address == a));
                     if managed {
@@ -276,7 +283,8 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 _ => return Err(HelperError::Msg("give exactly one of --mdev UUID or --pci ADDRESS".into())),
             };
             let h = generate::hostdevs(&t, &spec, 0).map_err(|e| any_err(&e))?;
-            dom.detach_device_flags(&h[0], flags(live, config)).map_err(|e| HelperError::Libvirt(format!("libvirt refused to detach from {domain}: {}", e.message())))?;
+            dom.detach_device_flags(&h[0], flags(live, config))
+                .map_err(|e| HelperError::Libvirt(format!("libvirt refused to detach from {domain}: {}", e.message())))?;
             let uuid = dom.uuid_string().ok();
             if live {
                 let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;

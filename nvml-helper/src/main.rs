@@ -22,7 +22,8 @@ use nvml_wrapper::vgpu::VgpuInstance;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::*;
 use vgpuctl::nvml::{
-    NvmlComputeInstance, NvmlGiProfile, NvmlGpu, NvmlGpuInstance, NvmlMemory, NvmlMigMode, NvmlPlacement, NvmlProcess, NvmlSnapshot, NvmlUtilization, NvmlVgpu, EXIT_NO_NVML, SCHEMA_VERSION,
+    NvmlComputeInstance, NvmlGiProfile, NvmlGpu, NvmlGpuInstance, NvmlMemory, NvmlMigMode, NvmlPlacement, NvmlProcess, NvmlSnapshot, NvmlUtilization, NvmlVgpu,
+    EXIT_NO_NVML, SCHEMA_VERSION,
 };
 
 const USAGE: &str = "usage: vgpuctl-nvml snapshot [--sample-ms N]\n\
@@ -91,7 +92,12 @@ impl Errors {
 }
 
 fn snapshot(nvml: &Nvml, window: Duration) -> NvmlSnapshot {
-    let mut snap = NvmlSnapshot { schema_version: SCHEMA_VERSION, driver_version: nvml.sys_driver_version().ok(), nvml_version: nvml.sys_nvml_version().ok(), gpus: Vec::new() };
+    let mut snap = NvmlSnapshot {
+        schema_version: SCHEMA_VERSION,
+        driver_version: nvml.sys_driver_version().ok(),
+        nvml_version: nvml.sys_nvml_version().ok(),
+        gpus: Vec::new(),
+    };
     let count = nvml.device_count().unwrap_or(0);
     let mut devices = Vec::new();
     for index in 0..count {
@@ -187,7 +193,10 @@ fn placements(nvml: &Nvml, d: &Device, profile_id: u32) -> Result<Vec<NvmlPlacem
     let mut count = buf.len() as c_uint;
     // SAFETY: NVML writes at most `count` entries into `buf`.
     unsafe { nvml_try(sym(d.handle(), profile_id, buf.as_mut_ptr(), &mut count))? };
-    Ok(buf[..(count as usize).min(buf.len())].iter().filter_map(|p| Some(NvmlPlacement { start: u8::try_from(p.start).ok()?, size: u8::try_from(p.size).ok()? })).collect())
+    Ok(buf[..(count as usize).min(buf.len())]
+        .iter()
+        .filter_map(|p| Some(NvmlPlacement { start: u8::try_from(p.start).ok()?, size: u8::try_from(p.size).ok()? }))
+        .collect())
 }
 
 fn gpu_instances(nvml: &Nvml, d: &Device, profiles: &[NvmlGiProfile], e: &mut Errors) -> Vec<NvmlGpuInstance> {

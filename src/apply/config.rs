@@ -149,7 +149,11 @@ pub fn parse(text: &str, path: &str) -> Result<HostConfig, ConfigError> {
 pub fn load(host: &crate::host::Host, path: &str) -> Result<HostConfig, ConfigError> {
     // The default lives in the host's /etc (relocated with --root); a file
     // given on the command line is taken as is.
-    let p = if path == DEFAULT_PATH { host.path(path).map_err(|e| ConfigError::Invalid { path: path.into(), msg: e.to_string() })? } else { std::path::PathBuf::from(path) };
+    let p = if path == DEFAULT_PATH {
+        host.path(path).map_err(|e| ConfigError::Invalid { path: path.into(), msg: e.to_string() })?
+    } else {
+        std::path::PathBuf::from(path)
+    };
     let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
     parse(&text, path)
 }
@@ -170,7 +174,8 @@ pub fn select(sel: &str, gpus: &[(PciAddress, Option<String>, Option<String>)]) 
             None => Err(format!("select {sel:?}: no GPU with that UUID here (`vgpuctl list --json` shows each GPU's uuid)")),
         };
     }
-    let a: PciAddress = sel.parse().map_err(|e: crate::ids::IdError| format!("select {sel:?}: {e}; use a PCI address, a GPU UUID, \"all\" or \"model:<name>\""))?;
+    let a: PciAddress =
+        sel.parse().map_err(|e: crate::ids::IdError| format!("select {sel:?}: {e}; use a PCI address, a GPU UUID, \"all\" or \"model:<name>\""))?;
     if !gpus.iter().any(|(g, _, _)| *g == a) {
         return Err(format!("select {sel:?}: no such NVIDIA GPU on this host"));
     }

@@ -28,15 +28,45 @@ pub use config::{HostConfig, Mode};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    BindVfio { gpu: PciAddress },
-    EnableVfs { gpu: PciAddress },
-    SetMig { gpu: PciAddress, on: bool },
-    CreateGi { gpu: PciAddress, profile: String, placement: Option<u8> },
-    SetHeterogeneous { gpu: PciAddress, on: bool },
+    BindVfio {
+        gpu: PciAddress,
+    },
+    EnableVfs {
+        gpu: PciAddress,
+    },
+    SetMig {
+        gpu: PciAddress,
+        on: bool,
+    },
+    CreateGi {
+        gpu: PciAddress,
+        profile: String,
+        placement: Option<u8>,
+    },
+    SetHeterogeneous {
+        gpu: PciAddress,
+        on: bool,
+    },
     /// `count` more, for `target` in all (counted again when the step runs).
-    CreateVgpus { gpu: PciAddress, #[serde(rename = "type")] type_name: String, count: u32, target: u32 },
-    CreateMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
-    DefineMdev { uuid: MdevUuid, parent: MdevParent, #[serde(rename = "type")] mdev_type: MdevTypeId },
+    CreateVgpus {
+        gpu: PciAddress,
+        #[serde(rename = "type")]
+        type_name: String,
+        count: u32,
+        target: u32,
+    },
+    CreateMdev {
+        uuid: MdevUuid,
+        parent: MdevParent,
+        #[serde(rename = "type")]
+        mdev_type: MdevTypeId,
+    },
+    DefineMdev {
+        uuid: MdevUuid,
+        parent: MdevParent,
+        #[serde(rename = "type")]
+        mdev_type: MdevTypeId,
+    },
 }
 
 impl Step {
@@ -45,7 +75,9 @@ impl Step {
             Step::BindVfio { gpu } => format!("bind {gpu} (and its card's functions) to vfio-pci"),
             Step::EnableVfs { gpu } => format!("enable SR-IOV VFs on {gpu}"),
             Step::SetMig { gpu, on } => format!("turn MIG mode {} on {gpu}", if *on { "on" } else { "off" }),
-            Step::CreateGi { gpu, profile, placement } => format!("create a {profile} GPU instance on {gpu}{}", placement.map(|p| format!(" at slice {p}")).unwrap_or_default()),
+            Step::CreateGi { gpu, profile, placement } => {
+                format!("create a {profile} GPU instance on {gpu}{}", placement.map(|p| format!(" at slice {p}")).unwrap_or_default())
+            }
             Step::SetHeterogeneous { gpu, on } => format!("turn mixed-size vGPU mode {} on {gpu}", if *on { "on" } else { "off" }),
             Step::CreateVgpus { gpu, type_name, count, .. } => format!("create {count}× {type_name} on {gpu}"),
             Step::CreateMdev { uuid, parent, mdev_type } => format!("create mdev {uuid} ({mdev_type} on {parent})"),
@@ -166,7 +198,9 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
         .filter_map(|st| match st {
             Step::CreateMdev { parent, mdev_type, .. } => {
                 let name = inv.parent(parent)?.types.iter().find(|t| t.id == *mdev_type)?.name.clone()?;
-                let pf = parent.pci_address().map(|a| inv.gpus.iter().find(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a))).map(|g| g.address))??;
+                let pf = parent.pci_address().map(|a| {
+                    inv.gpus.iter().find(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a))).map(|g| g.address)
+                })??;
                 Some((pf, name))
             }
             _ => None,
@@ -206,7 +240,12 @@ fn plan_vgpu(
         match c.type_name.parse::<VgpuTypeName>() {
             Ok(t) => {
                 if want_mig != (t.kind() == VgpuKind::MigBacked) {
-                    problems.push(format!("{at}: {} is {} but the GPU's mode is {}; time-sliced and MIG-backed vGPUs never share a GPU", t, if t.kind() == VgpuKind::MigBacked { "MIG-backed" } else { "time-sliced" }, if want_mig { "mig" } else { "vgpu" }));
+                    problems.push(format!(
+                        "{at}: {} is {} but the GPU's mode is {}; time-sliced and MIG-backed vGPUs never share a GPU",
+                        t,
+                        if t.kind() == VgpuKind::MigBacked { "MIG-backed" } else { "time-sliced" },
+                        if want_mig { "mig" } else { "vgpu" }
+                    ));
                 }
                 if let Some(model) = v.and_then(|v| v.model.as_deref()).or_else(|| crate::parse::hex_id(&g.device_id).and_then(crate::inventory::vgpu_model)) {
                     if model != t.model {
@@ -221,7 +260,8 @@ fn plan_vgpu(
     // Equal-size rule unless mixed-size mode is asked for.
     let sizes: std::collections::BTreeSet<u32> = types.iter().filter(|(t, _)| t.kind() == VgpuKind::TimeSliced).map(|(t, _)| t.framebuffer_gb).collect();
     if sizes.len() > 1 && spec.heterogeneous != Some(true) {
-        problems.push(format!("{at}: time-sliced sizes {:?} GB differ; equal-size mode allows one size per GPU: use one size or set heterogeneous = true", sizes));
+        problems
+            .push(format!("{at}: time-sliced sizes {:?} GB differ; equal-size mode allows one size per GPU: use one size or set heterogeneous = true", sizes));
     }
     for (t, n) in &types {
         if let Some(k) = crate::vgpu::known::lookup(t) {
@@ -243,7 +283,9 @@ fn plan_vgpu(
             .vgpus
             .iter()
             .filter(|x| x.kind.is_some_and(|k| (k == VgpuKind::MigBacked) != want_mig))
-            .map(|x| format!("{} ({})", x.type_name.as_deref().unwrap_or("?"), x.vf.map(|f| f.to_string()).or(x.uuid.map(|u| u.to_string())).unwrap_or_default()))
+            .map(|x| {
+                format!("{} ({})", x.type_name.as_deref().unwrap_or("?"), x.vf.map(|f| f.to_string()).or(x.uuid.map(|u| u.to_string())).unwrap_or_default())
+            })
             .collect();
         if !wrong.is_empty() {
             problems.push(format!(
@@ -270,7 +312,11 @@ fn plan_vgpu(
         for gi in &spec.layout {
             match crate::mig::profiles::find(&table, &gi.profile) {
                 Some(p) => want.push((p, gi.placement)),
-                None => problems.push(format!("{at}: unknown MIG profile {:?} (profiles: {})", gi.profile, table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "))),
+                None => problems.push(format!(
+                    "{at}: unknown MIG profile {:?} (profiles: {})",
+                    gi.profile,
+                    table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")
+                )),
             }
         }
         // Explicit placements first, then largest first, at the planner's choice.
@@ -289,7 +335,12 @@ fn plan_vgpu(
             let start = match s {
                 Some(s) if l.fits_at(p, s) => Some(s),
                 Some(s) => {
-                    problems.push(format!("{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})", p.name, p.starts, l.slice_map(&table)));
+                    problems.push(format!(
+                        "{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})",
+                        p.name,
+                        p.starts,
+                        l.slice_map(&table)
+                    ));
                     None
                 }
                 None => planner.choose(std::slice::from_ref(&l), p).map(|(_, s)| s),
@@ -322,7 +373,8 @@ fn plan_vgpu(
         // With VFs not enabled yet the driver does not report the mode; it
         // is off after every boot on GPUs that have it.
         let model = v.and_then(|v| v.model.clone()).or_else(|| crate::parse::hex_id(&g.device_id).and_then(crate::inventory::vgpu_model).map(str::to_string));
-        let current = v.and_then(|v| v.heterogeneous).or_else(|| (needs_vfs && model.as_deref().is_some_and(crate::vgpu::known::supports_mixed_size)).then_some(false));
+        let current =
+            v.and_then(|v| v.heterogeneous).or_else(|| (needs_vfs && model.as_deref().is_some_and(crate::vgpu::known::supports_mixed_size)).then_some(false));
         match current {
             Some(c) if c != want => steps.push(Step::SetHeterogeneous { gpu, on: want }),
             None if want => problems.push(format!("{at}: {gpu} has no mixed-size (heterogeneous) vGPU mode")),
@@ -384,17 +436,28 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
                 let (_, views) = crate::vgpu::views(host).map_err(|e| err(Box::new(e)))?;
                 let have = views.iter().find(|v| v.gpu == *gpu).map(|v| v.count_of(&t)).unwrap_or(0);
                 for _ in have..*target {
-                    crate::vgpu::create(host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: Some(*gpu), uuid: None, policy: Default::default() }, lock)
-                        .map_err(|e| err(Box::new(e)))?;
+                    crate::vgpu::create(
+                        host,
+                        &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: Some(*gpu), uuid: None, policy: Default::default() },
+                        lock,
+                    )
+                    .map_err(|e| err(Box::new(e)))?;
                 }
             }
             Step::CreateMdev { uuid, parent, mdev_type } => {
-                let req = crate::mdev::CreateRequest { parent: parent.clone(), mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
+                let req =
+                    crate::mdev::CreateRequest { parent: parent.clone(), mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] };
                 crate::mdev::create(host, &req, lock).map_err(|e| err(Box::new(e)))?;
             }
             Step::DefineMdev { uuid, parent, mdev_type } => {
                 let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
-                let def = crate::mdev::Definition { uuid: *uuid, parent: parent.clone(), mdev_type: mdev_type.clone(), start: crate::mdev::StartPolicy::Auto, attrs: vec![] };
+                let def = crate::mdev::Definition {
+                    uuid: *uuid,
+                    parent: parent.clone(),
+                    mdev_type: mdev_type.clone(),
+                    start: crate::mdev::StartPolicy::Auto,
+                    attrs: vec![],
+                };
                 crate::mdev::definitions::save(host, &def).map_err(|e| err(Box::new(e)))?;
             }
         }
@@ -423,7 +486,8 @@ pub fn export(host: &Host) -> Result<HostConfig, ApplyError> {
         } else if g.mig.is_some_and(|m| m.current == MigModeState::Enabled) {
             spec.mode = Mode::Mig;
             if let Some(b) = &mig {
-                spec.layout = b.instances(g.address).unwrap_or_default().into_iter().map(|i| config::GiSpec { profile: i.profile, placement: Some(i.start) }).collect();
+                spec.layout =
+                    b.instances(g.address).unwrap_or_default().into_iter().map(|i| config::GiSpec { profile: i.profile, placement: Some(i.start) }).collect();
             }
         } else if !spec.vgpus.is_empty() {
             spec.mode = Mode::Vgpu;

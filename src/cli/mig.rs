@@ -253,7 +253,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             } else {
                 let mut t = String::new();
                 for s in &all {
-                    let pending = if s.pending != s.current { format!(" (pending: {:?}; reset the GPU to apply)", s.pending).to_lowercase() } else { String::new() };
+                    let pending =
+                        if s.pending != s.current { format!(" (pending: {:?}; reset the GPU to apply)", s.pending).to_lowercase() } else { String::new() };
                     t.push_str(&format!("{} {}: MIG {:?}{pending}\n", s.gpu, s.name.as_deref().unwrap_or(""), s.current));
                     if s.current == MigModeState::Enabled {
                         t.push_str(&format!("  slices [{}]\n", s.slice_map));
@@ -311,7 +312,11 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 print_out(&format!("{gpu}: MIG {}\n{persistence}\n", if on { "enabled" } else { "disabled" }));
             } else {
                 let procs = backend::gpu_processes(host, *gpu);
-                let holders = if procs.is_empty() { String::new() } else { format!(" Processes on it now: {}.", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) };
+                let holders = if procs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Processes on it now: {}.", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+                };
                 print_out(&format!(
                     "{gpu}: MIG mode change is pending.{holders} Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm / nv-hostengine, nvidia-fabricmanager, the processes above), then reset it: nvidia-smi -r -i {}\n",
                     crate::nvctl::smi_bus_id(*gpu)
@@ -360,7 +365,11 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             };
             let (profile, compute_instances) = (&gi_profile, &ci_request);
             let p = profiles::find(&table, profile).ok_or_else(|| {
-                mig_err(MigError::UnknownProfile { gpu: layouts[0].0, wanted: profile.clone(), known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ") })
+                mig_err(MigError::UnknownProfile {
+                    gpu: layouts[0].0,
+                    wanted: profile.clone(),
+                    known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
+                })
             })?;
             let (gi_index, start) = if placement == "auto" {
                 let ls: Vec<Layout> = layouts.iter().map(|(_, _, l)| l.clone()).collect();
@@ -389,7 +398,12 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     return Err(CliError::Usage("--placement needs --gpu".into()));
                 }
                 if !layouts[0].2.fits_at(p, s) {
-                    return Err(mig_err(MigError::NoRoom { gpu: layouts[0].0, profile: p.name.to_string(), at: format!(" at {s} (allowed starts {:?})", p.starts), map: layouts[0].2.slice_map(&table) }));
+                    return Err(mig_err(MigError::NoRoom {
+                        gpu: layouts[0].0,
+                        profile: p.name.to_string(),
+                        at: format!(" at {s} (allowed starts {:?})", p.starts),
+                        map: layouts[0].2.slice_map(&table),
+                    }));
                 }
                 (0, s)
             };
@@ -397,7 +411,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             // Refuse a compute-instance request that cannot be met before
             // anything is made (the table is the modeled one until the GI exists).
             let gi_slices = p.compute_slices();
-            compute::resolve(&compute::modeled(p), compute_instances, gi_slices, &[]).map_err(|why| mig_err(MigError::CiNoRoom { gi: 0, profile: p.name.to_string(), why }))?;
+            compute::resolve(&compute::modeled(p), compute_instances, gi_slices, &[])
+                .map_err(|why| mig_err(MigError::CiNoRoom { gi: 0, profile: p.name.to_string(), why }))?;
             let gi = b.create(g, p, start).map_err(mig_err)?;
             let cis = match make_cis(b.as_ref(), g, gi, compute_instances) {
                 Ok(c) => c,
@@ -412,7 +427,11 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             if *json {
                 print_json(&serde_json::json!({ "gpu": g, "gi": gi, "profile": p.name.to_string(), "start": start, "compute_instances": cis }))?;
             } else {
-                let ci_text = if cis.is_empty() { String::new() } else { format!(", compute instances {}", cis.iter().map(|(ci, n)| format!("{ci} ({n})")).collect::<Vec<_>>().join(", ")) };
+                let ci_text = if cis.is_empty() {
+                    String::new()
+                } else {
+                    format!(", compute instances {}", cis.iter().map(|(ci, n)| format!("{ci} ({n})")).collect::<Vec<_>>().join(", "))
+                };
                 print_out(&format!("GPU instance {gi}: {} on {g} at slice {start}{ci_text}\n", p.name));
             }
         }
@@ -441,7 +460,13 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             // Largest first, as a layout is best built.
             let mut items: Vec<&Profile> = Vec::new();
             for (name, n) in &wanted {
-                let p = profiles::find(&table, name).ok_or_else(|| mig_err(MigError::UnknownProfile { gpu: candidates[0], wanted: name.clone(), known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ") }))?;
+                let p = profiles::find(&table, name).ok_or_else(|| {
+                    mig_err(MigError::UnknownProfile {
+                        gpu: candidates[0],
+                        wanted: name.clone(),
+                        known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
+                    })
+                })?;
                 items.extend(std::iter::repeat_n(p, *n as usize));
             }
             items.sort_by_key(|p| std::cmp::Reverse(p.size));

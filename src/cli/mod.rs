@@ -442,7 +442,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             if *check {
                 let p = crate::apply::plan(&host, &cfg)?;
                 if *json {
-                    print_json(&serde_json::json!({ "schema_version": p.schema_version, "changed": !p.steps.is_empty(), "steps": p.steps, "untouched": p.untouched }))?;
+                    print_json(
+                        &serde_json::json!({ "schema_version": p.schema_version, "changed": !p.steps.is_empty(), "steps": p.steps, "untouched": p.untouched }),
+                    )?;
                 } else {
                     print_out(&render_plan(&p.steps, &p.untouched));
                 }
@@ -463,7 +465,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Export => {
             let host = open_host(&cli)?;
             let cfg = crate::apply::export(&host)?;
-            print_out(&format!("# vgpuctl host config, exported from the current host\n{}", toml::to_string(&cfg).map_err(|e| CliError::Usage(e.to_string()))?));
+            print_out(&format!(
+                "# vgpuctl host config, exported from the current host\n{}",
+                toml::to_string(&cfg).map_err(|e| CliError::Usage(e.to_string()))?
+            ));
         }
         Command::Mig(cmd) => {
             let host = open_host(&cli)?;
@@ -548,8 +553,14 @@ fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
     if let Some(t) = wanted {
         for _ in 0..2 {
             step(&format!("vgpu create --type {t}"));
-            let c = crate::vgpu::create(&host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: None, uuid: None, policy: Default::default() }, lock)?;
-            print_out(&format!("{} on {} ({})\n", c.type_name, c.gpu, c.vf.map(|v| format!("VF {v}")).or(c.uuid.map(|u| format!("mdev {u}"))).unwrap_or_default()));
+            let c =
+                crate::vgpu::create(&host, &crate::vgpu::VgpuCreateRequest { type_name: t.clone(), gpu: None, uuid: None, policy: Default::default() }, lock)?;
+            print_out(&format!(
+                "{} on {} ({})\n",
+                c.type_name,
+                c.gpu,
+                c.vf.map(|v| format!("VF {v}")).or(c.uuid.map(|u| format!("mdev {u}"))).unwrap_or_default()
+            ));
         }
         let smaller = format!("{}-{}{}", t.model, (t.framebuffer_gb / 2).max(1), t.series.letter());
         if let Ok(other) = smaller.parse::<crate::vgpu::typename::VgpuTypeName>() {
@@ -583,7 +594,10 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
                 for a in &actions {
                     text.push_str(&match a {
                         crate::hook::Action::Mdev { uuid, mdev_type, parent } => {
-                            format!("  mdev {uuid}: {mdev_type} on {}\n", parent.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "any parent with room".into()))
+                            format!(
+                                "  mdev {uuid}: {mdev_type} on {}\n",
+                                parent.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "any parent with room".into())
+                            )
                         }
                         crate::hook::Action::LegacyVgpu { uuid, type_name, .. } => format!("  vGPU {type_name} as mdev {uuid} on a GPU with room\n"),
                         crate::hook::Action::VendorVgpu { vf, type_name } => format!("  vGPU {type_name} written to VF {vf}\n"),
@@ -598,7 +612,9 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
         HookCommand::Install { hooks_dir, binary, script } => {
             let bin = match binary {
                 Some(b) => b.clone(),
-                None => std::env::current_exe().map(|p| p.display().to_string()).map_err(|e| CliError::Usage(format!("cannot tell where this binary is ({e}); pass --binary")))?,
+                None => std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .map_err(|e| CliError::Usage(format!("cannot tell where this binary is ({e}); pass --binary")))?,
             };
             let r = crate::hook::install::install(host, hooks_dir, &bin, *script)?;
             print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
@@ -616,14 +632,16 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
 }
 
 fn render_group(r: &crate::vfio::passthrough::GroupReport) -> String {
-    let mut t = format!(
-        "{} IOMMU group {}: {}\n",
-        r.address,
-        r.group,
-        if r.viable { "viable".to_string() } else { format!("NOT viable ({})", r.blockers.join(", ")) }
-    );
+    let mut t =
+        format!("{} IOMMU group {}: {}\n", r.address, r.group, if r.viable { "viable".to_string() } else { format!("NOT viable ({})", r.blockers.join(", ")) });
     for m in &r.members {
-        t.push_str(&format!("  {} {} {}{}\n", m.address, m.class.as_deref().unwrap_or("?"), m.driver.as_deref().unwrap_or("(no driver)"), if m.ok { "" } else { "  <- blocks" }));
+        t.push_str(&format!(
+            "  {} {} {}{}\n",
+            m.address,
+            m.class.as_deref().unwrap_or("?"),
+            m.driver.as_deref().unwrap_or("(no driver)"),
+            if m.ok { "" } else { "  <- blocks" }
+        ));
     }
     if r.boot_vga {
         t.push_str("  boot display: refused unless --force\n");

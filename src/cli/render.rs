@@ -33,11 +33,7 @@ fn model(g: &Gpu) -> String {
 
 fn sriov_text(g: &Gpu) -> String {
     let Some(s) = &g.sriov else { return "-".into() };
-    let busy = s
-        .vfs
-        .iter()
-        .filter(|vf| vf.vgpu.as_ref().is_some_and(|v| v.current_type.is_some()))
-        .count();
+    let busy = s.vfs.iter().filter(|vf| vf.vgpu.as_ref().is_some_and(|v| v.current_type.is_some())).count();
     if s.vfs.iter().any(|vf| vf.vgpu.is_some()) {
         format!("{}/{} VFs, {busy} with vGPU", s.num_vfs, s.total_vfs)
     } else {
@@ -60,10 +56,15 @@ pub fn list(inv: &Inventory) -> String {
             model(g),
             opt(&g.driver),
             opt(&g.numa_node),
-            g.iommu_group.as_ref().map(|grp| {
-                if grp.members.len() > 1 { format!("{} ({} devices)", grp.id, grp.members.len()) } else { grp.id.to_string() }
-            }).unwrap_or_else(|| "-".into()),
-            match g.boot_vga { Some(true) => "yes".into(), Some(false) => "no".into(), None => "-".into() },
+            g.iommu_group
+                .as_ref()
+                .map(|grp| if grp.members.len() > 1 { format!("{} ({} devices)", grp.id, grp.members.len()) } else { grp.id.to_string() })
+                .unwrap_or_else(|| "-".into()),
+            match g.boot_vga {
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
+                None => "-".into(),
+            },
             sriov_text(g),
             mig_text(g),
             mdev,
@@ -91,11 +92,7 @@ pub fn list(inv: &Inventory) -> String {
     if !inv.mdev_parents.is_empty() {
         let _ = writeln!(out, "\nmdev parents: {} ({} PCI)", inv.mdev_parents.len(), pci_parent_count);
         for p in other {
-            let types: Vec<String> = p
-                .types
-                .iter()
-                .map(|t| format!("{} ({} free)", t.id, opt(&t.available_instances)))
-                .collect();
+            let types: Vec<String> = p.types.iter().map(|t| format!("{} ({} free)", t.id, opt(&t.available_instances))).collect();
             let _ = writeln!(out, "  {}: {}", p.name, types.join(", "));
         }
     }

@@ -148,7 +148,13 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
             } else {
                 let text: String = r
                     .iter()
-                    .map(|c| if c.changed { format!("{}: {} -> {} VFs\n", c.gpu, c.before, c.after) } else { format!("{}: {} VFs already enabled\n", c.gpu, c.after) })
+                    .map(|c| {
+                        if c.changed {
+                            format!("{}: {} -> {} VFs\n", c.gpu, c.before, c.after)
+                        } else {
+                            format!("{}: {} VFs already enabled\n", c.gpu, c.after)
+                        }
+                    })
                     .collect();
                 print_out(&text);
             }

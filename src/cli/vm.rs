@@ -181,10 +181,15 @@ fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, C
     use std::os::unix::process::CommandExt;
     const KNOWN: &[&str] = &["define", "attach", "detach", "show"];
     if !args.first().is_some_and(|a| KNOWN.contains(&a.as_str())) {
-        return Err(CliError::Usage(format!("unknown vm command {:?} (xml, hostdev-xml, explain, define, attach, detach, show)", args.first().map(String::as_str).unwrap_or(""))));
+        return Err(CliError::Usage(format!(
+            "unknown vm command {:?} (xml, hostdev-xml, explain, define, attach, detach, show)",
+            args.first().map(String::as_str).unwrap_or("")
+        )));
     }
     let Some(h) = helper() else {
-        return Err(CliError::Usage("vgpuctl-libvirt is not installed (build libvirt-helper/ and put it beside vgpuctl, or set VGPUCTL_LIBVIRT_HELPER)".into()));
+        return Err(CliError::Usage(
+            "vgpuctl-libvirt is not installed (build libvirt-helper/ and put it beside vgpuctl, or set VGPUCTL_LIBVIRT_HELPER)".into(),
+        ));
     };
     let mut c = std::process::Command::new(&h);
     c.args(args);

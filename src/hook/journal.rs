@@ -25,10 +25,21 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    Mdev { uuid: MdevUuid, done: bool },
-    VfType { vf: PciAddress, type_id: u32, done: bool },
+    Mdev {
+        uuid: MdevUuid,
+        done: bool,
+    },
+    VfType {
+        vf: PciAddress,
+        type_id: u32,
+        done: bool,
+    },
     /// A MIG GPU instance made for a MIG-backed vGPU of this domain.
-    MigGi { gpu: PciAddress, gi: u32, done: bool },
+    MigGi {
+        gpu: PciAddress,
+        gi: u32,
+        done: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

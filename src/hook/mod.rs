@@ -70,7 +70,10 @@ pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
             // One device, one request: a second one would be silently "already
             // there" and the VM would start with fewer GPUs than it asked for.
             if covered.iter().any(|c| c.same_device(&dev)) {
-                return Err(HookError::Failed(format!("the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)", dev.label())));
+                return Err(HookError::Failed(format!(
+                    "the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)",
+                    dev.label()
+                )));
             }
             covered.push(dev);
         }
@@ -165,14 +168,15 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), Fa
                         .map(|p| p.name.clone())
                         .collect();
                     if free.is_empty() {
-                        let held: Vec<String> = offering
-                            .iter()
-                            .map(|p| format!("{} holds {} mdev(s)", p.name, p.types.iter().map(|t| t.devices.len()).sum::<usize>()))
-                            .collect();
+                        let held: Vec<String> =
+                            offering.iter().map(|p| format!("{} holds {} mdev(s)", p.name, p.types.iter().map(|t| t.devices.len()).sum::<usize>())).collect();
                         return Err(if held.is_empty() {
                             format!("no mdev parent on this host offers type {mdev_type}").into()
                         } else {
-                            Failure { msg: format!("no room for an mdev of type {mdev_type}: {}; stop a VM using one, or see `vgpuctl types`", held.join(", ")), no_room: true }
+                            Failure {
+                                msg: format!("no room for an mdev of type {mdev_type}: {}; stop a VM using one, or see `vgpuctl types`", held.join(", ")),
+                                no_room: true,
+                            }
                         });
                     }
                     free
@@ -200,7 +204,9 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), Fa
         }
         Action::VendorVgpu { vf, type_name } => {
             let t: VgpuTypeName = type_name.parse().map_err(|e| fail(&e))?;
-            if t.kind() == crate::vgpu::typename::VgpuKind::MigBacked && host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).map(|v| v.trim() == "0").unwrap_or(false) {
+            if t.kind() == crate::vgpu::typename::VgpuKind::MigBacked
+                && host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).map(|v| v.trim() == "0").unwrap_or(false)
+            {
                 // No free GPU instance of the profile: make one for this VM, and
                 // free it again at release.
                 let listed = host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/creatable_vgpu_types")).unwrap_or_default();

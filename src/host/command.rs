@@ -119,10 +119,7 @@ impl CommandRunner {
     pub fn run(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
         let program = self.locate(tool).ok_or_else(|| HostError::ToolMissing {
             tool: tool.program(),
-            looked_for: self
-                .explicit(tool)
-                .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "PATH".to_string()),
+            looked_for: self.explicit(tool).map(|p| p.display().to_string()).unwrap_or_else(|| "PATH".to_string()),
             env: tool.env_var(),
         })?;
         let mut child = Command::new(&program)
@@ -155,11 +152,7 @@ impl CommandRunner {
                 Err(source) => return Err(HostError::ToolSpawn { tool: tool.program(), source }),
             }
         };
-        Ok(CommandOutput {
-            status: status.code(),
-            stdout: out_t.join().unwrap_or_default(),
-            stderr: err_t.join().unwrap_or_default(),
-        })
+        Ok(CommandOutput { status: status.code(), stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() })
     }
 }
 

@@ -111,10 +111,7 @@ impl Host {
         let root = root.into();
         let meta = fs::metadata(&root).map_err(|source| HostError::Root { root: root.clone(), source })?;
         if !meta.is_dir() {
-            return Err(HostError::Root {
-                root: root.clone(),
-                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            });
+            return Err(HostError::Root { root: root.clone(), source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory") });
         }
         fs::read_dir(&root).map_err(|source| HostError::Root { root: root.clone(), source })?;
         Ok(Self { root, runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env() })
@@ -176,8 +173,7 @@ impl Host {
     pub fn read_attr(&self, host_path: &str) -> HostResult<String> {
         let p = self.path(host_path)?;
         let bytes = read_small(&p).map_err(|source| HostError::io("read", host_path, source))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| HostError::Garbage { path: host_path.to_string(), why: "not UTF-8 text".into() })?;
+        let text = String::from_utf8(bytes).map_err(|_| HostError::Garbage { path: host_path.to_string(), why: "not UTF-8 text".into() })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_string())
     }
 
@@ -198,9 +194,7 @@ impl Host {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             // EINVAL: it exists but is not a symlink; the kernel never does that
             // for the links we read, so treat it as garbage.
-            Err(e) if e.raw_os_error() == Some(libc_einval()) => {
-                Err(HostError::Garbage { path: host_path.to_string(), why: "expected a symlink".into() })
-            }
+            Err(e) if e.raw_os_error() == Some(libc_einval()) => Err(HostError::Garbage { path: host_path.to_string(), why: "expected a symlink".into() }),
             Err(source) => Err(HostError::io("readlink", host_path, source)),
         }
     }
@@ -208,9 +202,7 @@ impl Host {
     /// The last component of a symlink's target: the driver name of
     /// `.../driver`, the group number of `.../iommu_group`.
     pub fn link_name(&self, host_path: &str) -> HostResult<Option<String>> {
-        Ok(self
-            .read_link(host_path)?
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned())))
+        Ok(self.read_link(host_path)?.and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned())))
     }
 
     /// Entry names of a directory, sorted. A missing directory is empty: a
@@ -256,7 +248,11 @@ impl Host {
             f.check(host_path).map_err(|source| HostError::io("write", host_path, source))?;
         }
         if let Some(dir) = p.parent() {
-            fs::DirBuilder::new().recursive(true).mode(if mode & 0o044 != 0 { 0o755 } else { 0o700 }).create(dir).map_err(|source| HostError::io("create the directory of", host_path, source))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(if mode & 0o044 != 0 { 0o755 } else { 0o700 })
+                .create(dir)
+                .map_err(|source| HostError::io("create the directory of", host_path, source))?;
         }
         atomic::write_atomic(&p, bytes, mode).map_err(|source| HostError::io("write", host_path, source))
     }

@@ -35,9 +35,10 @@ impl MdevParentInfo {
     /// know NVIDIA types (the directory numbers differ per GPU and driver).
     /// The `GRID `/`NVIDIA ` prefix may be left out.
     pub fn find_type(&self, wanted: &str) -> Option<&MdevTypeInfo> {
-        self.types.iter().find(|t| t.id.as_str() == wanted).or_else(|| {
-            self.types.iter().find(|t| t.name.as_deref().is_some_and(|n| type_name_matches(n, wanted)))
-        })
+        self.types
+            .iter()
+            .find(|t| t.id.as_str() == wanted)
+            .or_else(|| self.types.iter().find(|t| t.name.as_deref().is_some_and(|n| type_name_matches(n, wanted))))
     }
 }
 
@@ -115,15 +116,7 @@ pub fn scan_parent(host: &Host, parent: &MdevParent, w: &mut Warnings) -> Option
                 Err(e) => w.push(format!("{tdir}/devices/{d}: {e}")),
             }
         }
-        types.push(MdevTypeInfo {
-            name: attr(w, "name"),
-            description,
-            vgpu,
-            available_instances,
-            device_api: attr(w, "device_api"),
-            devices,
-            id,
-        });
+        types.push(MdevTypeInfo { name: attr(w, "name"), description, vgpu, available_instances, device_api: attr(w, "device_api"), devices, id });
     }
     Some(MdevParentInfo { name: parent.clone(), types })
 }
@@ -152,12 +145,7 @@ pub fn read_device(host: &Host, uuid: MdevUuid, users: &VfioUsers, w: &mut Warni
     let target = w.ok(host.read_link(&base)).flatten()?;
     let parent = {
         let comps: Vec<_> = target.components().collect();
-        comps
-            .len()
-            .checked_sub(2)
-            .and_then(|i| comps.get(i))
-            .and_then(|p| p.as_os_str().to_str())
-            .and_then(|p| p.parse::<MdevParent>().ok())
+        comps.len().checked_sub(2).and_then(|i| comps.get(i)).and_then(|p| p.as_os_str().to_str()).and_then(|p| p.parse::<MdevParent>().ok())
     };
     let type_id = w.ok(host.link_name(&format!("{base}/mdev_type"))).flatten().and_then(|t| t.parse().ok());
     let iommu_group = w.ok(host.link_name(&format!("{base}/iommu_group"))).flatten().and_then(|g| parse::count(&g));

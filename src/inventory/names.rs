@@ -31,15 +31,8 @@ pub fn nvidia_model_name(device_id: u32) -> Option<&'static str> {
     NVIDIA_MODELS.iter().find(|(id, _)| *id == device_id).map(|(_, n)| *n)
 }
 
-const VENDORS: &[(u32, &str)] = &[
-    (0x10de, "NVIDIA"),
-    (0x1002, "AMD"),
-    (0x102b, "Matrox"),
-    (0x1234, "QEMU"),
-    (0x1a03, "ASPEED"),
-    (0x1af4, "Red Hat"),
-    (0x8086, "Intel"),
-];
+const VENDORS: &[(u32, &str)] =
+    &[(0x10de, "NVIDIA"), (0x1002, "AMD"), (0x102b, "Matrox"), (0x1234, "QEMU"), (0x1a03, "ASPEED"), (0x1af4, "Red Hat"), (0x8086, "Intel")];
 
 pub fn vendor_name(vendor_id: u32) -> Option<&'static str> {
     VENDORS.iter().find(|(id, _)| *id == vendor_id).map(|(_, n)| *n)

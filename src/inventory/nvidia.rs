@@ -91,21 +91,12 @@ pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> O
         w.push(format!("nvidia-smi --query-gpu failed: {}", out.stderr.trim()));
         return None;
     }
-    Some(
-        parse::mig_mode_csv(&out.stdout)
-            .into_iter()
-            .map(|r| (r.address, (MigMode { current: r.current, pending: r.pending }, r.uuid)))
-            .collect(),
-    )
+    Some(parse::mig_mode_csv(&out.stdout).into_iter().map(|r| (r.address, (MigMode { current: r.current, pending: r.pending }, r.uuid))).collect())
 }
 
 /// Names each VF's current type from the creatable lists of its sibling VFs.
 pub(super) fn name_current_types(vfs: &mut [super::Vf]) {
-    let names: HashMap<u32, String> = vfs
-        .iter()
-        .filter_map(|vf| vf.vgpu.as_ref())
-        .flat_map(|v| v.creatable.iter().map(|t| (t.id, t.name.clone())))
-        .collect();
+    let names: HashMap<u32, String> = vfs.iter().filter_map(|vf| vf.vgpu.as_ref()).flat_map(|v| v.creatable.iter().map(|t| (t.id, t.name.clone()))).collect();
     for v in vfs.iter_mut().filter_map(|vf| vf.vgpu.as_mut()) {
         if let Some(id) = v.current_type {
             v.current_type_name = names.get(&id).cloned();

@@ -252,10 +252,9 @@ fn parse_request(d: &roxmltree::Node, el: &str) -> Result<GpuRequest, DomainXmlE
         _ => {
             let companions = match attr(d, "companions") {
                 None => Vec::new(),
-                Some(list) => list
-                    .split(',')
-                    .map(|a| a.trim().parse().map_err(|e: crate::ids::IdError| meta_err(el, e.to_string())))
-                    .collect::<Result<_, _>>()?,
+                Some(list) => {
+                    list.split(',').map(|a| a.trim().parse().map_err(|e: crate::ids::IdError| meta_err(el, e.to_string()))).collect::<Result<_, _>>()?
+                }
             };
             GpuRequest::Passthrough { address: parse_opt(d, el, "address")?.ok_or_else(|| meta_err(el, "missing address"))?, companions }
         }
@@ -296,7 +295,10 @@ mod tests {
     fn test_hostile_metadata_is_refused_with_the_element_named() {
         for (meta, needle) in [
             (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='../x' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus>"), "invalid mdev type"),
-            (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' parent='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus>"), "invalid mdev parent"),
+            (
+                format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' parent='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus>"),
+                "invalid mdev parent",
+            ),
             (format!("<vgpuctl:gpus {NS}><vgpuctl:mdev type='x' uuid='not-a-uuid'/></vgpuctl:gpus>"), "invalid mdev UUID"),
             (format!("<vgpuctl:gpus {NS}><vgpuctl:vgpu type='H100-10C'/></vgpuctl:gpus>"), "exactly one of vf"),
             (format!("<vgpuctl:gpus {NS}><vgpuctl:vgpu type='H100-10C; rm -rf /' vf='0000:18:00.4'/></vgpuctl:gpus>"), "invalid vGPU type name"),
@@ -307,7 +309,10 @@ mod tests {
             let e = parse(&dom(&meta, "")).unwrap_err().to_string();
             assert!(e.contains(needle), "{meta}: {e}");
         }
-        assert!(parse("<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='zz'/></source></hostdev></devices></domain>").is_err());
+        assert!(parse(
+            "<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='zz'/></source></hostdev></devices></domain>"
+        )
+        .is_err());
         assert!(parse("<domain><name>x</name><devices><hostdev mode='subsystem' type='pci'><source><address domain='0x0000' bus='0x1ff' slot='0x00' function='0x0'/></source></hostdev></devices></domain>").is_err());
         assert!(matches!(parse("not xml"), Err(DomainXmlError::Parse(_))));
         assert!(matches!(parse("<network/>"), Err(DomainXmlError::NotADomain)));

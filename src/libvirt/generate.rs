@@ -74,7 +74,9 @@ pub enum GenerateError {
     NoSuchDevice { address: PciAddress },
     #[error("{address} is not a GPU (class {class}); vgpuctl passes through display devices only")]
     NotAGpu { address: PciAddress, class: String },
-    #[error("{address} is the host's boot display (boot_vga=1): giving it to a guest takes the console away from the host; pass --force if that is really wanted")]
+    #[error(
+        "{address} is the host's boot display (boot_vga=1): giving it to a guest takes the console away from the host; pass --force if that is really wanted"
+    )]
     BootVga { address: PciAddress },
     #[error("{path:?}: {why}")]
     BadPath { path: String, why: &'static str },
@@ -161,9 +163,13 @@ fn meta_device(d: &DeviceSpec) -> MetaDevice {
     let policy = |p: &Policy| Some(if *p == Policy::Spread { "spread" } else { "pack" });
     let base = MetaDevice { kind: "", type_name: None, policy: None, gpu: None, vf: None, uuid: None, parent: None, address: None, companions: None };
     match d {
-        DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => {
-            MetaDevice { kind: "mdev", type_name: Some(mdev_type.to_string()), uuid: Some(uuid.to_string()), parent: parent.as_ref().map(|p| p.to_string()), ..base }
-        }
+        DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => MetaDevice {
+            kind: "mdev",
+            type_name: Some(mdev_type.to_string()),
+            uuid: Some(uuid.to_string()),
+            parent: parent.as_ref().map(|p| p.to_string()),
+            ..base
+        },
         DeviceSpec::LegacyVgpu { uuid, type_name, policy: p, gpu, .. } => MetaDevice {
             kind: "vgpu",
             type_name: Some(type_name.clone()),
@@ -240,7 +246,13 @@ pub fn domain(t: &Templates, spec: &DomainSpec) -> Result<String, GenerateError>
 /// `--vgpu TYPE`: chooses now where the vGPU will live. Vendor VFIO fixes a
 /// VF (libvirt needs its address in the XML); legacy mdev fixes a UUID and
 /// leaves the GPU to the hook at start.
-pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<Vec<DeviceSpec>, GenerateError> {
+pub fn resolve_vgpus(
+    host: &Host,
+    wanted: &[VgpuTypeName],
+    gpu: Option<PciAddress>,
+    policy: Policy,
+    display: Option<bool>,
+) -> Result<Vec<DeviceSpec>, GenerateError> {
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
     let mut views = view::build(&inv, &HostFacts { host });
     let mut out = Vec::new();
@@ -248,7 +260,10 @@ pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddres
         let d = resolve_one_vgpu(&views, w, gpu, policy, display)?;
         let (g, slot) = match &d {
             DeviceSpec::VendorVgpu { vf, .. } => (
-                views.iter().find(|v| v.free_vf_list.contains(vf) || v.types.iter().any(|t| t.slots.iter().any(|(s, _)| *s == Slot::Vf { vf: *vf }))).map(|v| v.gpu),
+                views
+                    .iter()
+                    .find(|v| v.free_vf_list.contains(vf) || v.types.iter().any(|t| t.slots.iter().any(|(s, _)| *s == Slot::Vf { vf: *vf })))
+                    .map(|v| v.gpu),
                 Slot::Vf { vf: *vf },
             ),
             _ => (None, Slot::Mdev { parent: "unused".parse().expect("valid parent name") }),
@@ -265,14 +280,22 @@ pub fn resolve_vgpus(host: &Host, wanted: &[VgpuTypeName], gpu: Option<PciAddres
     Ok(out)
 }
 
-fn resolve_one_vgpu(views: &[crate::vgpu::view::GpuView], wanted: &VgpuTypeName, gpu: Option<PciAddress>, policy: Policy, display: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+fn resolve_one_vgpu(
+    views: &[crate::vgpu::view::GpuView],
+    wanted: &VgpuTypeName,
+    gpu: Option<PciAddress>,
+    policy: Policy,
+    display: Option<bool>,
+) -> Result<DeviceSpec, GenerateError> {
     if wanted.kind() == crate::vgpu::typename::VgpuKind::MigBacked && alloc::choose(views, wanted, gpu, policy).is_none() {
         // MIG on, no free GPU instance yet: the hook makes one at start. Fix
         // a free VF of a matching GPU in MIG mode (without time-sliced vGPUs).
         let vf = views
             .iter()
             .filter(|v| gpu.is_none_or(|g| g == v.gpu) && v.mig_enabled() && v.model.as_deref() == Some(wanted.model.as_str()))
-            .filter(|v| v.interface == crate::vgpu::view::Interface::VendorVfio && !v.vgpus.iter().any(|x| x.kind == Some(crate::vgpu::typename::VgpuKind::TimeSliced)))
+            .filter(|v| {
+                v.interface == crate::vgpu::view::Interface::VendorVfio && !v.vgpus.iter().any(|x| x.kind == Some(crate::vgpu::typename::VgpuKind::TimeSliced))
+            })
             .find_map(|v| v.free_vf_list.first().copied());
         if let Some(vf) = vf {
             return Ok(DeviceSpec::VendorVgpu { vf, type_name: wanted.to_string(), policy, gpu });
@@ -304,23 +327,29 @@ pub fn resolve_mdev(host: &Host, uuid: MdevUuid, display: Option<bool>, ramfb: O
 }
 
 /// `--mdev-type T [--parent P]`: a new mdev the hook will create at start.
-pub fn resolve_mdev_type(host: &Host, wanted: &str, parent: Option<MdevParent>, display: Option<bool>, ramfb: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+pub fn resolve_mdev_type(
+    host: &Host,
+    wanted: &str,
+    parent: Option<MdevParent>,
+    display: Option<bool>,
+    ramfb: Option<bool>,
+) -> Result<DeviceSpec, GenerateError> {
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: false })?;
-    let found = inv
-        .mdev_parents
-        .iter()
-        .filter(|p| parent.as_ref().is_none_or(|x| *x == p.name))
-        .find_map(|p| p.find_type(wanted).map(|t| t.id.clone()));
-    let mdev_type = found.ok_or_else(|| GenerateError::NoMdevType {
-        mdev_type: wanted.to_string(),
-        on: parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default(),
-    })?;
+    let found = inv.mdev_parents.iter().filter(|p| parent.as_ref().is_none_or(|x| *x == p.name)).find_map(|p| p.find_type(wanted).map(|t| t.id.clone()));
+    let mdev_type = found
+        .ok_or_else(|| GenerateError::NoMdevType { mdev_type: wanted.to_string(), on: parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default() })?;
     Ok(DeviceSpec::Mdev { uuid: MdevUuid::new_random(), mdev_type, parent, display, ramfb })
 }
 
 /// `--passthrough PCI`: a display-class function, not the boot display
 /// (unless forced), with the other functions of its slot (HDMI audio).
-pub fn resolve_passthrough(host: &Host, address: PciAddress, force: bool, rom_file: Option<String>, rom_bar: Option<bool>) -> Result<DeviceSpec, GenerateError> {
+pub fn resolve_passthrough(
+    host: &Host,
+    address: PciAddress,
+    force: bool,
+    rom_file: Option<String>,
+    rom_bar: Option<bool>,
+) -> Result<DeviceSpec, GenerateError> {
     let base = format!("/sys/bus/pci/devices/{address}");
     let class = host.read_attr_opt(&format!("{base}/class"))?.ok_or(GenerateError::NoSuchDevice { address })?;
     if !class.trim().starts_with("0x03") {

@@ -23,9 +23,22 @@ impl GuestOs {
         let id = id.to_ascii_lowercase();
         if id.contains("microsoft.com/win") {
             Some(GuestOs::Windows)
-        } else if ["ubuntu.com", "debian.org", "redhat.com", "fedoraproject.org", "centos.org", "suse.com", "opensuse.org", "rockylinux.org", "almalinux.org", "archlinux.org", "oracle.com/ol", "kernel.org"]
-            .iter()
-            .any(|d| id.contains(d))
+        } else if [
+            "ubuntu.com",
+            "debian.org",
+            "redhat.com",
+            "fedoraproject.org",
+            "centos.org",
+            "suse.com",
+            "opensuse.org",
+            "rockylinux.org",
+            "almalinux.org",
+            "archlinux.org",
+            "oracle.com/ol",
+            "kernel.org",
+        ]
+        .iter()
+        .any(|d| id.contains(d))
         {
             Some(GuestOs::Linux)
         } else {

@@ -56,10 +56,7 @@ pub fn find_dir(host: &Host, explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("VGPUCTL_TEMPLATES").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(d));
     }
-    ["/etc/vgpuctl/xml-templates", "/usr/share/vgpuctl/xml-templates"]
-        .iter()
-        .filter_map(|p| host.path(p).ok())
-        .find(|p| p.join("domain.xml").is_file())
+    ["/etc/vgpuctl/xml-templates", "/usr/share/vgpuctl/xml-templates"].iter().filter_map(|p| host.path(p).ok()).find(|p| p.join("domain.xml").is_file())
 }
 
 impl Templates {
@@ -86,8 +83,7 @@ impl Templates {
                 }
                 _ => built_in.to_string(),
             };
-            env.add_template_owned(name.to_string(), text)
-                .map_err(|e| TemplateError::Render { name: name.to_string(), detail: e.to_string() })?;
+            env.add_template_owned(name.to_string(), text).map_err(|e| TemplateError::Render { name: name.to_string(), detail: e.to_string() })?;
         }
         Ok(Self { env, source })
     }

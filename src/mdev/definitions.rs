@@ -167,9 +167,7 @@ pub fn find(host: &Host, uuid: &MdevUuid) -> Result<Option<Definition>, MdevErro
         let Ok(parent) = pname.parse::<MdevParent>() else { continue };
         let file = path_of(&parent, uuid);
         if let Some(text) = host.read_attr_opt(&file)? {
-            return parse(&parent, *uuid, &text)
-                .map(Some)
-                .map_err(|why| MdevError::BadDefinition { path: file, why });
+            return parse(&parent, *uuid, &text).map(Some).map_err(|why| MdevError::BadDefinition { path: file, why });
         }
     }
     Ok(None)

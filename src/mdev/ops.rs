@@ -50,7 +50,11 @@ fn parent_info(host: &Host, parent: &MdevParent) -> Result<MdevParentInfo, MdevE
         parent: parent.clone(),
         known: {
             let names = host.list_dir("/sys/class/mdev_bus").unwrap_or_default();
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         },
     })
 }
@@ -77,18 +81,10 @@ fn device(host: &Host, uuid: MdevUuid) -> Option<MdevDevice> {
 
 /// What holds a parent's capacity, for "no room" messages.
 fn occupants(info: &MdevParentInfo, wanted: &MdevTypeInfo) -> String {
-    let held: Vec<String> = info
-        .types
-        .iter()
-        .flat_map(|t| t.devices.iter().map(move |u| format!("{u} ({})", t.name.as_deref().unwrap_or(t.id.as_str()))))
-        .collect();
+    let held: Vec<String> =
+        info.types.iter().flat_map(|t| t.devices.iter().map(move |u| format!("{u} ({})", t.name.as_deref().unwrap_or(t.id.as_str())))).collect();
     let fb = |t: &MdevTypeInfo| t.vgpu.as_ref().and_then(|v| v.framebuffer_mib);
-    let other_sizes: Vec<u64> = info
-        .types
-        .iter()
-        .filter(|t| !t.devices.is_empty() && fb(t).is_some() && fb(t) != fb(wanted))
-        .filter_map(fb)
-        .collect();
+    let other_sizes: Vec<u64> = info.types.iter().filter(|t| !t.devices.is_empty() && fb(t).is_some() && fb(t) != fb(wanted)).filter_map(fb).collect();
     if let (Some(size), false) = (fb(wanted), other_sizes.is_empty()) {
         return format!(
             "the GPU holds vGPUs with {} MiB framebuffers ({}) and NVIDIA's equal-size mode allows one size per GPU, but this type has {size} MiB; remove those vGPUs, use a type of their size, or enable heterogeneous mode",
@@ -175,10 +171,7 @@ pub fn create_locked(host: &Host, req: &CreateRequest) -> Result<Created, MdevEr
     let made = match device(host, uuid) {
         Some(d) if d.type_id.as_ref() == Some(&ty.id) => d,
         Some(d) => {
-            return Err(rollback(MdevError::VerifyFailed {
-                uuid,
-                why: format!("its mdev_type is {:?}, not {}", d.type_id.map(|t| t.to_string()), ty.id),
-            }))
+            return Err(rollback(MdevError::VerifyFailed { uuid, why: format!("its mdev_type is {:?}, not {}", d.type_id.map(|t| t.to_string()), ty.id) }))
         }
         None => return Err(MdevError::VerifyFailed { uuid, why: "it does not exist in /sys/bus/mdev/devices".into() }),
     };
@@ -284,13 +277,7 @@ pub(super) fn start_definition_locked(host: &Host, def: &Definition) -> Result<C
             type_id: def.mdev_type.clone(),
         });
     }
-    let req = CreateRequest {
-        parent: def.parent.clone(),
-        mdev_type: def.mdev_type.to_string(),
-        uuid: Some(def.uuid),
-        persist: None,
-        attrs: def.attrs.clone(),
-    };
+    let req = CreateRequest { parent: def.parent.clone(), mdev_type: def.mdev_type.to_string(), uuid: Some(def.uuid), persist: None, attrs: def.attrs.clone() };
     let mut c = create_locked(host, &req)?;
     c.defined = true;
     c.start = Some(def.start);

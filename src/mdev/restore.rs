@@ -60,8 +60,7 @@ pub fn restore(host: &Host, wait: Duration, lock_timeout: Duration) -> Result<Re
     let start = Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            pending.into_iter().partition(|d| host.exists(&format!("/sys/class/mdev_bus/{}", d.parent)));
+        let (ready, waiting): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| host.exists(&format!("/sys/class/mdev_bus/{}", d.parent)));
         pending = waiting;
         for d in ready {
             let outcome = match HostLock::acquire(host, lock_timeout).map_err(MdevError::from).and_then(|_l| start_definition_locked(host, &d)) {

@@ -104,7 +104,8 @@ fn handle(mut s: TcpStream, metrics: &mut dyn FnMut() -> Result<String, String>)
         Ok(head) => answer(&head, metrics),
         Err(too_big) => too_big,
     };
-    let mut out = format!("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", r.status, r.content_type, r.body.len()).into_bytes();
+    let mut out =
+        format!("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", r.status, r.content_type, r.body.len()).into_bytes();
     if !r.head_only {
         out.extend_from_slice(r.body.as_bytes());
     }
@@ -136,7 +137,12 @@ pub fn check_addr(addr: SocketAddr, allow_remote: bool) -> Result<(), ServeError
 
 /// Binds `addr`, then answers requests one at a time until `max_requests`
 /// (forever without it). Each scrape reads the host anew.
-pub fn serve(addr: SocketAddr, max_requests: Option<u64>, ready: &mut dyn FnMut(SocketAddr), metrics: &mut dyn FnMut() -> Result<String, String>) -> Result<(), ServeError> {
+pub fn serve(
+    addr: SocketAddr,
+    max_requests: Option<u64>,
+    ready: &mut dyn FnMut(SocketAddr),
+    metrics: &mut dyn FnMut() -> Result<String, String>,
+) -> Result<(), ServeError> {
     let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     ready(local);

@@ -200,7 +200,8 @@ fn mig(e: &mut Exposition, c: &Collected) {
         .iter()
         .map(|r| (r.gpu.to_string(), r.table.iter().filter(|p| r.layout.more(p) > 0).max_by_key(|p| (p.compute_slices(), p.size, std::cmp::Reverse(p.id)))))
         .collect();
-    let f = e.family("vgpuctl_mig_largest_free_compute_slices", "Compute slices of the largest MIG profile that still fits on this GPU (0: none).", Kind::Gauge);
+    let f =
+        e.family("vgpuctl_mig_largest_free_compute_slices", "Compute slices of the largest MIG profile that still fits on this GPU (0: none).", Kind::Gauge);
     for (gpu, p) in &largest {
         f.sample(&[("gpu", gpu)], p.map(|p| f64::from(p.compute_slices())).unwrap_or(0.0));
     }
@@ -228,17 +229,31 @@ fn devices(e: &mut Exposition, c: &Collected) {
     for (gpu, d) in &all {
         f.sample(&[("gpu", gpu), ("kind", d.kind), ("id", &d.id), ("type", d.type_name.as_deref().unwrap_or("")), ("vm", d.vm.as_deref().unwrap_or(""))], 1.0);
     }
-    let f = e.family("vgpuctl_device_in_use", "1 while a process (QEMU) holds the device's VFIO group, 0 when none does; absent when that cannot be known.", Kind::Gauge);
+    let f = e.family(
+        "vgpuctl_device_in_use",
+        "1 while a process (QEMU) holds the device's VFIO group, 0 when none does; absent when that cannot be known.",
+        Kind::Gauge,
+    );
     for (gpu, d) in &all {
         f.sample_opt(&[("gpu", gpu), ("kind", d.kind), ("id", &d.id)], d.in_use.map(|u| if u { 1.0 } else { 0.0 }));
     }
     type Pick = fn(&DeviceUtilization) -> Option<f64>;
     let util: [(&'static str, &'static str, Pick); 6] = [
-        ("vgpuctl_device_sm_utilization_ratio", "SM busy fraction of a vGPU or MIG GPU instance, as the driver reports it.", |u| u.sm_percent.map(|p| p / 100.0)),
-        ("vgpuctl_device_memory_utilization_ratio", "Memory-controller busy fraction of a vGPU, as the driver reports it.", |u| u.memory_percent.map(|p| f64::from(p) / 100.0)),
-        ("vgpuctl_device_encoder_utilization_ratio", "Video encoder busy fraction of a vGPU, as the driver reports it.", |u| u.encoder_percent.map(|p| f64::from(p) / 100.0)),
-        ("vgpuctl_device_decoder_utilization_ratio", "Video decoder busy fraction of a vGPU, as the driver reports it.", |u| u.decoder_percent.map(|p| f64::from(p) / 100.0)),
-        ("vgpuctl_device_memory_used_bytes", "Framebuffer a vGPU or MIG GPU instance uses, as the driver reports it.", |u| u.memory_used_mib.map(|m| m as f64 * MIB)),
+        ("vgpuctl_device_sm_utilization_ratio", "SM busy fraction of a vGPU or MIG GPU instance, as the driver reports it.", |u| {
+            u.sm_percent.map(|p| p / 100.0)
+        }),
+        ("vgpuctl_device_memory_utilization_ratio", "Memory-controller busy fraction of a vGPU, as the driver reports it.", |u| {
+            u.memory_percent.map(|p| f64::from(p) / 100.0)
+        }),
+        ("vgpuctl_device_encoder_utilization_ratio", "Video encoder busy fraction of a vGPU, as the driver reports it.", |u| {
+            u.encoder_percent.map(|p| f64::from(p) / 100.0)
+        }),
+        ("vgpuctl_device_decoder_utilization_ratio", "Video decoder busy fraction of a vGPU, as the driver reports it.", |u| {
+            u.decoder_percent.map(|p| f64::from(p) / 100.0)
+        }),
+        ("vgpuctl_device_memory_used_bytes", "Framebuffer a vGPU or MIG GPU instance uses, as the driver reports it.", |u| {
+            u.memory_used_mib.map(|m| m as f64 * MIB)
+        }),
         ("vgpuctl_device_memory_total_bytes", "Framebuffer of a MIG GPU instance, as the driver reports it.", |u| u.memory_total_mib.map(|m| m as f64 * MIB)),
     ];
     for (name, help, pick) in util {

@@ -152,7 +152,8 @@ pub fn vgpu_holders(host: &Host, gpu: PciAddress, gi: u32) -> Vec<PciAddress> {
     let mut out = Vec::new();
     for name in host.list_dir(&dir).unwrap_or_default().into_iter().filter(|n| n.starts_with("virtfn")) {
         let Some(vf) = host.link_name(&format!("{dir}/{name}")).ok().flatten().and_then(|v| v.parse::<PciAddress>().ok()) else { continue };
-        let read = |attr: &str| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/{attr}")).ok().flatten().and_then(|v| v.trim().parse::<u32>().ok());
+        let read =
+            |attr: &str| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/{attr}")).ok().flatten().and_then(|v| v.trim().parse::<u32>().ok());
         if read("gpu_instance_id") == Some(gi) && read("current_vgpu_type").is_some_and(|t| t != 0) {
             out.push(vf);
         }
@@ -173,7 +174,9 @@ pub fn gpu_processes(host: &Host, gpu: PciAddress) -> Vec<GiUser> {
         }
     }
     let id = crate::nvctl::smi_bus_id(gpu);
-    let Ok(out) = host.runner().run(Tool::NvidiaSmi, &["--query-compute-apps=pid,process_name", "--format=csv,noheader", "-i", &id], std::time::Duration::from_secs(30)) else {
+    let Ok(out) =
+        host.runner().run(Tool::NvidiaSmi, &["--query-compute-apps=pid,process_name", "--format=csv,noheader", "-i", &id], std::time::Duration::from_secs(30))
+    else {
         return Vec::new();
     };
     if !out.success() {

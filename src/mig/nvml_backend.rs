@@ -85,7 +85,8 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
-        self.with_gpu(gpu, |g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect()).unwrap_or_default()
+        self.with_gpu(gpu, |g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect())
+            .unwrap_or_default()
     }
 
     fn name(&self) -> &'static str {

@@ -154,10 +154,10 @@ impl Planner {
         // but what the half reserve exists for.
         let held_back = self.reserve != Reserve::default() && p.compute_slices() < 4;
         let mut best: Option<(f64, u32, usize, u8)> = None; // (loss, free slices, gpu, start)
-        // GPUs with the same slice mask and instance count score the same,
-        // and a tie goes to the lower index: score each kind once. On a big,
-        // lightly used host most GPUs are alike (all empty), so this is what
-        // keeps a decision cheap there.
+                                                            // GPUs with the same slice mask and instance count score the same,
+                                                            // and a tie goes to the lower index: score each kind once. On a big,
+                                                            // lightly used host most GPUs are alike (all empty), so this is what
+                                                            // keeps a decision cheap there.
         let mut seen = vec![false; 256 * 9];
         for (gi, l) in gpus.iter().enumerate() {
             let used = masks[gi];
@@ -241,11 +241,7 @@ pub fn first_fit(gpus: &[Layout], p: &Profile) -> Option<(usize, u8)> {
 
 /// Best fit: the GPU with the fewest free slices that still fits, lowest start.
 pub fn best_fit(gpus: &[Layout], p: &Profile) -> Option<(usize, u8)> {
-    gpus.iter()
-        .enumerate()
-        .filter_map(|(i, l)| l.free_starts(p).first().map(|s| (8 - l.used_mask().count_ones(), i, *s)))
-        .min()
-        .map(|(_, i, s)| (i, s))
+    gpus.iter().enumerate().filter_map(|(i, l)| l.free_starts(p).first().map(|s| (8 - l.used_mask().count_ones(), i, *s))).min().map(|(_, i, s)| (i, s))
 }
 
 #[cfg(test)]

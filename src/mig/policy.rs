@@ -71,7 +71,10 @@ impl PlannerConfig {
             let mut weights = Vec::new();
             for (name, w) in &self.mix {
                 let p = profiles::find(table, name).ok_or_else(|| {
-                    PolicyError::Invalid(format!("mix names {name:?}, which this GPU does not offer (profiles: {})", table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")))
+                    PolicyError::Invalid(format!(
+                        "mix names {name:?}, which this GPU does not offer (profiles: {})",
+                        table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ")
+                    ))
                 })?;
                 weights.push((p.id, *w));
             }

@@ -64,9 +64,13 @@ impl Shapes {
         let mut found = HashMap::new();
         enumerate(&kinds, 0, &mut Layout::default(), &mut vec![0; kinds.len()], &mut found);
         let mut all: Vec<Shape> = found.into_iter().map(|(counts, layout)| Shape { counts, layout }).collect();
-        all.sort_by(|a, b| b.counts.iter().map(|c| u32::from(*c)).sum::<u32>().cmp(&a.counts.iter().map(|c| u32::from(*c)).sum::<u32>()).then(a.counts.cmp(&b.counts)));
+        all.sort_by(|a, b| {
+            b.counts.iter().map(|c| u32::from(*c)).sum::<u32>().cmp(&a.counts.iter().map(|c| u32::from(*c)).sum::<u32>()).then(a.counts.cmp(&b.counts))
+        });
         let covers = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x >= y);
-        let maximal = (0..all.len()).filter(|&i| !all.iter().enumerate().any(|(j, o)| j != i && o.counts != all[i].counts && covers(&o.counts, &all[i].counts))).collect();
+        let maximal = (0..all.len())
+            .filter(|&i| !all.iter().enumerate().any(|(j, o)| j != i && o.counts != all[i].counts && covers(&o.counts, &all[i].counts)))
+            .collect();
         Self { kinds, all, maximal }
     }
 

@@ -2,9 +2,9 @@
 //! the profile table is the real H100 one; what the driver refuses (no
 //! room, instance in use) is refused the same way.
 
-use super::layout::mask;
 use super::backend::{layout, vgpu_holders, ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
 use super::compute::{self, CiProfile};
+use super::layout::mask;
 use super::profiles::{self, Profile};
 use crate::host::Host;
 use crate::ids::PciAddress;
@@ -83,7 +83,13 @@ impl MigBackend for SimMig<'_> {
                     .filter(|(cgi, ..)| cgi == gi)
                     .map(|(_, ci, cpid, cstart)| {
                         let cp = cis.iter().find(|c| c.id == *cpid);
-                        ComputeInstance { ci: *ci, profile_id: *cpid, profile: cp.map(|c| c.name.to_string()).unwrap_or_default(), start: *cstart, size: cp.map(|c| c.slices).unwrap_or(1) }
+                        ComputeInstance {
+                            ci: *ci,
+                            profile_id: *cpid,
+                            profile: cp.map(|c| c.name.to_string()).unwrap_or_default(),
+                            start: *cstart,
+                            size: cp.map(|c| c.slices).unwrap_or(1),
+                        }
                     })
                     .collect();
                 Some(GpuInstance { gi: *gi, profile_id: *pid, profile: p.name.to_string(), start: *start, size: p.size, compute_instances })
@@ -174,4 +180,3 @@ impl MigBackend for SimMig<'_> {
         "simulated"
     }
 }
-

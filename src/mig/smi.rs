@@ -89,7 +89,13 @@ pub fn lgi(text: &str) -> Vec<GiRow> {
                 return None;
             }
             let (start, size) = cols[5].split_once(':')?;
-            Some(GiRow { gpu: cols[0].parse().ok()?, profile_id: cols[3].parse().ok()?, gi: cols[4].parse().ok()?, start: start.parse().ok()?, size: size.parse().ok()? })
+            Some(GiRow {
+                gpu: cols[0].parse().ok()?,
+                profile_id: cols[3].parse().ok()?,
+                gi: cols[4].parse().ok()?,
+                start: start.parse().ok()?,
+                size: size.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -228,7 +234,8 @@ mod tests {
         let rows = lgi(gi);
         assert_eq!(rows, vec![GiRow { gpu: 0, profile_id: 19, gi: 9, start: 2, size: 1 }, GiRow { gpu: 0, profile_id: 9, gi: 2, start: 4, size: 4 }]);
         assert_eq!(layout_of(&rows).used_mask(), 0b1111_0100);
-        let ci = "| GPU     GPU       Name             Profile   Instance   Placement  |\n|   0      9       MIG 1g.10gb          0         0          0:1     |\n";
+        let ci =
+            "| GPU     GPU       Name             Profile   Instance   Placement  |\n|   0      9       MIG 1g.10gb          0         0          0:1     |\n";
         assert_eq!(lci(ci), vec![CiRow { gpu: 0, gi: 9, profile: "1g.10gb".into(), profile_id: 0, ci: 0, start: 0, size: 1 }]);
         assert_eq!(created_gi("Successfully created GPU instance ID  9 on GPU  0 using profile MIG 1g.10gb (ID 19)"), Some(9));
         assert!(lgi("No MIG-enabled devices found.").is_empty());

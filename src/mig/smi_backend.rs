@@ -64,7 +64,11 @@ impl<'a> SmiMig<'a> {
         match &e {
             MigError::Smi { msg, .. } if msg.contains("In use by another client") => {
                 let users = users();
-                let list = if users.is_empty() { "a client the driver does not name (a VM's vGPU, nvidia-persistenced, DCGM or nv-hostengine)".to_string() } else { users.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
+                let list = if users.is_empty() {
+                    "a client the driver does not name (a VM's vGPU, nvidia-persistenced, DCGM or nv-hostengine)".to_string()
+                } else {
+                    users.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                };
                 MigError::InUse { gpu, gi, users: list, hint: "" }
             }
             _ => e,
@@ -122,7 +126,6 @@ impl MigBackend for SmiMig<'_> {
         smi::created_gi(&out).ok_or_else(|| MigError::Smi { args: format!("mig -cgi {spec} -i {id}"), msg: format!("unexpected output {:?}", out.trim()) })
     }
 
-
     fn destroy(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
         self.destroy_naming(gpu, gi, &|| self.users(gpu, gi))
     }
@@ -150,7 +153,8 @@ impl MigBackend for SmiMig<'_> {
         let id = smi_bus_id(gpu);
         let (g, pid) = (gi.to_string(), p.id.to_string());
         let out = self.change(&["mig", "-cci", &pid, "-gi", &g, "-i", &id])?;
-        smi::created_ci(&out).ok_or_else(|| MigError::Smi { args: format!("mig -cci {pid} -gi {g} -i {id}"), msg: format!("unexpected output {:?}", out.trim()) })
+        smi::created_ci(&out)
+            .ok_or_else(|| MigError::Smi { args: format!("mig -cci {pid} -gi {g} -i {id}"), msg: format!("unexpected output {:?}", out.trim()) })
     }
 
     fn destroy_cis(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
@@ -160,7 +164,13 @@ impl MigBackend for SmiMig<'_> {
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
         let id = smi_bus_id(gpu);
         self.run(&["-q", "-d", "PIDS", "-i", &id])
-            .map(|t| smi::pids_by_gi(&t).into_iter().filter(|(g, _, _)| *g == gi).map(|(_, pid, name)| GiUser { pid, name: (!name.is_empty()).then_some(name) }).collect())
+            .map(|t| {
+                smi::pids_by_gi(&t)
+                    .into_iter()
+                    .filter(|(g, _, _)| *g == gi)
+                    .map(|(_, pid, name)| GiUser { pid, name: (!name.is_empty()).then_some(name) })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -111,7 +111,9 @@ fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapsho
     let runner = host.runner();
     if !runner.is_available(Tool::NvmlHelper) {
         return match choice {
-            Choice::Nvml => Err(NvmlError::Required("vgpuctl-nvml is not installed (build nvml-helper/, put it beside vgpuctl or set VGPUCTL_NVML_HELPER)".into())),
+            Choice::Nvml => {
+                Err(NvmlError::Required("vgpuctl-nvml is not installed (build nvml-helper/, put it beside vgpuctl or set VGPUCTL_NVML_HELPER)".into()))
+            }
             _ => Ok(None),
         };
     }
@@ -131,7 +133,10 @@ fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapsho
 pub fn parse(text: &str) -> Result<NvmlSnapshot, NvmlError> {
     let s: NvmlSnapshot = serde_json::from_str(text).map_err(|e| NvmlError::Parse(e.to_string()))?;
     if s.schema_version != SCHEMA_VERSION {
-        return Err(NvmlError::Parse(format!("schema_version {} (this vgpuctl reads {SCHEMA_VERSION}): install matching vgpuctl and vgpuctl-nvml", s.schema_version)));
+        return Err(NvmlError::Parse(format!(
+            "schema_version {} (this vgpuctl reads {SCHEMA_VERSION}): install matching vgpuctl and vgpuctl-nvml",
+            s.schema_version
+        )));
     }
     Ok(s)
 }
@@ -214,13 +219,30 @@ mod tests {
     use super::*;
 
     fn prof(index: u32, id: u32, slices: u32, mem: u64, starts: &[u8], size: u8) -> NvmlGiProfile {
-        NvmlGiProfile { index, id, name: None, slices, memory_mib: mem, sms: 16, max_instances: starts.len() as u32, placements: starts.iter().map(|s| NvmlPlacement { start: *s, size }).collect() }
+        NvmlGiProfile {
+            index,
+            id,
+            name: None,
+            slices,
+            memory_mib: mem,
+            sms: 16,
+            max_instances: starts.len() as u32,
+            placements: starts.iter().map(|s| NvmlPlacement { start: *s, size }).collect(),
+        }
     }
 
     #[test]
     fn test_profile_names_built_like_nvidia_smi_from_the_real_h100_numbers() {
         // memorySizeMB values from tests/fixtures/h100-passthrough/nvml.txt
-        let cases = [(0, 1, 9984, "1g.10gb"), (7, 1, 9984, "1g.10gb+me"), (9, 1, 20096, "1g.20gb"), (1, 2, 20096, "2g.20gb"), (2, 3, 40448, "3g.40gb"), (3, 4, 40448, "4g.40gb"), (4, 7, 81152, "7g.80gb")];
+        let cases = [
+            (0, 1, 9984, "1g.10gb"),
+            (7, 1, 9984, "1g.10gb+me"),
+            (9, 1, 20096, "1g.20gb"),
+            (1, 2, 20096, "2g.20gb"),
+            (2, 3, 40448, "3g.40gb"),
+            (3, 4, 40448, "4g.40gb"),
+            (4, 7, 81152, "7g.80gb"),
+        ];
         for (index, slices, mem, want) in cases {
             assert_eq!(profile_name(&prof(index, 0, slices, mem, &[0], 1)).map(|p| p.to_string()).as_deref(), Some(want));
         }

@@ -42,9 +42,7 @@ impl WriteBehaviour for SimBehaviour {
     fn write(&self, host: &Host, path: &str, value: &str) -> Option<io::Result<()>> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
-            ["sys", "class", "mdev_bus", parent, "mdev_supported_types", ty, "create"] => {
-                Some(mdev_create(host, parent, ty, value))
-            }
+            ["sys", "class", "mdev_bus", parent, "mdev_supported_types", ty, "create"] => Some(mdev_create(host, parent, ty, value)),
             ["sys", "bus", "mdev", "devices", uuid, "remove"] => Some(mdev_remove(host, uuid, value)),
             ["sys", "bus", "pci", "devices", dev, "sriov_numvfs"] => Some(sriov_numvfs(host, dev, value)),
             ["sys", "bus", "pci", "devices", dev, "driver", "unbind"] => Some(unbind(host, dev, value)),
@@ -92,10 +90,7 @@ fn mdev_create(host: &Host, parent: &str, ty: &str, value: &str) -> io::Result<(
     link(&dev.join("mdev_type"), &type_dir)?;
     let groups = abs(host, "/sys/kernel/iommu_groups")?;
     fs::create_dir_all(&groups)?;
-    let next = fs::read_dir(&groups)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .max()
-        .map_or(0, |m| m + 1);
+    let next = fs::read_dir(&groups)?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).max().map_or(0, |m| m + 1);
     let gdir = groups.join(next.to_string());
     link(&gdir.join("devices").join(uuid.to_string()), &dev)?;
     link(&dev.join("iommu_group"), &gdir)?;
@@ -370,8 +365,7 @@ fn recompute(host: &Host, parent: &str) -> io::Result<()> {
 }
 
 fn recompute_parents(parents: &[PathBuf], one_per_parent: bool) -> io::Result<()> {
-    let facts: Vec<(PathBuf, Vec<TypeFacts>)> =
-        parents.iter().map(|p| type_facts(p).map(|f| (p.clone(), f))).collect::<io::Result<_>>()?;
+    let facts: Vec<(PathBuf, Vec<TypeFacts>)> = parents.iter().map(|p| type_facts(p).map(|f| (p.clone(), f))).collect::<io::Result<_>>()?;
     if facts.iter().all(|(_, f)| f.iter().all(|t| t.framebuffer_mib == 0)) {
         return Ok(()); // not an NVIDIA-style parent: nothing to model
     }

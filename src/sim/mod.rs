@@ -14,8 +14,8 @@ pub mod vfs;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use profiles::{find as find_profile, Profile, PROFILES};
 pub use behaviour::{refresh_gpu, SimBehaviour, IN_USE_MARKER};
+pub use profiles::{find as find_profile, Profile, PROFILES};
 pub use state::{SimGpu, SimInterface, SimState};
 pub use tree::{relative, Tree};
 
@@ -52,13 +52,7 @@ pub fn profile_name(host: &Host) -> Option<String> {
 /// What nvidia-smi would report for MIG mode on a simulated host.
 pub fn mig_modes(host: &Host) -> Option<HashMap<PciAddress, MigMode>> {
     let state = SimState::load(host).ok()?;
-    Some(
-        state
-            .gpus
-            .iter()
-            .map(|(a, g)| (*a, MigMode { current: g.mig_current, pending: g.mig_pending }))
-            .collect(),
-    )
+    Some(state.gpus.iter().map(|(a, g)| (*a, MigMode { current: g.mig_current, pending: g.mig_pending })).collect())
 }
 
 /// Attaches simulated kernel behaviour when the host's root is a simulated host.

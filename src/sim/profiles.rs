@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::vfs;
 use super::state::{SimGpu, SimInterface, SimState};
 use super::tree::{PciFn, Tree};
+use super::vfs;
 use crate::ids::PciAddress;
 use crate::parse::MigModeState;
 
@@ -26,11 +26,7 @@ pub const PROFILES: &[Profile] = &[
         summary: "4x A100 80GB PCIe, legacy mdev on SR-IOV VFs: 20 VFs each an mdev parent with nvidia-NNN types",
         build: a100x4_mdev,
     },
-    Profile {
-        name: "t4x2-mdev",
-        summary: "2x Tesla T4 16GB, legacy mdev on the GPU itself (no SR-IOV): equal-size time-sliced vGPUs",
-        build: t4x2_mdev,
-    },
+    Profile { name: "t4x2-mdev", summary: "2x Tesla T4 16GB, legacy mdev on the GPU itself (no SR-IOV): equal-size time-sliced vGPUs", build: t4x2_mdev },
     Profile {
         name: "passthrough",
         summary: "4 GPUs for full passthrough: 3x L40S on vfio-pci, an RTX A6000 + HDMI audio as the host's boot VGA",
@@ -83,7 +79,7 @@ fn root_port_and_fn<'a>(tree: &Tree, gpu: &PciFn<'a>) -> io::Result<String> {
 
 /// The server's BMC display (ASPEED AST2600): the boot VGA of almost every
 /// GPU server, and the device vgpuctl must never give away.
-fn bmc_vga(tree: &Tree, ) -> io::Result<()> {
+fn bmc_vga(tree: &Tree) -> io::Result<()> {
     let bridge = addr(0x02, 0, 0);
     let vga = addr(0x03, 0, 0);
     let g = tree.next_group();
@@ -176,7 +172,7 @@ fn a100x4_mdev(tree: &Tree) -> io::Result<SimState> {
 }
 
 fn t4x2_mdev(tree: &Tree) -> io::Result<SimState> {
-        bmc_vga(tree)?;
+    bmc_vga(tree)?;
     tree.write("/proc/driver/nvidia/version", DRIVER_VGPU)?;
     let mut gpus = BTreeMap::new();
     for (i, bus) in [0x3bu8, 0xd8].into_iter().enumerate() {
@@ -204,7 +200,7 @@ fn t4x2_mdev(tree: &Tree) -> io::Result<SimState> {
 }
 
 fn passthrough(tree: &Tree) -> io::Result<SimState> {
-        let mut gpus = BTreeMap::new();
+    let mut gpus = BTreeMap::new();
     // The host's own display: an RTX A6000 with its HDMI audio function, boot VGA.
     let a6000 = addr(0x01, 0, 0);
     let g = tree.next_group();

@@ -63,8 +63,7 @@ impl SimState {
     pub fn load(host: &Host) -> io::Result<Self> {
         let p = host.root().join(SIM_MARKER);
         let text = std::fs::read_to_string(&p)?;
-        let state: SimState = serde_json::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display())))?;
+        let state: SimState = serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display())))?;
         if state.format != STATE_FORMAT {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: unknown format {}", p.display(), state.format)));
         }

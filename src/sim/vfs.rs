@@ -51,10 +51,8 @@ pub fn legacy_types(tree: &Tree, dir: &str, model: &str, available: impl Fn(&Kno
 pub fn add_vfs(tree: &Tree, pf: PciAddress, gpu: &SimGpu, n: u32) -> io::Result<()> {
     let pf_dir = pf_dir(tree, pf)?;
     let parent_dir = pf_dir.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
-    let numa = fs::read_to_string(tree.root().join(format!("{}/numa_node", pf_dir.trim_start_matches('/'))))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
+    let numa =
+        fs::read_to_string(tree.root().join(format!("{}/numa_node", pf_dir.trim_start_matches('/')))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(-1);
     let device = read_hex(tree, &format!("{pf_dir}/device"));
     let subsystem = read_hex(tree, &format!("{pf_dir}/subsystem_device"));
     for i in 0..n {
@@ -134,10 +132,8 @@ pub fn refresh_vendor(tree: &Tree, pf: PciAddress, gpu: &SimGpu) -> io::Result<(
             vfs.push(fs::canonicalize(e.path())?);
         }
     }
-    let current: Vec<u32> = vfs
-        .iter()
-        .map(|v| fs::read_to_string(v.join("nvidia/current_vgpu_type")).ok().and_then(|s| parse::count(&s)).unwrap_or(0))
-        .collect();
+    let current: Vec<u32> =
+        vfs.iter().map(|v| fs::read_to_string(v.join("nvidia/current_vgpu_type")).ok().and_then(|s| parse::count(&s)).unwrap_or(0)).collect();
     let held: Vec<&KnownType> = current.iter().filter(|id| **id != 0).filter_map(|id| cat.iter().find(|t| t.id == *id)).collect();
     let mut list = creatable(cat, &held, gpu);
     if gpu.mig_current == MigModeState::Enabled {

@@ -120,10 +120,7 @@ pub fn companions(host: &Host, addr: PciAddress) -> Vec<PciAddress> {
 pub fn check(host: &Host, addr: PciAddress) -> Result<GroupReport, PassthroughError> {
     let class = host.read_attr_opt(&dev(addr, "class"))?.ok_or(PassthroughError::NoDevice { addr })?;
     let boot_vga = host.read_attr_opt(&dev(addr, "boot_vga"))?.as_deref().map(str::trim) == Some("1");
-    let group = host
-        .link_name(&dev(addr, "iommu_group"))?
-        .and_then(|g| parse::count(&g))
-        .ok_or(PassthroughError::NoIommu { addr })?;
+    let group = host.link_name(&dev(addr, "iommu_group"))?.and_then(|g| parse::count(&g)).ok_or(PassthroughError::NoIommu { addr })?;
     let fns = functions(host, addr);
     let mut members = Vec::new();
     let mut blockers = Vec::new();
@@ -167,9 +164,7 @@ fn rebind(host: &Host, a: PciAddress, target: Option<&str>) -> Result<Option<Str
 }
 
 fn users(host: &Host, group: u32) -> Option<String> {
-    crate::inventory::VfioUsers::scan(host)
-        .user_of(group)
-        .map(|u| u.to_string())
+    crate::inventory::VfioUsers::scan(host).user_of(group).map(|u| u.to_string())
 }
 
 pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duration) -> Result<GroupReport, PassthroughError> {
@@ -188,8 +183,7 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
     if !host.is_dir(&format!("/sys/bus/pci/drivers/{VFIO}")) {
         return Err(PassthroughError::NoVfioDriver);
     }
-    let previous: Vec<(PciAddress, Option<String>)> =
-        report.functions.iter().map(|a| driver(host, a).map(|d| (*a, d))).collect::<Result<_, _>>()?;
+    let previous: Vec<(PciAddress, Option<String>)> = report.functions.iter().map(|a| driver(host, a).map(|d| (*a, d))).collect::<Result<_, _>>()?;
     if previous.iter().all(|(_, d)| d.as_deref() == Some(VFIO)) {
         return Ok(report); // already prepared
     }
@@ -252,7 +246,11 @@ pub fn release(host: &Host, addr: PciAddress, lock_timeout: Duration) -> Result<
     let now: Vec<(PciAddress, Option<String>)> = moved.iter().map(|a| (*a, driver(host, a).ok().flatten())).collect();
     for ((a, want), (_, got)) in saved.previous.iter().zip(&now) {
         if want != got {
-            return Err(PassthroughError::BindFailed { addr: *a, wanted: want.clone().unwrap_or_else(|| "no driver".into()), got: got.clone().unwrap_or_else(|| "no driver".into()) });
+            return Err(PassthroughError::BindFailed {
+                addr: *a,
+                wanted: want.clone().unwrap_or_else(|| "no driver".into()),
+                got: got.clone().unwrap_or_else(|| "no driver".into()),
+            });
         }
     }
     delete(host, addr)?;

@@ -41,10 +41,8 @@ pub fn probe(addr: PciAddress) -> Result<Probe, String> {
         let container = vfio_ioctls::VfioContainer::new(None).map_err(|e| format!("cannot open /dev/vfio/vfio: {e}"))?;
         let device = vfio_ioctls::VfioDevice::new(Path::new(&path), Arc::new(container), false)
             .map_err(|e| format!("cannot open {addr} through VFIO: {e} (is it bound to vfio-pci and its group viable?)"))?;
-        let regions = (0..REGIONS)
-            .map(|i| Region { index: i, size: device.get_region_size(i), flags: device.get_region_flags(i) })
-            .filter(|r| r.size > 0)
-            .collect();
+        let regions =
+            (0..REGIONS).map(|i| Region { index: i, size: device.get_region_size(i), flags: device.get_region_flags(i) }).filter(|r| r.size > 0).collect();
         let irqs = (0..IRQS).filter_map(|i| device.get_irq_info(i).map(|q| Irq { index: i, count: q.count })).filter(|q| q.count > 0).collect();
         Ok(Probe { address: addr, regions, irqs, max_interrupts: device.max_interrupts() })
     })

@@ -151,12 +151,7 @@ pub fn explain(views: &[GpuView], wanted: &VgpuTypeName) -> Explanation {
             let base = Verdict { gpu: v.gpu, name: v.name.clone(), can_create: false, creatable: 0, next_slot: None, reason: String::new() };
             if let Some(m) = v.model.as_deref().filter(|m| *m != wanted.model) {
                 return Verdict {
-                    reason: format!(
-                        "{} ({}) takes {m} vGPU types; {wanted} is for {} GPUs",
-                        v.gpu,
-                        v.name.as_deref().unwrap_or("GPU"),
-                        wanted.model
-                    ),
+                    reason: format!("{} ({}) takes {m} vGPU types; {wanted} is for {} GPUs", v.gpu, v.name.as_deref().unwrap_or("GPU"), wanted.model),
                     ..base
                 };
             }

@@ -118,9 +118,7 @@ pub fn total_framebuffer_gb(model: &str) -> Option<u32> {
 
 /// The name behind a simulated numeric id (real ids are not known ahead).
 pub fn name_for_id(id: u32) -> Option<String> {
-    [("H100", H100_80GB), ("A100D", A100_80GB), ("T4", T4)]
-        .iter()
-        .find_map(|(m, cat)| cat.iter().find(|t| t.id == id).map(|t| format!("{m}-{}", t.suffix)))
+    [("H100", H100_80GB), ("A100D", A100_80GB), ("T4", T4)].iter().find_map(|(m, cat)| cat.iter().find(|t| t.id == id).map(|t| format!("{m}-{}", t.suffix)))
 }
 
 /// The known entry for a parsed type name.
@@ -132,9 +130,6 @@ pub fn lookup(name: &super::typename::VgpuTypeName) -> Option<&'static KnownType
 
 impl KnownType {
     pub fn description(&self) -> String {
-        format!(
-            "num_heads=1, frl_config=60, framebuffer={}M, max_resolution=4096x2160, max_instance={}",
-            self.framebuffer_mib, self.max_instances
-        )
+        format!("num_heads=1, frl_config=60, framebuffer={}M, max_resolution=4096x2160, max_instance={}", self.framebuffer_mib, self.max_instances)
     }
 }

@@ -203,13 +203,7 @@ fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<
     }
     let Some(choice) = alloc::choose(views, &req.type_name, req.gpu, req.policy) else {
         let e = explain::explain(views, &req.type_name);
-        let reasons = e
-            .gpus
-            .iter()
-            .filter(|v| req.gpu.is_none_or(|g| g == v.gpu))
-            .map(|v| format!("  {}: {}", v.gpu, v.reason))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let reasons = e.gpus.iter().filter(|v| req.gpu.is_none_or(|g| g == v.gpu)).map(|v| format!("  {}: {}", v.gpu, v.reason)).collect::<Vec<_>>().join("\n");
         return Err(VgpuError::NoRoom { wanted: req.type_name.to_string(), reasons: if reasons.is_empty() { "  no NVIDIA GPUs".into() } else { reasons } });
     };
     let gpu = choice.view.gpu;
@@ -220,13 +214,21 @@ fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<
                 return Err(VgpuError::UuidOnVendorVfio { gpu });
             }
             set_vf_type(host, *vf, *id)?;
-            Ok(VgpuCreated { interface: Interface::VendorVfio, gpu, type_name, type_id: choice.id.clone(), vf: Some(*vf), uuid: None, parent: None, gi: None, gi_created: false })
+            Ok(VgpuCreated {
+                interface: Interface::VendorVfio,
+                gpu,
+                type_name,
+                type_id: choice.id.clone(),
+                vf: Some(*vf),
+                uuid: None,
+                parent: None,
+                gi: None,
+                gi_created: false,
+            })
         }
         (Slot::Mdev { parent }, TypeRef::Mdev(t)) => {
-            let c = mdev::create_locked(
-                host,
-                &CreateRequest { parent: parent.clone(), mdev_type: t.to_string(), uuid: req.uuid, persist: None, attrs: vec![] },
-            )?;
+            let c =
+                mdev::create_locked(host, &CreateRequest { parent: parent.clone(), mdev_type: t.to_string(), uuid: req.uuid, persist: None, attrs: vec![] })?;
             Ok(VgpuCreated {
                 interface: choice.view.interface,
                 gpu,
@@ -351,7 +353,9 @@ pub struct ModeChange {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModeError {
-    #[error("{gpu} has no mixed-size (heterogeneous) vGPU mode (it needs vGPU 17+ on a GPU that supports it; `nvidia-smi -q` shows 'vGPU Heterogeneous Mode')")]
+    #[error(
+        "{gpu} has no mixed-size (heterogeneous) vGPU mode (it needs vGPU 17+ on a GPU that supports it; `nvidia-smi -q` shows 'vGPU Heterogeneous Mode')"
+    )]
     Unsupported { gpu: PciAddress },
     #[error("cannot change the mixed-size mode of {gpu} while it holds vGPUs ({what}); the driver refuses (IN_USE): remove them first")]
     VgpusExist { gpu: PciAddress, what: String },
@@ -390,10 +394,9 @@ pub fn ensure_vf_type(host: &Host, vf: PciAddress, wanted: &VgpuTypeName) -> Res
         let name = view.and_then(|v| v.vgpus.iter().find(|x| x.vf == Some(vf))).and_then(|x| x.type_name.clone());
         return match name {
             Some(n) if wanted.matches(&n) => Ok(None),
-            other => Err(VgpuError::VfChanged {
-                vf,
-                why: format!("it holds {} while this VM wants {wanted}", other.unwrap_or_else(|| format!("type {current}"))),
-            }),
+            other => {
+                Err(VgpuError::VfChanged { vf, why: format!("it holds {} while this VM wants {wanted}", other.unwrap_or_else(|| format!("type {current}"))) })
+            }
         };
     }
     let listed = host.read_attr(&format!("/sys/bus/pci/devices/{vf}/nvidia/creatable_vgpu_types"))?;

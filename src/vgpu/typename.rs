@@ -226,8 +226,22 @@ mod tests {
     #[test]
     fn test_hostile_and_malformed_names_are_rejected() {
         for bad in [
-            "", "H100", "H100-", "H100-10", "H100-10X", "H100-010C", "-10C", "H100-3-40Q", "H100-10CME", "H100-9-10C",
-            "../H100-10C", "H100/x-10C", "H100 -10C", "NVIDIA  H100-10C", "H100-10C\n", "H100-1000C",
+            "",
+            "H100",
+            "H100-",
+            "H100-10",
+            "H100-10X",
+            "H100-010C",
+            "-10C",
+            "H100-3-40Q",
+            "H100-10CME",
+            "H100-9-10C",
+            "../H100-10C",
+            "H100/x-10C",
+            "H100 -10C",
+            "NVIDIA  H100-10C",
+            "H100-10C\n",
+            "H100-1000C",
         ] {
             assert!(bad.parse::<VgpuTypeName>().is_err(), "accepted {bad:?}");
         }

@@ -32,13 +32,7 @@ impl GuestRun {
     /// Asserts that the scenario's script itself finished cleanly.
     pub fn assert_ran(&self, scenario: &str) {
         let rc = self.read(scenario, "rc");
-        assert_eq!(
-            rc.trim(),
-            "0",
-            "scenario {scenario} failed:\n--- stdout\n{}\n--- stderr\n{}",
-            self.read(scenario, "stdout"),
-            self.read(scenario, "stderr")
-        );
+        assert_eq!(rc.trim(), "0", "scenario {scenario} failed:\n--- stdout\n{}\n--- stderr\n{}", self.read(scenario, "stdout"), self.read(scenario, "stderr"));
     }
 }
 
@@ -74,9 +68,7 @@ fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Opt
         if let Some(m) = mode {
             cmd.arg(m).env("VGPUCTL_SCENARIO_DIR", root.join("tests/real-kernel").join(m));
         }
-        let status = cmd
-            .status()
-            .map_err(|e| format!("cannot run boot.sh: {e}"))?;
+        let status = cmd.status().map_err(|e| format!("cannot run boot.sh: {e}"))?;
         match status.code() {
             Some(0) => Ok(GuestRun { out: work.join("out") }),
             Some(3) => Err("the real-kernel stack is missing (see stderr); run scripts/test.sh, which installs it".into()),

@@ -20,7 +20,14 @@ pub const H100: Capture = Capture {
     name: "H100 80GB HBM3 (driver 580.159.04)",
     smi: include_str!("../fixtures/h100-device-run/nvidia-smi-outputs.txt"),
     snapshot: include_str!("../fixtures/h100-device-run/nvml-snapshot.json"),
-    sysfs: &[("class", "0x030200"), ("vendor", "0x10de"), ("device", "0x2330"), ("subsystem_vendor", "0x10de"), ("subsystem_device", "0x16c1"), ("numa_node", "-1")],
+    sysfs: &[
+        ("class", "0x030200"),
+        ("vendor", "0x10de"),
+        ("device", "0x2330"),
+        ("subsystem_vendor", "0x10de"),
+        ("subsystem_device", "0x16c1"),
+        ("numa_node", "-1"),
+    ],
 };
 
 pub const H200: Capture = Capture {

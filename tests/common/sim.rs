@@ -49,7 +49,13 @@ impl SimHost {
     /// Runs and expects exit code `code`; returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let o = self.run(args);
-        assert_eq!(o.status.code(), Some(code), "vgpuctl {args:?}: stdout {} stderr {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "vgpuctl {args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         let e = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(!e.contains("panicked"), "{e}");
         e

@@ -37,21 +37,38 @@ cp "$bin" "$work/vgpuctl"
 # The libvirt helper (dynamically linked; the guest shares our libraries).
 helper=${VGPUCTL_LIBVIRT_HELPER:-$here/../../libvirt-helper/target/x86_64-unknown-linux-gnu/debug/vgpuctl-libvirt}
 if [ -x "$helper" ]; then cp "$helper" "$work/vgpuctl-libvirt"; fi
+# A second vgpuctl to compare against in the same boot (benchmarks only).
+if [ -n "${VGPUCTL_BASELINE:-}" ]; then cp "$VGPUCTL_BASELINE" "$work/vgpuctl-baseline"; fi
 # The guest does not inherit our environment: pass the knobs through a file.
 for var in VGPUCTL_SCENARIOS VGPUCTL_SCENARIO_DIR BENCH_N; do
     if [ -n "${!var:-}" ]; then printf 'export %s=%q\n' "$var" "${!var}"; fi
 done >"$work/env.sh"
 start=$(date +%s)
-# Kernel messages go to the console log; results only through files, since
-# the console can interleave and drop lines.
-timeout 900 vng --run "/boot/vmlinuz-$kver" --disable-kvm --memory 2G --cpus 2 \
-    --rwdir "$work" --overlay-rwdir /etc --overlay-rwdir /var --overlay-rwdir /run \
-    "${extra[@]}" \
-    --exec "bash $here/inside.sh $work" >"$work/console.log" 2>&1 || {
-    echo "vng failed (rc=$?); console log: $work/console.log" >&2
+# Kernel messages go to the console log (vng's own stderr with them); results
+# only through files, since the console can interleave and drop lines.
+boot() {
+    timeout 900 vng --run "/boot/vmlinuz-$kver" --disable-kvm --memory 2G --cpus 2 \
+        --rwdir "$work" --overlay-rwdir /etc --overlay-rwdir /var --overlay-rwdir /run \
+        "${extra[@]}" \
+        --exec "bash $here/inside.sh $work" >"$work/console.log" 2>&1
+}
+rc=0
+boot || rc=$?
+# A guest that dies at once without a single kernel line is the
+# infrastructure failing, not the code under test (seen once: vng exit 255):
+# retry once, say so, and keep what vng printed.
+if [ "$rc" != 0 ] && ! grep -q "Linux version" "$work/console.log" && [ ! -f "$work/out/done" ]; then
+    mv "$work/console.log" "$work/console-attempt1.log"
+    echo "vng exited $rc before the kernel printed anything (infrastructure flake); retrying once. vng said:" >&2
+    cat "$work/console-attempt1.log" >&2
+    rc=0
+    boot || rc=$?
+fi
+if [ "$rc" != 0 ]; then
+    echo "vng failed (rc=$rc); console log: $work/console.log" >&2
     tail -n 30 "$work/console.log" >&2
     exit 1
-}
+fi
 echo "guest round trip: $(( $(date +%s) - start )) s" >&2
 if [ ! -f "$work/out/done" ]; then
     echo "the guest did not finish its scenarios; console log: $work/console.log" >&2

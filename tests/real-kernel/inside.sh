@@ -14,6 +14,10 @@ export WORK=$work
 bindir=$(mktemp -d /dev/shm/vgpuctl-bin.XXXXXX)
 cp "$work/vgpuctl" "$bindir/vgpuctl"
 if [ -f "$work/vgpuctl-libvirt" ]; then cp "$work/vgpuctl-libvirt" "$bindir/vgpuctl-libvirt"; fi
+if [ -f "$work/vgpuctl-baseline" ]; then
+    cp "$work/vgpuctl-baseline" "$bindir/vgpuctl-baseline"
+    export VGPUCTL_BASELINE=$bindir/vgpuctl-baseline
+fi
 export VGPUCTL=$bindir/vgpuctl
 export PATH=$bindir:$PATH
 modprobe -a vfio_iommu_type1 mdev mbochs mdpy mtty >"$work/out/modprobe.log" 2>&1

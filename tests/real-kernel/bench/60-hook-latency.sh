@@ -42,8 +42,15 @@ run() { # name hook xml
     t1=$(now)
     echo "$4 $(per_op $t0 $t1)" >>results.txt
 }
+# A baseline build (VGPUCTL_BASELINE, e.g. the previous commit) as its own
+# qemu.d hook, measured in the same boot: what a change costs the hook.
+if [ -n "${VGPUCTL_BASELINE:-}" ]; then
+    mkdir -p /tmp/baseline/qemu.d
+    ln -sf "$VGPUCTL_BASELINE" /tmp/baseline/qemu.d/vgpuctl
+fi
 for d in none one four; do
     run "$d" "$H" "$d.xml" "vgpuctl_$d"
+    if [ -n "${VGPUCTL_BASELINE:-}" ]; then run "$d" /tmp/baseline/qemu.d/vgpuctl "$d.xml" "baseline_$d"; fi
     run "$d" /tmp/script-hook "$d.xml" "script_$d"
     [ "$(ls /sys/bus/mdev/devices | wc -l)" = 0 ] || echo "leak after $d" >>results.txt
 done
