@@ -7,12 +7,17 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && [ "${VGPUCTL_SKIP_INSTALL:-0}" != 1 ]; then
     scripts/install-test-deps.sh
 fi
-export VGPUCTL_REAL_KERNEL=1
+# The gates the best Rust projects keep: format and lints, for the main crate
+# and both helpers, before anything runs.
+cargo fmt --check
+(cd libvirt-helper && cargo fmt --check)
+(cd nvml-helper && cargo fmt --check)
+cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --all-targets
 # The libvirt helper links libvirt, so it is built on its own (libvirt-helper/).
-(cd libvirt-helper && cargo build --locked)
+(cd libvirt-helper && cargo clippy --locked --all-targets -- -D warnings && cargo build --locked)
 # So does the NVML helper (it loads libnvidia-ml.so.1 at run time).
-(cd nvml-helper && cargo build --locked)
+(cd nvml-helper && cargo clippy --locked --all-targets -- -D warnings && cargo build --locked)
 # libvirtd on this host, for the tests that define and attach through it.
 if [ "$(id -u)" = 0 ] && ! virsh -c qemu:///system version >/dev/null 2>&1; then
     mkdir -p /run/libvirt /var/log/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
@@ -22,8 +27,7 @@ if [ "$(id -u)" = 0 ] && ! virsh -c qemu:///system version >/dev/null 2>&1; then
 fi
 # Fast tests first: they say more, sooner, when something is broken.
 cargo test --locked --lib --bins
-# Integration tests, the real-kernel guest among them (booted once per binary).
-cargo test --locked --tests
-# Tests that need packages a plain `cargo test` may lack are #[ignore]d with
-# the reason; this script installed them, so it runs them.
-cargo test --locked --test metrics_prometheus -- --ignored
+# Integration tests. Those that need what a plain `cargo test` may lack (the
+# real-kernel guests, libvirtd, Ansible, Prometheus) are #[ignore]d with the
+# reason; this script installed and started all of it, so it runs them too.
+cargo test --locked --tests -- --include-ignored

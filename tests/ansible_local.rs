@@ -38,13 +38,9 @@ fn recap_changed(out: &str) -> u32 {
 }
 
 #[test]
+#[ignore = "needs ansible-core (PyPI); scripts/test.sh installs it and runs it"]
 fn test_playbook_check_apply_idempotent() {
-    let real = std::env::var_os("VGPUCTL_REAL_KERNEL").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some_and(|v| v == "true");
-    if Command::new("ansible-playbook").arg("--version").output().is_err() {
-        assert!(!real, "ansible-playbook is missing: scripts/install-test-deps.sh installs ansible-core");
-        eprintln!("ansible-playbook not installed: skipped");
-        return;
-    }
+    assert!(Command::new("ansible-playbook").arg("--version").output().is_ok(), "ansible-playbook is missing: scripts/install-test-deps.sh installs ansible-core");
     let h = SimHost::new("t4x2-mdev");
     let config = h.path("/controller-host.toml");
     std::fs::write(&config, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-8Q\", count = 2 }]\n").unwrap();

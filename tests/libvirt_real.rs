@@ -7,24 +7,16 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn wanted() -> bool {
-    std::env::var_os("VGPUCTL_REAL_KERNEL").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some_and(|v| v == "true")
-}
-
 fn helper() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("libvirt-helper/target/x86_64-unknown-linux-gnu/debug/vgpuctl-libvirt")
 }
 
-/// `None` when not asked for; panics when asked for and libvirtd or the helper is missing.
-fn ready() -> Option<()> {
-    if !wanted() {
-        eprintln!("real libvirt tests not requested: set VGPUCTL_REAL_KERNEL=1 (CI=true implies it)");
-        return None;
-    }
+/// Panics when libvirtd or the helper is missing: an ignored test that is
+/// asked for must run, never pass by skipping.
+fn ready() {
     assert!(helper().is_file(), "{} is missing: scripts/test.sh builds it", helper().display());
     let v = Command::new("virsh").args(["-c", "qemu:///system", "version"]).output().expect("virsh");
     assert!(v.status.success(), "libvirtd is not running: {}", String::from_utf8_lossy(&v.stderr));
-    Some(())
 }
 
 fn vgpuctl(root: &std::path::Path, args: &[&str]) -> Output {
@@ -57,8 +49,9 @@ impl Drop for Cleanup {
 }
 
 #[test]
+#[ignore = "needs this machine's libvirtd and the vgpuctl-libvirt helper; scripts/test.sh starts them and runs it"]
 fn test_define_start_attach_detach_config_round_trip() {
-    let Some(()) = ready() else { return };
+    ready();
     let dir = common::sim::tempdir();
     let root = dir.path();
     let u = "5c1e0b52-5a0e-4d3b-8f2e-7f9d6a1b2c3d";
@@ -105,8 +98,9 @@ fn test_define_start_attach_detach_config_round_trip() {
 }
 
 #[test]
+#[ignore = "needs this machine's libvirtd and the vgpuctl-libvirt helper; scripts/test.sh starts them and runs it"]
 fn test_unknown_domain_and_bad_input_are_clear_errors() {
-    let Some(()) = ready() else { return };
+    ready();
     let dir = common::sim::tempdir();
     let o = vgpuctl(dir.path(), &["vm", "show", "no-such-domain-vgpuctl"]);
     assert_eq!(o.status.code(), Some(1));

@@ -33,8 +33,9 @@ fn listed_counts(list: &Value) -> BTreeMap<(String, String), u64> {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_list_reports_the_three_sample_parents() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     assert_eq!(g.read("", "modprobe.rc").trim(), "0", "modprobe failed: {}", g.read("", "modprobe.log"));
     g.assert_ran("10-inventory");
     let list = g.json("10-inventory", "list-fresh.json");
@@ -54,8 +55,9 @@ fn test_real_kernel_list_reports_the_three_sample_parents() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_host_without_nvidia_is_not_an_error() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("10-inventory");
     let list = g.json("10-inventory", "list-fresh.json");
     assert!(list["nvidia_driver"].is_null());
@@ -65,8 +67,9 @@ fn test_real_kernel_host_without_nvidia_is_not_an_error() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_created_mdevs_are_listed_with_iommu_groups() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("10-inventory");
     let list = g.json("10-inventory", "list-with-mdevs.json");
     let groups: HashMap<String, u64> = g
@@ -100,8 +103,9 @@ fn test_real_kernel_created_mdevs_are_listed_with_iommu_groups() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_missing_root_is_a_clear_error() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("10-inventory");
     assert_eq!(g.read("10-inventory", "missing-root.rc").trim(), "1");
     let err = g.read("10-inventory", "missing-root.err");
@@ -109,8 +113,9 @@ fn test_real_kernel_missing_root_is_a_clear_error() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdev_create_list_remove_on_each_parent() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     for (p, t) in [("mbochs", "mbochs-small"), ("mdpy", "mdpy-hd"), ("mtty", "mtty-1")] {
@@ -131,8 +136,9 @@ fn test_real_kernel_mdev_create_list_remove_on_each_parent() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     assert_eq!(f["pool_before"], "64/16/4");
@@ -155,8 +161,9 @@ fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdev_bad_input_changes_nothing() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     assert_eq!(f["bad_parent_rc"], "64");
@@ -171,8 +178,9 @@ fn test_real_kernel_mdev_bad_input_changes_nothing() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdev_32_racing_creates_get_exactly_the_free_slots() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     assert_eq!(f["race_free"], "4");
@@ -185,8 +193,9 @@ fn test_real_kernel_mdev_32_racing_creates_get_exactly_the_free_slots() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdevctl_interop_both_ways() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     let ours = &f["ours_uuid"];
@@ -211,8 +220,9 @@ fn test_real_kernel_mdevctl_interop_both_ways() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     assert_eq!(f["rmmod_rc"], "0");
@@ -236,8 +246,9 @@ fn test_real_kernel_mdev_restore_after_module_reload_waits_for_late_parent() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_hook_creates_metadata_mdev_at_start_and_frees_it() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("30-hook");
     let f = g.facts("30-hook");
     assert_eq!(f["install_rc"], "0", "{}", g.read("30-hook", "install.txt"));
@@ -259,8 +270,9 @@ fn test_real_kernel_hook_creates_metadata_mdev_at_start_and_frees_it() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_hook_starts_plain_mdev_hostdev_from_definition() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("30-hook");
     let f = g.facts("30-hook");
     assert_eq!(g.read("30-hook", "vmB-vgpuctl-count.txt").trim(), "0", "vmB has no vgpuctl metadata");
@@ -277,8 +289,9 @@ fn test_real_kernel_hook_starts_plain_mdev_hostdev_from_definition() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_hook_16_parallel_starts_for_4_slots_with_churn() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("30-hook");
     let f = g.facts("30-hook");
     for round in 1..=3 {
@@ -292,8 +305,9 @@ fn test_real_kernel_hook_16_parallel_starts_for_4_slots_with_churn() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("30-hook");
     let f = g.facts("30-hook");
     assert_eq!(f["crash_rc"], "137", "the injected fault killed the hook");
@@ -310,8 +324,9 @@ fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("30-hook");
     let f = g.facts("30-hook");
     assert_eq!(f["defineD_rc"], "0", "{}", g.read("30-hook", "defineD.txt"));
@@ -335,8 +350,9 @@ fn test_real_kernel_vm_define_attach_start_destroy_detach_through_libvirt() {
 }
 
 #[test]
+#[ignore = "boots the Debian kernel under QEMU TCG (virtme-ng, linux-source, root); scripts/test.sh installs the stack and runs it"]
 fn test_real_kernel_apply_reload_apply_gives_the_same_uuids_back() {
-    let Some(g) = guest() else { return };
+    let g = guest();
     g.assert_ran("25-apply");
     let f = g.facts("25-apply");
     assert_eq!(f["bad_type_rc"], "1", "a type given by a name is refused in the config: {}", g.read("25-apply", "plan-bad-type.txt"));

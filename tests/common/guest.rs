@@ -36,30 +36,22 @@ impl GuestRun {
     }
 }
 
-fn wanted() -> bool {
-    std::env::var_os("VGPUCTL_REAL_KERNEL").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some_and(|v| v == "true")
-}
-
-/// `None` when the real-kernel tests are not asked for (a quick local `cargo
-/// test`). Panics when they are asked for and cannot run: in CI a missing
-/// stack is a failure, never a skip.
-pub fn guest() -> Option<&'static GuestRun> {
+/// The guest's results, booted once per test binary. The tests that call it
+/// are `#[ignore]`d (a quick `cargo test` does not boot), and panic when
+/// asked for and the stack is missing: never a pass by skipping.
+pub fn guest() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
     boot(&RUN, "real-kernel", None)
 }
 
 /// The guest with an emulated IOMMU and spare display devices, running the
 /// scenarios in tests/real-kernel/passthrough/.
-pub fn passthrough_guest() -> Option<&'static GuestRun> {
+pub fn passthrough_guest() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
     boot(&RUN, "real-kernel-passthrough", Some("passthrough"))
 }
 
-fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Option<&str>) -> Option<&'static GuestRun> {
-    if !wanted() {
-        eprintln!("real-kernel tests not requested: set VGPUCTL_REAL_KERNEL=1 (CI=true implies it)");
-        return None;
-    }
+fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Option<&str>) -> &'static GuestRun {
     let run = cell.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -76,7 +68,7 @@ fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Opt
         }
     });
     match run {
-        Ok(r) => Some(r),
+        Ok(r) => r,
         Err(e) => panic!("{e}"),
     }
 }
