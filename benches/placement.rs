@@ -96,6 +96,10 @@ enum Policy {
     Reserving,
     /// The planner scoring by fragmentation (`score = "fragmentation"`).
     Fragmentation,
+    /// The planner scoring by the one-GPU value function (`score = "value"`).
+    Value,
+    /// The same, turning away requests worth less than their room (`admission = true`).
+    ValueAdmission,
     Oracle,
     /// The optimal non-moving policy of the exact MDP (small hosts only).
     Optimal,
@@ -109,6 +113,8 @@ impl Policy {
             Policy::Planner => "planner",
             Policy::Reserving => "planner+reserve",
             Policy::Fragmentation => "planner-frag",
+            Policy::Value => "planner-value",
+            Policy::ValueAdmission => "value+admission",
             Policy::Oracle => "repack-oracle",
             Policy::Optimal => "mdp-optimum",
         }
@@ -121,7 +127,7 @@ fn simulate(
     n: usize,
     kinds: &[&Profile],
     policy: Policy,
-    planners: (&Planner, &Planner, &Planner),
+    planners: &[&Planner; 5],
     shapes: &Shapes,
     optimal: Option<&optimum::OptimalPolicy>,
     warmup: usize,
@@ -149,9 +155,11 @@ fn simulate(
         let spot = match policy {
             Policy::FirstFit => first_fit(&gpus, p),
             Policy::BestFit => best_fit(&gpus, p),
-            Policy::Planner => planners.0.choose(&gpus, p),
-            Policy::Reserving => planners.1.choose(&gpus, p),
-            Policy::Fragmentation => planners.2.choose(&gpus, p),
+            Policy::Planner => planners[0].choose(&gpus, p),
+            Policy::Reserving => planners[1].choose(&gpus, p),
+            Policy::Fragmentation => planners[2].choose(&gpus, p),
+            Policy::Value => planners[3].choose(&gpus, p),
+            Policy::ValueAdmission => planners[4].choose(&gpus, p),
             Policy::Optimal => optimal.and_then(|o| o.choose(&gpus, p, r.kind)),
             Policy::Oracle => {
                 counts[r.kind] += 1;
@@ -204,6 +212,14 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let no_oracle = args.iter().any(|a| a == "--no-oracle");
     let headline_only = args.iter().any(|a| a == "--headline");
+    if args.iter().any(|a| a == "--sweep") {
+        sweep();
+        return;
+    }
+    if args.iter().any(|a| a == "--planner-regret") {
+        planner_regret();
+        return;
+    }
     if args.iter().any(|a| a == "--explain-optimum") {
         explain_optimum();
         return;
@@ -247,18 +263,28 @@ fn main() {
         let planner = Planner::new(&table, &weights);
         let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
         let fragmenting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Fragmentation);
+        let valuing = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Value);
+        let admitting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Value).with_admission(true);
         for &(n, count) in &sizes {
             for &load in loads {
                 let mut total: Vec<(Policy, Stats)> = Vec::new();
                 for seed in 0..seeds {
                     let mut rng = Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + (load * 100.0) as u64);
                     let reqs = stream(&mut rng, n, load, mix, &slices, count);
-                    let mut policies = vec![Policy::FirstFit, Policy::BestFit, Policy::Planner, Policy::Reserving, Policy::Fragmentation];
+                    let mut policies = vec![
+                        Policy::FirstFit,
+                        Policy::BestFit,
+                        Policy::Planner,
+                        Policy::Reserving,
+                        Policy::Fragmentation,
+                        Policy::Value,
+                        Policy::ValueAdmission,
+                    ];
                     if n <= 64 && !no_oracle {
                         policies.push(Policy::Oracle);
                     }
                     for pol in policies {
-                        let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving, &fragmenting), &shapes, None, count / 10);
+                        let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &shapes, None, count / 10);
                         writeln!(
                             f,
                             "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"policy_rejections\":{},\"ns_per_decision\":{}}}",
@@ -390,6 +416,8 @@ fn optimum_table() {
         let planner = Planner::new(&table, &weights);
         let reserving = Planner::new(&table, &weights).with_reserve(vgpuctl::mig::planner::Reserve { whole: 1, half: 0 });
         let fragmenting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Fragmentation);
+        let valuing = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Value);
+        let admitting = Planner::new(&table, &weights).with_score(vgpuctl::mig::planner::Score::Value).with_admission(true);
         for n in 1..=3usize {
             let mean: f64 = mix.iter().zip(&slices).map(|(w, s)| w * s).sum();
             let rate = 7.0 * n as f64 / mean;
@@ -405,7 +433,7 @@ fn optimum_table() {
                 for seed in 0..10u64 {
                     let mut rng = Rng(0x0971_0000 + seed * 104_729 + n as u64);
                     let reqs = stream(&mut rng, n, 1.0, mix, &slices, 60_000);
-                    let s = simulate(&reqs, n, &kinds, pol, (&planner, &reserving, &fragmenting), &shapes, Some(&opt), 6_000);
+                    let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &shapes, Some(&opt), 6_000);
                     a += s.accepted_slices;
                     o += s.offered_slices;
                 }
@@ -413,6 +441,7 @@ fn optimum_table() {
             };
             let (ff, pl, rs, sim_opt, or) = (acc(Policy::FirstFit), acc(Policy::Planner), acc(Policy::Reserving), acc(Policy::Optimal), acc(Policy::Oracle));
             let fr = acc(Policy::Fragmentation);
+            let (va, vad) = (acc(Policy::Value), acc(Policy::ValueAdmission));
             let gap = |x: f64| 100.0 * (x - ff) / (or - ff);
             println!(
                 "{:<12} {:>2} {:>8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1} {:>9.1} {:>7.0}% {:>7.0}%   (solved in {:.1} s)",
@@ -432,7 +461,9 @@ fn optimum_table() {
                 100.0 * gap(pl) / gap(placing_only),
                 solve_s
             );
-            println!("{:<12} {:>2}   planner-frag {:.4}: {:.1}% of the gap, {:.0}% of the optimum's", "", n, fr, gap(fr), 100.0 * gap(fr) / gap(exact));
+            for (name, x) in [("planner-frag", fr), ("planner-value", va), ("value+admission", vad)] {
+                println!("{:<12} {:>2}   {name:<16} {x:.4}: {:.1}% of the gap, {:.0}% of the optimum's", "", n, gap(x), 100.0 * gap(x) / gap(exact));
+            }
         }
     }
 }
@@ -467,5 +498,94 @@ fn explain_optimum() {
             }
             println!("{mix_name} N={n}: states where it fits / is turned away per kind: {:?} / {:?}", fits, rejected);
         }
+    }
+}
+
+/// `--planner-regret`: where the planner's placement loses most against the
+/// optimal one (relative values of the exact MDP), on 1 and 2 GPUs.
+fn planner_regret() {
+    let table = hopper_80gb();
+    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let universe = optimum::Universe::new(&kinds);
+    let index = universe.index();
+    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    for (mix_name, mix) in &mixes {
+        let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
+        let planner = Planner::new(&table, &weights);
+        let mean: f64 = mix.iter().zip(&slices).map(|(w, s)| w * s).sum();
+        for n in 1..=2usize {
+            let mdp = optimum::Mdp::new(&universe, n);
+            let (_, h) = mdp.solve(7.0 * n as f64 / mean, mix, &slices, 1e-9, true);
+            let mut regrets: Vec<(f64, String)> = Vec::new();
+            for (si, st) in mdp.states.iter().enumerate() {
+                let gpus: Vec<Layout> = st.iter().map(|l| universe.layout_of(*l)).collect();
+                for (k, p) in kinds.iter().enumerate() {
+                    let Some((g, s)) = planner.choose(&gpus, p) else { continue };
+                    let mut after = gpus.clone();
+                    after[g].place(p, s);
+                    let chosen = h[mdp.state_of(&after, &index) as usize];
+                    let best = mdp.successors(si as u32, k).iter().map(|t| h[*t as usize]).fold(f64::NEG_INFINITY, f64::max);
+                    if best - chosen > 1e-6 {
+                        let maps: Vec<String> = gpus.iter().map(|l| l.slice_map(&table)).collect();
+                        // The best concrete placement, for comparison.
+                        let mut alt = String::new();
+                        for (bg, l) in gpus.iter().enumerate() {
+                            for bs in l.free_starts(p) {
+                                let mut a = gpus.clone();
+                                a[bg].place(p, bs);
+                                if (h[mdp.state_of(&a, &index) as usize] - best).abs() < 1e-9 && alt.is_empty() {
+                                    alt = format!("GPU {bg} start {bs}");
+                                }
+                            }
+                        }
+                        regrets.push((best - chosen, format!("{} + {} -> GPU {g} start {s}, best {alt}", maps.join(" "), p.name)));
+                    }
+                }
+            }
+            regrets.sort_by(|a, b| b.0.total_cmp(&a.0));
+            println!("{mix_name} N={n}: {} decisions differ from the best placement; largest regrets:", regrets.len());
+            for (r, what) in regrets.iter().take(12) {
+                println!("  {r:.4}  {what}");
+            }
+        }
+    }
+}
+
+/// `--sweep`: the planner's scores (capacity, fragmentation, value, value
+/// with admission) on the optimum table's streams (1-3 GPUs) and on 8 and 64
+/// GPUs, both mixes, load 1.0: slice-weighted / >=4g acceptance.
+fn sweep() {
+    let table = hopper_80gb();
+    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
+    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
+    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    use vgpuctl::mig::planner::Score;
+    for (name, score, admission) in [
+        ("capacity", Score::Capacity, false),
+        ("fragmentation", Score::Fragmentation, false),
+        ("value", Score::Value, false),
+        ("value+admission", Score::Value, true),
+    ] {
+        let mut line = format!("{name:<16}");
+        for (mix_name, mix) in &mixes {
+            let mw = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
+            let planner = Planner::new(&table, &mw).with_score(score).with_admission(admission);
+            for (n, count, base) in [(1usize, 60_000usize, 0x0971_0000u64), (2, 60_000, 0x0971_0000), (3, 60_000, 0x0971_0000), (8, 4000, 0), (64, 8000, 0)] {
+                let (mut a, mut o, mut ab, mut ob) = (0u64, 0u64, 0u64, 0u64);
+                for seed in 0..10u64 {
+                    let mut rng = if base != 0 { Rng(base + seed * 104_729 + n as u64) } else { Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + 100) };
+                    let reqs = stream(&mut rng, n, 1.0, mix, &slices, count);
+                    let s = simulate(&reqs, n, &kinds, Policy::Planner, &[&planner, &planner, &planner, &planner, &planner], &shapes, None, count / 10);
+                    a += s.accepted_slices;
+                    o += s.offered_slices;
+                    ab += s.accepted_big;
+                    ob += s.offered_big;
+                }
+                line.push_str(&format!("  {}{n}: {:.4}/{:.3}", &mix_name[..1], a as f64 / o as f64, ab as f64 / ob.max(1) as f64));
+            }
+        }
+        println!("{line}");
     }
 }

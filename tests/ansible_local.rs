@@ -40,7 +40,10 @@ fn recap_changed(out: &str) -> u32 {
 #[test]
 #[ignore = "needs ansible-core (PyPI); scripts/test.sh installs it and runs it"]
 fn test_playbook_check_apply_idempotent() {
-    assert!(Command::new("ansible-playbook").arg("--version").output().is_ok(), "ansible-playbook is missing: scripts/install-test-deps.sh installs ansible-core");
+    assert!(
+        Command::new("ansible-playbook").arg("--version").output().is_ok(),
+        "ansible-playbook is missing: scripts/install-test-deps.sh installs ansible-core"
+    );
     let h = SimHost::new("t4x2-mdev");
     let config = h.path("/controller-host.toml");
     std::fs::write(&config, "[[gpu]]\nselect = \"0000:3b:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"T4-8Q\", count = 2 }]\n").unwrap();

@@ -154,6 +154,11 @@ impl Universe {
         index[&self.canonical(&key)]
     }
 
+    /// A concrete layout of a canonical id.
+    pub fn layout_of(&self, id: u16) -> Layout {
+        self.layout(&self.layouts[id as usize])
+    }
+
     /// A slice map of a canonical layout: a compute-slice digit per instance, `.` free.
     pub fn describe(&self, id: u16) -> String {
         self.layout(&self.layouts[id as usize]).slice_map(&self.kinds)
@@ -284,6 +289,10 @@ impl<'a> Mdp<'a> {
             }
         }
         best.1
+    }
+
+    pub fn successors(&self, s: u32, kind: usize) -> &[u32] {
+        &self.arrivals[s as usize][kind]
     }
 
     pub fn fits(&self, s: u32, kind: usize) -> bool {

@@ -378,14 +378,21 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 match policy.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p) {
                     Some(c) => c,
                     None => {
-                        let unreserved = crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, ..policy.clone() };
-                        let at = if unreserved.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_some() {
-                            format!(
-                                " without breaking the reserve in {} (reserve_whole_gpus = {}, reserve_half_gpus = {}); --placement places it anyway",
-                                crate::mig::policy::FILE,
-                                policy.reserve_whole_gpus,
-                                policy.reserve_half_gpus
-                            )
+                        // Say which policy rule turned it away when it would fit without it.
+                        let unrestricted =
+                            crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, admission: false, ..policy.clone() };
+                        let at = if unrestricted.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_some() {
+                            let unreserved = crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, ..policy.clone() };
+                            if policy.admission && unreserved.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_none() {
+                                format!(" now: admission = true in {} turns it away, since it is worth less than the room it would take; --placement places it anyway", crate::mig::policy::FILE)
+                            } else {
+                                format!(
+                                    " without breaking the reserve in {} (reserve_whole_gpus = {}, reserve_half_gpus = {}); --placement places it anyway",
+                                    crate::mig::policy::FILE,
+                                    policy.reserve_whole_gpus,
+                                    policy.reserve_half_gpus
+                                )
+                            }
                         } else {
                             String::new()
                         };

@@ -14,3 +14,4 @@ pub mod shapes;
 pub mod sim_backend;
 pub mod smi;
 pub mod smi_backend;
+pub mod value;

@@ -71,7 +71,23 @@ pub struct Planner {
     /// best of 0, 0.1, 0.3 across both benchmark mixes at 8 and 64 GPUs).
     drain: f64,
     reserve: Reserve,
+    /// The table and mix weights, for the one-GPU value function.
+    table: Vec<Profile>,
+    weights: Vec<f64>,
+    load: f64,
+    /// The one-GPU value function (`Score::Value` only).
+    gpu_value: Option<std::sync::Arc<super::value::GpuValue>>,
+    /// Turn a request away when placing it is worth less than the room it
+    /// takes on its GPU (`Score::Value` only).
+    admission: bool,
 }
+
+/// With `Score::Value`, the weight of the one-GPU value lost next to the
+/// capacity loss: measured best of 0.01, 0.02, 0.03, 0.05, 0.2 over both
+/// mixes on 1, 2, 3, 8 and 64 GPUs (`cargo bench --bench placement --
+/// --sweep`); larger weights let the one-GPU view, which does not know the
+/// other GPUs, decide across GPUs, and lose.
+const VALUE_WEIGHT: f64 = 0.02;
 
 /// How a placement is scored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -85,6 +101,11 @@ pub enum Score {
     /// no placement of a profile could use, weighted by the mix (after the
     /// fragmentation-gradient-descent scores of GPU-sharing schedulers).
     Fragmentation,
+    /// The capacity loss, corrected by the value the GPU loses in the exact
+    /// one-GPU decision process for the mix and the expected load
+    /// (`mig::value`): it tells placements apart by what they cost once
+    /// their neighbours leave. Allows `admission`.
+    Value,
 }
 
 /// Opt-in admission control: a request of fewer than 4 compute slices may
@@ -118,11 +139,45 @@ impl Planner {
         let drain = 0.1 * value.iter().sum::<f64>() / value.len().max(1) as f64;
         let weights: Vec<f64> = table.iter().take(16).map(|p| mix.weight(p.id)).collect();
         let frag = (0..256u32).map(|m| fragmentation(m as u8, &table[..table.len().min(16)], &weights)).collect();
-        Self { more, frag, score: Score::Capacity, ids, value, drain, reserve: Reserve::default() }
+        let table: Vec<Profile> = table.iter().take(16).cloned().collect();
+        Self {
+            more,
+            frag,
+            score: Score::Capacity,
+            ids,
+            value,
+            drain,
+            reserve: Reserve::default(),
+            table,
+            weights,
+            load: 1.0,
+            gpu_value: None,
+            admission: false,
+        }
+    }
+
+    fn build_value(&mut self) {
+        self.gpu_value = (self.score == Score::Value).then(|| std::sync::Arc::new(super::value::GpuValue::new(&self.table, &self.weights, self.load)));
     }
 
     pub fn with_score(mut self, score: Score) -> Self {
         self.score = score;
+        self.build_value();
+        self
+    }
+
+    /// The expected offered load the value score is computed for (1.0:
+    /// arrivals that would keep every compute slice busy).
+    pub fn with_load(mut self, load: f64) -> Self {
+        self.load = load;
+        self.build_value();
+        self
+    }
+
+    /// With `Score::Value`: turn away a request whose placement is worth
+    /// less than the room it takes on its GPU.
+    pub fn with_admission(mut self, on: bool) -> Self {
+        self.admission = on;
         self
     }
 
@@ -157,18 +212,24 @@ impl Planner {
                                                             // GPUs with the same slice mask and instance count score the same,
                                                             // and a tie goes to the lower index: score each kind once. On a big,
                                                             // lightly used host most GPUs are alike (all empty), so this is what
-                                                            // keeps a decision cheap there.
+                                                            // keeps a decision cheap there. The value score tells layouts apart
+                                                            // by their instances, not only their slices.
+        let gv = self.gpu_value.as_deref();
+        let mut seen_layouts = std::collections::HashSet::new();
         let mut seen = vec![false; 256 * 9];
         for (gi, l) in gpus.iter().enumerate() {
             let used = masks[gi];
             if l.count(p.id) >= p.max_instances {
                 continue;
             }
-            let key = usize::from(used) * 9 + l.instances.len().min(8);
-            if seen[key] {
+            let before = gv.map(|v| (v, v.key(l)));
+            let alike_seen = match before {
+                Some((_, k)) => !seen_layouts.insert(k),
+                None => std::mem::replace(&mut seen[usize::from(used) * 9 + l.instances.len().min(8)], true),
+            };
+            if alike_seen {
                 continue;
             }
-            seen[key] = true;
             let free = 8 - used.count_ones();
             for &s in &p.starts {
                 let m = p.mask(s);
@@ -183,18 +244,21 @@ impl Planner {
                         continue;
                     }
                 }
-                let mut loss = 0.0;
-                match self.score {
-                    Score::Capacity => {
-                        let (before, after) = (&self.more[used as usize], &self.more[(used | m) as usize]);
-                        for i in 0..n {
-                            if before[i] != after[i] {
+                let mut loss = match self.score {
+                    Score::Fragmentation => self.frag[(used | m) as usize] - self.frag[used as usize],
+                    Score::Capacity | Score::Value => {
+                        let (before_c, after_c) = (&self.more[used as usize], &self.more[(used | m) as usize]);
+                        (0..n)
+                            .filter(|i| before_c[*i] != after_c[*i])
+                            .map(|i| {
                                 let t = i64::from(totals[i]);
-                                loss += worth(i, t) - worth(i, t - i64::from(before[i]) + i64::from(after[i]));
-                            }
-                        }
+                                worth(i, t) - worth(i, t - i64::from(before_c[i]) + i64::from(after_c[i]))
+                            })
+                            .sum()
                     }
-                    Score::Fragmentation => loss += self.frag[(used | m) as usize] - self.frag[used as usize],
+                };
+                if let Some((v, k)) = before {
+                    loss += VALUE_WEIGHT * (v.value(k) - v.value(v.key(&with_placed(l, p, s))));
                 }
                 // Prefer GPUs with more instances: the ones with few drain.
                 loss += self.drain / (1.0 + l.instances.len() as f64);
@@ -207,8 +271,20 @@ impl Planner {
                 }
             }
         }
+        if let (true, Some(v), Some((_, _, g, s))) = (self.admission, gv, best) {
+            // Worth less than the room it takes on its GPU: turned away.
+            if v.reward(p.id) + v.value(v.key(&with_placed(&gpus[g], p, s))) - v.value(v.key(&gpus[g])) < -1e-9 {
+                return None;
+            }
+        }
         best.map(|(_, _, g, s)| (g, s))
     }
+}
+
+fn with_placed(l: &Layout, p: &Profile, start: u8) -> Layout {
+    let mut after = l.clone();
+    after.instances.push(super::layout::Placed { profile_id: p.id, start, size: p.size });
+    after
 }
 
 /// Free slices of `used` that no free placement of a profile covers,

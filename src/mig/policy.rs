@@ -8,8 +8,14 @@
 //! reserve_whole_gpus = 0
 //! reserve_half_gpus = 0
 //! # How a placement is scored: "capacity" (future capacity lost, the
-//! # default) or "fragmentation" (free slices made unusable, mix-weighted).
+//! # default), "fragmentation" (free slices made unusable, mix-weighted) or
+//! # "value" (capacity, corrected by what one GPU's layout is worth under
+//! # the mix at the expected load).
 //! score = "capacity"
+//! # With score = "value": turn away requests worth less than the room they
+//! # take (admission control), and the load the value is computed for.
+//! admission = false
+//! load = 1.0
 //! ```
 //!
 //! Without the file every profile of the GPU weighs the same and nothing is
@@ -26,7 +32,7 @@ use crate::host::Host;
 
 pub const FILE: &str = "/etc/vgpuctl/mig-planner.toml";
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannerConfig {
     #[serde(default)]
@@ -35,9 +41,27 @@ pub struct PlannerConfig {
     pub reserve_whole_gpus: u32,
     #[serde(default)]
     pub reserve_half_gpus: u32,
-    /// How placements are scored: `capacity` (default) or `fragmentation`.
+    /// How placements are scored: `capacity` (default), `fragmentation` or `value`.
     #[serde(default)]
     pub score: Score,
+    /// With `score = "value"`: turn away a request whose placement is worth
+    /// less than the room it takes (admission control; off by default).
+    #[serde(default)]
+    pub admission: bool,
+    /// With `score = "value"`: the expected offered load (1.0 = arrivals
+    /// that would keep every compute slice busy).
+    #[serde(default = "default_load")]
+    pub load: f64,
+}
+
+fn default_load() -> f64 {
+    1.0
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self { mix: BTreeMap::new(), reserve_whole_gpus: 0, reserve_half_gpus: 0, score: Score::default(), admission: false, load: default_load() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +79,15 @@ impl PlannerConfig {
             if !w.is_finite() || *w < 0.0 {
                 return Err(PolicyError::Invalid(format!("mix weight of {name:?} must be a number >= 0, not {w}")));
             }
+        }
+        if !c.load.is_finite() || c.load <= 0.0 || c.load > 10.0 {
+            return Err(PolicyError::Invalid(format!(
+                "load must be a number above 0 and at most 10 (1.0: enough requests to keep every compute slice busy), not {}",
+                c.load
+            )));
+        }
+        if c.admission && c.score != Score::Value {
+            return Err(PolicyError::Invalid("admission = true needs score = \"value\" (it compares a request with the room it takes on its GPU)".into()));
         }
         if c.reserve_whole_gpus > 64 || c.reserve_half_gpus > 64 {
             return Err(PolicyError::Invalid("reserve_whole_gpus / reserve_half_gpus: at most 64".into()));
@@ -80,7 +113,11 @@ impl PlannerConfig {
             }
             Mix { weights }
         };
-        Ok(Planner::new(table, &mix).with_reserve(Reserve { whole: self.reserve_whole_gpus, half: self.reserve_half_gpus }).with_score(self.score))
+        Ok(Planner::new(table, &mix)
+            .with_reserve(Reserve { whole: self.reserve_whole_gpus, half: self.reserve_half_gpus })
+            .with_load(self.load)
+            .with_score(self.score)
+            .with_admission(self.admission))
     }
 }
 
@@ -115,7 +152,11 @@ mod tests {
         assert!(PlannerConfig::parse("reserve = 1").unwrap_err().to_string().contains("reserve"));
         assert_eq!(PlannerConfig::parse("score = \"fragmentation\"").unwrap().score, Score::Fragmentation);
         let e = PlannerConfig::parse("score = \"frag\"").unwrap_err().to_string();
-        assert!(e.contains("capacity") && e.contains("fragmentation"), "{e}");
+        assert!(e.contains("capacity") && e.contains("fragmentation") && e.contains("value"), "{e}");
+        assert!(PlannerConfig::parse("admission = true").unwrap_err().to_string().contains("score = \"value\""));
+        assert!(PlannerConfig::parse("score = \"value\"\nload = 0").unwrap_err().to_string().contains("load"));
+        let c = PlannerConfig::parse("score = \"value\"\nadmission = true\nload = 0.8").unwrap();
+        assert!(c.planner(&t).is_ok());
     }
 
     /// The defect this replaced: once no GPU was empty, every 1g-3g request
