@@ -1,7 +1,5 @@
 //! The systemd units shipped in `systemd/`, installed by `vgpuctl install-units`.
 
-use std::fs;
-
 use crate::host::{Host, HostError};
 
 pub const UNITS: &[(&str, &str)] = &[
@@ -17,12 +15,6 @@ pub enum UnitError {
     BadBinary(String),
     #[error("the unit directory {0:?} must be an absolute path without '..'")]
     BadDir(String),
-    #[error("cannot write {path}")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Host(#[from] HostError),
 }
@@ -42,13 +34,12 @@ pub fn install(host: &Host, unit_dir: &str, binary: &str) -> Result<Vec<String>,
     if !unit_dir.starts_with('/') || unit_dir.split('/').any(|c| c == "..") {
         return Err(UnitError::BadDir(unit_dir.to_string()));
     }
-    let dir = host.path(unit_dir)?;
-    fs::create_dir_all(&dir).map_err(|source| UnitError::Write { path: unit_dir.to_string(), source })?;
     let mut written = Vec::new();
     for (name, text) in UNITS {
         let shown = format!("{}/{name}", unit_dir.trim_end_matches('/'));
         let body = text.replace("@VGPUCTL@", binary);
-        crate::host::atomic::write_atomic(&dir.join(name), body.as_bytes(), 0o644).map_err(|source| UnitError::Write { path: shown.clone(), source })?;
+        // Through the host layer: atomic, root-relative, a fault point.
+        host.write_state(&shown, body.as_bytes(), 0o644)?;
         written.push(shown);
     }
     Ok(written)
@@ -72,9 +63,9 @@ mod tests {
                 "/etc/systemd/system/vgpuctl-metrics.timer"
             ]
         );
-        let metrics = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-metrics.service")).unwrap();
+        let metrics = std::fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-metrics.service")).unwrap();
         assert!(metrics.contains("ExecStart=/usr/local/bin/vgpuctl metrics --textfile /var/lib/prometheus/node-exporter/vgpuctl.prom"), "{metrics}");
-        let text = fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
+        let text = std::fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
         assert!(text.contains("ExecStart=/usr/local/bin/vgpuctl mdev restore --wait 120"));
         assert!(!text.contains("@VGPUCTL@"));
         assert!(install(&h, "/etc/systemd/system", "vgpuctl").is_err());

@@ -39,10 +39,11 @@ fn test_mdev_create_each_write_fails_in_turn() {
         "--attr",
         "nvidia/vgpu_params=frame_rate_limiter=0",
     ];
-    // create, the vgpu_params attribute: two writes, each failing in turn
-    // (a failed attribute write is rolled back with a remove).
+    // create, the vgpu_params attribute, the definition: three writes, each
+    // failing in turn (a failed attribute or definition write is rolled back
+    // with a remove).
     let n = writes_of(&h, &args);
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     h.ok(&["mdev", "remove", "11111111-2222-3333-4444-555555555555", "--undefine"]);
     for errno in ["EBUSY", "ENOSPC"] {
         let before = h.snapshot();
@@ -113,24 +114,29 @@ fn test_mig_create_with_compute_instances_each_step_fails_in_turn() {
 fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
     let h = mig_host();
     let before = h.snapshot();
-    // The GPU instance, then the VF's type: a failure at the second step
-    // destroys the instance made at the first.
+    // The intent in the ledger, the GPU instance, its id in the ledger, the
+    // VF's type: a failure at any step leaves no instance and no ledger entry.
     for errno in ["EIO", "EBUSY", "ENOSPC"] {
-        for n in 1..=2 {
+        for n in 1..=4 {
             let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", format!("write:{n}:{errno}")).output().unwrap();
             assert!(!o.status.success(), "write {n} {errno}");
             let s = h.json(&["mig", "status", "--json"]);
             assert_eq!(s[0]["instances"], serde_json::json!([]), "write {n} {errno}: GPU instance left behind");
+            h.assert_unchanged(&before, &format!("MIG-backed vGPU create failing at write {n} ({errno})"));
         }
     }
-    h.assert_unchanged(&before, "failed MIG-backed vGPU creates");
-    // Killed between making the instance and placing the vGPU: gc frees it.
-    let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", "write:2:die").output().unwrap();
-    assert!(!o.status.success());
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1, "the crash left the instance");
-    let gc = h.json(&["gc", "--json"]);
-    assert!(gc.to_string().contains("held no vGPU; destroyed"), "{gc}");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    // Killed before the driver call, between it and the id, and before the
+    // VF's type: gc frees whatever the crash left, from the ledger.
+    for (n, left) in [(2, 0), (3, 1), (4, 1)] {
+        let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", format!("write:{n}:die")).output().unwrap();
+        assert!(!o.status.success());
+        assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), left, "killed at write {n}");
+        let gc = h.json(&["gc", "--json"]);
+        let said = if left == 0 { "never made; forgotten" } else { "held no vGPU; destroyed" };
+        assert!(gc.to_string().contains(said), "killed at write {n}: {gc}");
+        assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+        assert!(!h.path("/run/vgpuctl/mig-gis.json").exists(), "the ledger is empty again");
+    }
     // An instance kept with --keep-gi is the admin's: gc leaves it alone.
     let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
     h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap(), "--keep-gi"]);
@@ -142,4 +148,51 @@ fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
     assert_eq!(w["gi"], v["gi"], "the kept free instance is used");
     h.json(&["gc", "--json"]);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+}
+
+/// Every file vgpuctl writes outside sysfs (units, the hook entry, mdev
+/// definitions) is whole or absent when its write fails: no temporary file,
+/// no half-written unit, and a rerun completes.
+#[test]
+fn test_state_writes_fail_whole_and_leave_no_temporary_files() {
+    let h = SimHost::new("t4x2-mdev");
+    let stray = |h: &SimHost| -> Vec<String> {
+        h.snapshot().into_iter().map(|(p, _)| p).filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))).collect()
+    };
+    let units = ["vgpuctl-mdev-restore.service", "vgpuctl-apply.service", "vgpuctl-metrics.service", "vgpuctl-metrics.timer"];
+    for n in 1..=units.len() {
+        let o = h.cmd().args(["install-units", "--binary", "/usr/bin/vgpuctl"]).env("VGPUCTL_FAULT", format!("write:{n}:ENOSPC")).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "unit write {n}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(units[n - 1]), "the error names the unit: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(stray(&h).is_empty(), "{:?}", stray(&h));
+        for u in &units[n - 1..] {
+            let p = h.path(&format!("/etc/systemd/system/{u}"));
+            assert!(!p.exists() || std::fs::read_to_string(&p).unwrap().contains("ExecStart=/usr/bin/vgpuctl") || u.ends_with(".timer"), "{u} half-written");
+        }
+        h.ok(&["install-units", "--binary", "/usr/bin/vgpuctl"]);
+        for u in &units {
+            std::fs::remove_file(h.path(&format!("/etc/systemd/system/{u}"))).unwrap();
+        }
+    }
+    // The hook entry: one write, as a symlink and as a script.
+    for script in [false, true] {
+        let mut args = vec!["hook", "install", "--binary", "/usr/bin/vgpuctl"];
+        if script {
+            args.push("--script");
+        }
+        let o = h.cmd().args(&args).env("VGPUCTL_FAULT", "write:1:EIO").output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(h.path("/etc/libvirt/hooks/qemu.d/vgpuctl").symlink_metadata().is_err(), "no hook entry after a failed write");
+        assert!(stray(&h).is_empty());
+    }
+    // An mdev definition: the write fails, nothing is defined, nothing stray.
+    let before = h.snapshot();
+    let o = h
+        .cmd()
+        .args(["mdev", "define", "--parent", "0000:3b:00.0", "--type", "T4-4Q", "--uuid", "11111111-2222-3333-4444-555555555555"])
+        .env("VGPUCTL_FAULT", "write:1:EIO")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    h.assert_unchanged(&before, "a failed mdev define");
 }

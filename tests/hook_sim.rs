@@ -109,20 +109,31 @@ fn test_legacy_vgpus_made_on_gpus_with_room_and_rolled_back_on_failure() {
     assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 0);
 }
 
-/// The hook's prepare with each of its `steps` host writes failing in turn
-/// (EIO, EBUSY, ENOSPC): it fails the start and leaves the host as `before`.
-fn prepare_fails_at_every_step(h: &SimHost, domain: &str, xml: &str, steps: u32, before: &[(String, String)]) {
-    for n in 1..=steps {
+/// The hook's prepare with each of its host writes failing in turn (EIO,
+/// EBUSY, ENOSPC), journal writes included: it fails the start and leaves
+/// the host as `before` (journals too), until the first N past its last
+/// write, where it succeeds. Returns how many writes it makes.
+fn prepare_fails_at_every_step(h: &SimHost, domain: &str, xml: &str, before: &[(String, String)]) -> u32 {
+    let run = |n: u32, errno: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+        c.args(["hook", "qemu", domain, "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
+        let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for n in 1..64 {
         for errno in ["EIO", "EBUSY", "ENOSPC"] {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
-            c.args(["hook", "qemu", domain, "prepare", "begin", "-"]).env("VGPUCTL_ROOT", &h.root).env("VGPUCTL_FAULT", format!("write:{n}:{errno}"));
-            let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-            child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-            let o = child.wait_with_output().unwrap();
+            let o = run(n, errno);
+            if o.status.success() {
+                assert_eq!(errno, "EIO", "write {n} fails with EIO but not with {errno}");
+                return n - 1;
+            }
             assert_eq!(o.status.code(), Some(1), "write {n} {errno}: {}", String::from_utf8_lossy(&o.stderr));
             h.assert_unchanged(before, &format!("failing write {n} with {errno}"));
+            assert_eq!(journals(h), 0, "write {n} {errno}: journal left");
         }
     }
+    panic!("prepare never succeeded");
 }
 
 #[test]
@@ -130,7 +141,9 @@ fn test_every_write_failing_in_turn_leaves_nothing_behind() {
     let h = SimHost::new("t4x2-mdev");
     let xml = h.ok(&["vm", "xml", "--name", "f", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q", "--vgpu", "T4-8Q"]);
     let before = h.snapshot();
-    prepare_fails_at_every_step(&h, "f", &xml, 3, &before);
+    // The journal (1), then per vGPU its intent, the mdev, its completion
+    // (3 x 3), then the journal's final state: 11 writes, each failing in turn.
+    assert_eq!(prepare_fails_at_every_step(&h, "f", &xml, &before), 11);
 }
 
 #[test]
@@ -257,8 +270,10 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     assert_eq!(rc, 1);
     assert!(err.contains("Linux guests only"), "{err}");
     h.assert_unchanged(&before, "a refused Windows start");
-    // Per vGPU: a GPU instance, then the VF's type; four steps in all.
-    prepare_fails_at_every_step(&h, "m", &xml, 4, &before);
+    // The journal; per vGPU the GPU instance (ledger intent, the instance,
+    // its id), its journal entry and completion, the VF's type, its journal
+    // entry and completion; the journal's final state: 18 writes.
+    assert_eq!(prepare_fails_at_every_step(&h, "m", &xml, &before), 18);
     assert_eq!(hook(&h, &["m", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
     assert_eq!(hook(&h, &["m", "release", "end", "-"], &xml).0, 0);

@@ -51,14 +51,38 @@ fn test_boot_vga_refused_and_forced_round_trip_with_audio() {
 #[test]
 fn test_failed_prepare_puts_every_function_back() {
     let h = SimHost::new("passthrough");
-    // Writes: unbind, override, probe for the GPU (1-3), then the audio's unbind (4) fails.
-    let o = h.cmd().args(["passthrough", "prepare", "0000:01:00.0", "--force"]).env("VGPUCTL_FAULT", "write:4:EIO").output().unwrap();
+    // Writes: the record of each function's driver (1), unbind, override,
+    // probe for the GPU (2-4), then the audio's unbind (5) fails.
+    let o = h.cmd().args(["passthrough", "prepare", "0000:01:00.0", "--force"]).env("VGPUCTL_FAULT", "write:5:EIO").output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(driver(&h, "0000:01:00.0"), "nvidia", "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(driver(&h, "0000:01:00.1"), "snd_hda_intel");
     assert!(!h.path("/run/vgpuctl/passthrough/0000:01:00.0.json").exists());
     let o = std::fs::read_to_string(h.path("/sys/bus/pci/devices/0000:01:00.0/driver_override")).unwrap();
     assert_eq!(o.trim(), "(null)");
+}
+
+/// Every host write of `passthrough prepare`, the state record included,
+/// fails in turn: each time both functions are back on their drivers and
+/// the host is exactly as before.
+#[test]
+fn test_prepare_each_write_fails_in_turn() {
+    let h = SimHost::new("passthrough");
+    let mut n = 1;
+    loop {
+        let before = h.snapshot();
+        let o = h.cmd().args(["passthrough", "prepare", "0000:01:00.0", "--force"]).env("VGPUCTL_FAULT", format!("write:{n}:EIO")).output().unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+        assert_eq!((driver(&h, "0000:01:00.0"), driver(&h, "0000:01:00.1")), ("nvidia".to_string(), "snd_hda_intel".to_string()), "write {n}");
+        h.assert_unchanged(&before, &format!("prepare failing at write {n}"));
+        n += 1;
+        assert!(n < 40, "prepare never succeeded");
+    }
+    assert!(n > 5, "the record and at least two functions' moves were failed in turn ({n})");
+    assert_eq!(driver(&h, "0000:01:00.0"), "vfio-pci");
 }
 
 #[test]

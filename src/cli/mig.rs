@@ -213,10 +213,8 @@ fn destroy(host: &Host, b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, f
         b.destroy_cis(gpu, gi).map_err(mig_err)?;
     }
     b.destroy(gpu, gi).map_err(mig_err)?;
-    let mut l = backend::ledger::load(host);
-    if l.contains(&(gpu, gi)) {
-        l.retain(|x| *x != (gpu, gi));
-        let _ = backend::ledger::save(host, &l);
+    if let Err(e) = backend::ledger::forget(host, gpu, gi) {
+        tracing::warn!("destroyed GPU instance {gi} on {gpu}, but {e}");
     }
     Ok(())
 }

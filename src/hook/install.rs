@@ -5,7 +5,6 @@
 //! leaves any admin's `qemu` script alone.
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use serde::Serialize;
@@ -21,12 +20,6 @@ pub enum InstallError {
     Foreign { path: String },
     #[error("the binary path {0:?} must be absolute, without spaces or quotes")]
     BadBinary(String),
-    #[error("cannot write {path}")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Host(#[from] HostError),
 }
@@ -55,21 +48,19 @@ pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Resu
         return Err(InstallError::BadBinary(binary.to_string()));
     }
     let shown = format!("{}/qemu.d/{ENTRY}", hooks_dir.trim_end_matches('/'));
-    let dir = host.path(&format!("{hooks_dir}/qemu.d"))?;
-    let path = dir.join(ENTRY);
-    let werr = |source| InstallError::Write { path: shown.clone(), source };
-    fs::create_dir_all(&dir).map_err(werr)?;
+    let path = host.path(&shown)?;
+    // Writes through the host layer (root-relative, fault points).
     if path.symlink_metadata().is_ok() {
         if !is_ours(&path) {
             return Err(InstallError::Foreign { path: shown });
         }
-        fs::remove_file(&path).map_err(werr)?;
+        host.remove_state(&shown)?;
     }
     if script {
-        crate::host::atomic::write_atomic(&path, SCRIPT.replace("/usr/local/bin/vgpuctl", binary).as_bytes(), 0o755).map_err(werr)?;
+        host.write_state(&shown, SCRIPT.replace("/usr/local/bin/vgpuctl", binary).as_bytes(), 0o755)?;
         Ok(Installed { path: shown, kind: "script", note: RESTART })
     } else {
-        symlink(binary, &path).map_err(werr)?;
+        host.symlink_state(binary, &shown)?;
         Ok(Installed { path: shown, kind: "symlink", note: RESTART })
     }
 }
@@ -83,6 +74,6 @@ pub fn uninstall(host: &Host, hooks_dir: &str) -> Result<bool, InstallError> {
     if !is_ours(&path) {
         return Err(InstallError::Foreign { path: shown });
     }
-    fs::remove_file(&path).map_err(|source| InstallError::Write { path: shown, source })?;
+    host.remove_state(&shown)?;
     Ok(true)
 }

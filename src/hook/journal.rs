@@ -3,7 +3,6 @@
 //! crash at any point leaves enough to undo exactly what was made.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -57,8 +56,8 @@ pub struct Journal {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot write the hook journal {path}")]
-    Write {
+    #[error("cannot read the hook journal {path}")]
+    Read {
         path: String,
         #[source]
         source: std::io::Error,
@@ -91,27 +90,20 @@ pub fn load(host: &Host, key: &str) -> Result<Option<Journal>, JournalError> {
     match fs::read_to_string(&p) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| JournalError::Corrupt { path: p.display().to_string(), why: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(JournalError::Write { path: p.display().to_string(), source }),
+        Err(source) => Err(JournalError::Read { path: p.display().to_string(), source }),
     }
 }
 
+/// Through the host layer: atomic, root-relative, a fault point.
 pub fn save(host: &Host, key: &str, j: &mut Journal) -> Result<(), JournalError> {
     j.updated = now();
-    let dir = host.path(DIR)?;
-    let p = path(host, key)?;
-    let err = |source| JournalError::Write { path: p.display().to_string(), source };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
     let text = serde_json::to_string_pretty(j).unwrap_or_default();
-    crate::host::atomic::write_atomic(&p, text.as_bytes(), 0o600).map_err(err)
+    Ok(host.write_state(&format!("{DIR}/{key}.json"), text.as_bytes(), 0o600)?)
 }
 
 pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {
-    let p = path(host, key)?;
-    match fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(JournalError::Write { path: p.display().to_string(), source }),
-    }
+    host.remove_state(&format!("{DIR}/{key}.json"))?;
+    Ok(())
 }
 
 /// A journal file's key and what reading it gave.

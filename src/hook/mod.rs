@@ -213,7 +213,11 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), Fa
                 if !crate::parse::creatable_vgpu_types(&listed).0.iter().any(|x| t.matches(&x.name)) {
                     let pf = host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok());
                     let (_, views) = crate::vgpu::views(host).map_err(|e| fail(&e))?;
-                    if let Some((gpu, gi)) = pf.and_then(|pf| crate::vgpu::make_gi_for(host, &views, &t, Some(pf))) {
+                    let made = match pf {
+                        Some(pf) => crate::vgpu::make_gi_for(host, &views, &t, Some(pf)).map_err(|e| fail(&e))?,
+                        None => None,
+                    };
+                    if let Some((gpu, gi)) = made {
                         record(host, key, j, Entry::MigGi { gpu, gi, done: false })?;
                         finish(host, key, j)?;
                     }
@@ -265,7 +269,12 @@ pub fn undo(host: &Host, j: &Journal) -> Vec<String> {
             }
             Entry::MigGi { gpu, gi, .. } => match crate::mig::backend::backend(host) {
                 Ok(b) => match b.destroy(*gpu, *gi) {
-                    Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {}
+                    Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {
+                        // Gone: off the ledger of instances vgpuctl made too.
+                        if let Err(err) = crate::mig::backend::ledger::forget(host, *gpu, *gi) {
+                            problems.push(crate::error_chain(&err));
+                        }
+                    }
                     Err(err) => problems.push(crate::error_chain(&err)),
                 },
                 Err(err) => problems.push(crate::error_chain(&err)),
@@ -328,7 +337,15 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
         journal::delete(host, &key)?;
     } else {
         j.state = State::Prepared;
-        journal::save(host, &key, &mut j)?;
+        if let Err(e) = journal::save(host, &key, &mut j) {
+            // Not recorded as prepared: the start fails, so nothing it made may stay.
+            let mut errors = vec![crate::error_chain(&e)];
+            errors.extend(undo(host, &j).into_iter().map(|p| format!("rollback: {p}")));
+            if journal::delete(host, &key).is_err() {
+                errors.push("the journal could not be removed; `vgpuctl gc` will".into());
+            }
+            return Err(HookError::Failed(errors.join("\n")));
+        }
     }
     Ok(actions)
 }
@@ -441,8 +458,13 @@ pub fn gc(host: &Host, grace: Duration) -> Result<Vec<GcItem>, HookError> {
         };
         out.push(GcItem { domain: j.domain, key, action });
     }
-    for (gpu, gi, action) in crate::vgpu::sweep_made_gis(host) {
-        out.push(GcItem { domain: "-".into(), key: format!("{gpu} GPU instance {gi}"), action });
+    match crate::vgpu::sweep_made_gis(host) {
+        Ok(swept) => {
+            for (key, action) in swept {
+                out.push(GcItem { domain: "-".into(), key, action });
+            }
+        }
+        Err(e) => out.push(GcItem { domain: "-".into(), key: crate::mig::backend::ledger::FILE.into(), action: format!("left alone: {e}") }),
     }
     Ok(out)
 }

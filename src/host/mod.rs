@@ -257,6 +257,34 @@ impl Host {
         atomic::write_atomic(&p, bytes, mode).map_err(|source| HostError::io("write", host_path, source))
     }
 
+    /// Removes a state file vgpuctl owns; `false` when it was not there. A
+    /// fault point like every host write.
+    pub fn remove_state(&self, host_path: &str) -> HostResult<bool> {
+        let p = self.path(host_path)?;
+        if let Some(f) = &self.fault {
+            f.check(host_path).map_err(|source| HostError::io("remove", host_path, source))?;
+        }
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(HostError::io("remove", host_path, source)),
+        }
+    }
+
+    /// Creates a symlink at `host_path` pointing to `target` (taken as is,
+    /// not mapped into the root: it is what the link will say), making the
+    /// directory first. A fault point like every host write.
+    pub fn symlink_state(&self, target: &str, host_path: &str) -> HostResult<()> {
+        let p = self.path(host_path)?;
+        if let Some(f) = &self.fault {
+            f.check(host_path).map_err(|source| HostError::io("link", host_path, source))?;
+        }
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).map_err(|source| HostError::io("create the directory of", host_path, source))?;
+        }
+        std::os::unix::fs::symlink(target, &p).map_err(|source| HostError::io("link", host_path, source))
+    }
+
     /// Writes an attribute the way `echo value > file` does on sysfs: no
     /// create, no truncate semantics beyond what the file has. Simulated
     /// trees get their kernel behaviour first.

@@ -7,8 +7,6 @@
 //! A file we cannot parse is reported and left alone: it may be someone
 //! else's, and deleting it would lose their device.
 
-use std::fs;
-
 use serde::{Deserialize, Serialize};
 
 use super::MdevError;
@@ -174,23 +172,14 @@ pub fn find(host: &Host, uuid: &MdevUuid) -> Result<Option<Definition>, MdevErro
 }
 
 /// Writes the definition atomically, readable by mdevctl (0644).
+/// Through the host layer: atomic, root-relative, a fault point.
 pub fn save(host: &Host, d: &Definition) -> Result<(), MdevError> {
-    let dir = format!("{DEFINITIONS_DIR}/{}", d.parent);
-    let dir_path = host.path(&dir)?;
-    let io = |source| MdevError::DefinitionWrite { path: dir.clone(), source };
-    fs::create_dir_all(&dir_path).map_err(io)?;
-    let final_path = host.path(&path_of(&d.parent, &d.uuid))?;
-    crate::host::atomic::write_atomic(&final_path, render(d).as_bytes(), 0o644).map_err(io)
+    Ok(host.write_state(&path_of(&d.parent, &d.uuid), render(d).as_bytes(), 0o644)?)
 }
 
 /// Removes the definition; `false` when there was none.
 pub fn delete(host: &Host, parent: &MdevParent, uuid: &MdevUuid) -> Result<bool, MdevError> {
-    let p = host.path(&path_of(parent, uuid))?;
-    match fs::remove_file(&p) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(MdevError::DefinitionWrite { path: p.display().to_string(), source }),
-    }
+    Ok(host.remove_state(&path_of(parent, uuid))?)
 }
 
 #[cfg(test)]
@@ -244,8 +233,8 @@ mod tests {
         };
         save(&h, &d).unwrap();
         let corrupt = dir.path().join("etc/mdevctl.d/mbochs/22222222-2222-3333-4444-555555555555");
-        fs::write(&corrupt, "{not json").unwrap();
-        fs::create_dir_all(dir.path().join("etc/mdevctl.d/scripts.d/callouts")).unwrap();
+        std::fs::write(&corrupt, "{not json").unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/mdevctl.d/scripts.d/callouts")).unwrap();
         let (defs, problems) = load_all(&h).unwrap();
         assert_eq!(defs, vec![d.clone()]);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -256,7 +245,7 @@ mod tests {
         assert!(!delete(&h, &d.parent, &d.uuid).unwrap());
         use std::os::unix::fs::PermissionsExt;
         save(&h, &d).unwrap();
-        let mode = fs::metadata(dir.path().join("etc/mdevctl.d/mbochs/11111111-2222-3333-4444-555555555555")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("etc/mdevctl.d/mbochs/11111111-2222-3333-4444-555555555555")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o644);
     }
 

@@ -41,12 +41,6 @@ pub enum MdevError {
     DefinitionExists { uuid: MdevUuid, path: String },
     #[error("definition {path} is unusable: {why}")]
     BadDefinition { path: String, why: String },
-    #[error("cannot write the definition under {path}")]
-    DefinitionWrite {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("invalid attribute {name:?}: {why}")]
     InvalidAttr { name: String, why: &'static str },
     #[error("cannot set attribute {name} on mdev {uuid}; the device was removed again")]

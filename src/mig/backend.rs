@@ -123,25 +123,100 @@ pub fn layout(instances: &[GpuInstance]) -> Layout {
 }
 
 /// GPU instances vgpuctl created for MIG-backed vGPUs, so removing the vGPU
-/// can remove the instance too (never one an admin made).
+/// can remove the instance too (never one an admin made), and `gc` can free
+/// one a crash left. The intent (GPU, profile, start) is recorded *before*
+/// the driver is asked, and the instance id added once known, so a crash at
+/// any point leaves an entry `gc` can resolve.
 pub mod ledger {
-    use std::fs;
+    use serde::{Deserialize, Serialize};
 
-    use crate::host::Host;
+    use crate::host::{Host, HostError};
     use crate::ids::PciAddress;
 
-    const FILE: &str = "/run/vgpuctl/mig-gis.json";
+    pub const FILE: &str = "/run/vgpuctl/mig-gis.json";
 
-    pub fn load(host: &Host) -> Vec<(PciAddress, u32)> {
-        host.read_attr_opt(FILE).ok().flatten().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Made {
+        pub gpu: PciAddress,
+        pub profile_id: u32,
+        pub start: u8,
+        /// `None` while the driver has not answered yet (or a crash came first).
+        pub gi: Option<u32>,
     }
 
-    pub fn save(host: &Host, v: &[(PciAddress, u32)]) -> std::io::Result<()> {
-        let p = host.path(FILE).map_err(std::io::Error::other)?;
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d)?;
+    /// What the file holds: entries, or the (GPU, instance) pairs older
+    /// vgpuctl wrote, read the same way.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Entry(Made),
+        Pair(PciAddress, u32),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum LedgerError {
+        /// Never read as empty: the next save would forget every instance in it.
+        #[error("the ledger of GPU instances vgpuctl made, {FILE}, is corrupt ({why}); until it is fixed or removed, no instance is taken for vgpuctl's own")]
+        Corrupt { why: String },
+        #[error(transparent)]
+        Host(#[from] HostError),
+    }
+
+    pub fn load(host: &Host) -> Result<Vec<Made>, LedgerError> {
+        let Some(t) = host.read_attr_opt(FILE)? else { return Ok(Vec::new()) };
+        let stored: Vec<Stored> = serde_json::from_str(&t).map_err(|e| LedgerError::Corrupt { why: e.to_string() })?;
+        Ok(stored
+            .into_iter()
+            .map(|s| match s {
+                Stored::Entry(m) => m,
+                // Profile and start of an old entry are not known; it is matched by its id.
+                Stored::Pair(gpu, gi) => Made { gpu, profile_id: u32::MAX, start: u8::MAX, gi: Some(gi) },
+            })
+            .collect())
+    }
+
+    /// Through the host layer: atomic, root-relative, a fault point. An
+    /// empty ledger is no file at all.
+    pub fn save(host: &Host, v: &[Made]) -> Result<(), LedgerError> {
+        if v.is_empty() {
+            host.remove_state(FILE)?;
+            return Ok(());
         }
-        crate::host::atomic::write_atomic(&p, serde_json::to_string(v).unwrap_or_default().as_bytes(), 0o600)
+        Ok(host.write_state(FILE, serde_json::to_string(v).unwrap_or_default().as_bytes(), 0o600)?)
+    }
+
+    /// Whether vgpuctl made GPU instance `gi` on `gpu`.
+    pub fn holds(host: &Host, gpu: PciAddress, gi: u32) -> Result<bool, LedgerError> {
+        Ok(load(host)?.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)))
+    }
+
+    /// Records that an instance of `profile_id` at `start` is about to be made on `gpu`.
+    pub fn intend(host: &Host, gpu: PciAddress, profile_id: u32, start: u8) -> Result<(), LedgerError> {
+        let mut l = load(host)?;
+        l.push(Made { gpu, profile_id, start, gi: None });
+        save(host, &l)
+    }
+
+    /// The driver made it: its id. `None` for `gi`: it did not, the intent goes.
+    pub fn settle(host: &Host, gpu: PciAddress, profile_id: u32, start: u8, gi: Option<u32>) -> Result<(), LedgerError> {
+        let mut l = load(host)?;
+        let pending = |m: &Made| m.gpu == gpu && m.profile_id == profile_id && m.start == start && m.gi.is_none();
+        match gi {
+            Some(id) => l.iter_mut().filter(|m| pending(m)).for_each(|m| m.gi = Some(id)),
+            None => l.retain(|m| !pending(m)),
+        }
+        save(host, &l)
+    }
+
+    /// Forgets a GPU instance (destroyed, or handed to the admin); `true` when it was recorded.
+    pub fn forget(host: &Host, gpu: PciAddress, gi: u32) -> Result<bool, LedgerError> {
+        let mut l = load(host)?;
+        let before = l.len();
+        l.retain(|m| !(m.gpu == gpu && m.gi == Some(gi)));
+        if l.len() != before {
+            save(host, &l)?;
+        }
+        Ok(l.len() != before)
     }
 }
 

@@ -8,8 +8,6 @@
 //! drivers are recorded so release can give each function back. Any failure
 //! puts every function back where it was.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -197,6 +195,9 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
         let got = match rebind(host, *a, Some(VFIO)) {
             Ok(g) => g,
             Err(e) => {
+                // This function too: a failure after its unbind left it
+                // without a driver.
+                moved.push(*a);
                 restore(host, &moved, &previous);
                 let _ = delete(host, addr);
                 return Err(e.into());
@@ -257,19 +258,12 @@ pub fn release(host: &Host, addr: PciAddress, lock_timeout: Duration) -> Result<
     Ok(now)
 }
 
+/// Through the host layer: atomic, root-relative, a fault point.
 fn save(host: &Host, s: &Saved) -> Result<(), PassthroughError> {
-    let dir = host.path(STATE_DIR)?;
-    let p = host.path(&state_path(s.address))?;
-    let err = |source| PassthroughError::State { path: state_path(s.address), source };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
-    crate::host::atomic::write_atomic(&p, serde_json::to_string_pretty(s).unwrap_or_default().as_bytes(), 0o600).map_err(err)
+    Ok(host.write_state(&state_path(s.address), serde_json::to_string_pretty(s).unwrap_or_default().as_bytes(), 0o600)?)
 }
 
 fn delete(host: &Host, addr: PciAddress) -> Result<(), PassthroughError> {
-    let p = host.path(&state_path(addr))?;
-    match fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(PassthroughError::State { path: state_path(addr), source }),
-    }
+    host.remove_state(&state_path(addr))?;
+    Ok(())
 }

@@ -48,6 +48,8 @@ pub enum VgpuError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Ledger(#[from] crate::mig::backend::ledger::LedgerError),
+    #[error(transparent)]
     Host(#[from] HostError),
 }
 
@@ -94,12 +96,9 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
     let mut gi_created = None;
     if req.type_name.kind() == super::typename::VgpuKind::MigBacked && alloc::choose(&views, &req.type_name, req.gpu, req.policy).is_none() {
         // No free GPU instance of the profile: make one where the planner says.
-        if let Some((gpu, gi)) = make_gi_for(host, &views, &req.type_name, req.gpu) {
-            // In the ledger at once: if this process dies before the vGPU
-            // lands on it, `vgpuctl gc` finds it and frees it.
-            let mut l = crate::mig::backend::ledger::load(host);
-            l.push((gpu, gi));
-            let _ = crate::mig::backend::ledger::save(host, &l);
+        // Recorded in the ledger before and after the driver call: if this
+        // process dies before the vGPU lands on it, `vgpuctl gc` frees it.
+        if let Some((gpu, gi)) = make_gi_for(host, &views, &req.type_name, req.gpu)? {
             gi_created = Some((gpu, gi));
             views = match self::views(host) {
                 Ok(v) => v.1,
@@ -133,9 +132,9 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
 fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
     match crate::mig::backend::backend(host).and_then(|b| b.destroy(gpu, gi)) {
         Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {
-            let mut l = crate::mig::backend::ledger::load(host);
-            l.retain(|x| *x != (gpu, gi));
-            let _ = crate::mig::backend::ledger::save(host, &l);
+            if let Err(e) = crate::mig::backend::ledger::forget(host, gpu, gi) {
+                tracing::warn!(%gpu, gi, "destroyed the GPU instance, but {e}");
+            }
         }
         Err(e) => tracing::error!(%gpu, gi, "could not destroy the GPU instance made for the vGPU (vgpuctl gc retries): {e}"),
     }
@@ -143,35 +142,87 @@ fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
 
 /// GPU instances vgpuctl made that hold no vGPU any more (a crash between
 /// making one and placing the vGPU on it): destroyed. Call under the host lock.
-pub fn sweep_made_gis(host: &Host) -> Vec<(PciAddress, u32, String)> {
+/// Returns (what, what happened) per ledger entry it acted on.
+pub fn sweep_made_gis(host: &Host) -> Result<Vec<(String, String)>, crate::mig::backend::ledger::LedgerError> {
+    use crate::mig::backend::ledger;
     let mut out = Vec::new();
-    let ledger = crate::mig::backend::ledger::load(host);
-    if ledger.is_empty() {
-        return out;
+    let entries = ledger::load(host)?;
+    if entries.is_empty() {
+        return Ok(out);
     }
-    let Ok(b) = crate::mig::backend::backend(host) else { return out };
+    let Ok(b) = crate::mig::backend::backend(host) else { return Ok(out) };
     let mut keep = Vec::new();
-    for (gpu, gi) in ledger {
-        let exists = b.instances(gpu).map(|v| v.iter().any(|i| i.gi == gi));
-        match exists {
-            Ok(false) => out.push((gpu, gi, "gone already; forgotten".to_string())),
-            Ok(true) if crate::mig::backend::vgpu_holders(host, gpu, gi).is_empty() && b.users(gpu, gi).is_empty() => match b.destroy(gpu, gi) {
-                Ok(()) => out.push((gpu, gi, "held no vGPU; destroyed".to_string())),
-                Err(e) => {
-                    out.push((gpu, gi, format!("could not destroy: {e}")));
-                    keep.push((gpu, gi));
+    for mut m in entries {
+        let Ok(instances) = b.instances(m.gpu) else {
+            keep.push(m);
+            continue;
+        };
+        // An intent without an id (a crash while the driver was asked):
+        // the instance of that profile at that start, if one was made.
+        if m.gi.is_none() {
+            match instances.iter().find(|i| i.profile_id == m.profile_id && i.start == m.start) {
+                Some(i) => m.gi = Some(i.gi),
+                None => {
+                    out.push((format!("{} GPU instance of profile {} at slice {}", m.gpu, m.profile_id, m.start), "never made; forgotten".to_string()));
+                    continue;
                 }
-            },
-            _ => keep.push((gpu, gi)),
+            }
+        }
+        let Some(gi) = m.gi else { continue };
+        if !instances.iter().any(|i| i.gi == gi) {
+            out.push((format!("{} GPU instance {gi}", m.gpu), "gone already; forgotten".to_string()));
+        } else if crate::mig::backend::vgpu_holders(host, m.gpu, gi).is_empty() && b.users(m.gpu, gi).is_empty() {
+            match b.destroy(m.gpu, gi) {
+                Ok(()) => out.push((format!("{} GPU instance {gi}", m.gpu), "held no vGPU; destroyed".to_string())),
+                Err(e) => {
+                    out.push((format!("{} GPU instance {gi}", m.gpu), format!("could not destroy: {e}")));
+                    keep.push(m);
+                }
+            }
+        } else {
+            keep.push(m);
         }
     }
-    let _ = crate::mig::backend::ledger::save(host, &keep);
-    out
+    ledger::save(host, &keep)?;
+    Ok(out)
 }
 
 /// Creates a GPU instance for a MIG-backed type on a GPU in MIG mode whose
 /// vGPU model matches, at the planner's placement.
-pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, u32)> {
+/// Makes a GPU instance for a MIG-backed type where the planner says, with
+/// the intent in the ledger first; `Ok(None)` when no GPU can take one.
+pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Result<Option<(PciAddress, u32)>, VgpuError> {
+    let Some((gpu, p, start)) = gi_placement(host, views, t, only) else { return Ok(None) };
+    use crate::mig::backend::ledger;
+    ledger::intend(host, gpu, p.id, start)?;
+    let made = crate::mig::backend::backend(host).and_then(|b| b.create(gpu, &p, start));
+    let gi = match made {
+        Ok(gi) => gi,
+        Err(e) => {
+            tracing::warn!(%gpu, "could not create a {} GPU instance at slice {start}: {e}", p.name);
+            ledger::settle(host, gpu, p.id, start, None)?;
+            return Ok(None);
+        }
+    };
+    if let Err(e) = ledger::settle(host, gpu, p.id, start, Some(gi)) {
+        // Not kept without its id on record: destroyed, and the intent
+        // dropped (should that fail too, gc resolves it by profile and start).
+        match crate::mig::backend::backend(host).and_then(|b| b.destroy(gpu, gi)) {
+            Ok(()) => {
+                if let Err(x) = ledger::settle(host, gpu, p.id, start, None) {
+                    tracing::warn!(%gpu, "{x}");
+                }
+            }
+            Err(d) => tracing::error!(%gpu, gi, "could not destroy the GPU instance that could not be recorded (vgpuctl gc retries): {d}"),
+        }
+        return Err(e.into());
+    }
+    tracing::info!(%gpu, gi, "created a {} GPU instance for a vGPU", p.name);
+    Ok(Some((gpu, gi)))
+}
+
+/// Where the planner would put a GPU instance for a MIG-backed type.
+fn gi_placement(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
     let profile = t.mig_profile()?;
     let b = crate::mig::backend::backend(host).ok()?;
     let gpus: Vec<&GpuView> = views
@@ -190,9 +241,7 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
         }
     };
     let (i, start) = planner.choose(&layouts, p)?;
-    let gi = b.create(gpus[i].gpu, p, start).ok()?;
-    tracing::info!(gpu = %gpus[i].gpu, gi, "created a {} GPU instance for a vGPU", p.name);
-    Some((gpus[i].gpu, gi))
+    Some((gpus[i].gpu, p.clone(), start))
 }
 
 fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<VgpuCreated, VgpuError> {
@@ -319,16 +368,26 @@ pub fn remove_locked_keep(host: &Host, target: &str, if_exists: bool, keep_gi: b
     })?;
     let mut gi_removed = None;
     if let (Some(gi), Some(pf)) = (gi, host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok())) {
-        let mut l = crate::mig::backend::ledger::load(host);
-        if keep_gi && l.contains(&(pf, gi)) {
+        // Only an instance the ledger proves vgpuctl made goes with the vGPU;
+        // with the ledger unreadable, none is taken for vgpuctl's.
+        let made = match crate::mig::backend::ledger::holds(host, pf, gi) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("{e}: GPU instance {gi} on {pf} is left in place");
+                false
+            }
+        };
+        if made && keep_gi {
             // Kept: it is the admin's now, never vgpuctl's to remove.
-            l.retain(|x| *x != (pf, gi));
-            let _ = crate::mig::backend::ledger::save(host, &l);
-        } else if l.contains(&(pf, gi)) {
+            if let Err(e) = crate::mig::backend::ledger::forget(host, pf, gi) {
+                tracing::warn!("{e}");
+            }
+        } else if made {
             if let Ok(b) = crate::mig::backend::backend(host) {
                 if b.destroy(pf, gi).is_ok() {
-                    l.retain(|x| *x != (pf, gi));
-                    let _ = crate::mig::backend::ledger::save(host, &l);
+                    if let Err(e) = crate::mig::backend::ledger::forget(host, pf, gi) {
+                        tracing::warn!("destroyed GPU instance {gi} on {pf}, but {e}");
+                    }
                     gi_removed = Some(gi);
                 }
             }

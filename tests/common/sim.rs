@@ -101,8 +101,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
         let p = e.path();
         let rel = p.strip_prefix(root).unwrap().display().to_string();
         let ft = e.file_type().unwrap();
-        if rel == "run" || rel.starts_with("run/") {
-            continue; // the lock file appears on first use; it is not host state
+        // The lock file appears on first use, and the hook's outcome counters
+        // count failures too: neither is device state. Everything else under
+        // /run (journals, the MIG ledger, passthrough records) is, and a
+        // failed operation must leave it as it was.
+        if rel == "run" || rel == "run/vgpuctl" || rel == "run/vgpuctl/lock" || rel == "run/vgpuctl/hook-counters.json" {
+            continue;
         }
         if ft.is_symlink() {
             out.push((rel, format!("-> {}", std::fs::read_link(&p).unwrap().display())));
