@@ -33,11 +33,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vgpuctl: {}", cli::error_line(&e));
-            if matches!(e, cli::CliError::Usage(_)) {
-                exit::USAGE
-            } else {
-                exit::FAILED
-            }
+            e.exit_code()
         }
     };
     std::process::exit(code);

@@ -21,7 +21,7 @@ fn test_t4_equal_size_rule_follows_the_first_vgpu() {
     assert_eq!(h.available(T4, "nvidia-319"), 3, "T4-4C shares the 4 GB size");
     assert_eq!(h.available(T4, "nvidia-227"), 0, "T4-8Q is another size");
     assert_eq!(h.available(T4, "nvidia-224"), 0, "T4-1Q is another size");
-    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-8Q"], 1);
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-8Q"], 3);
     assert!(e.contains("equal-size mode") && e.contains("4096 MiB") && e.contains(u), "{e}");
     // The other GPU is independent.
     assert_eq!(h.available("0000:d8:00.0", "nvidia-227"), 2);
@@ -30,7 +30,7 @@ fn test_t4_equal_size_rule_follows_the_first_vgpu() {
         h.ok(&["mdev", "create", "--parent", T4, "--type", "GRID T4-4C"]);
     }
     assert_eq!(h.available(T4, "nvidia-226"), 0);
-    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-4A"], 1);
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "T4-4A"], 3);
     assert!(e.contains("no room"), "{e}");
     // Removing every vGPU frees all sizes again.
     let list = h.json(&["mdev", "list", "--json"]);
@@ -56,7 +56,7 @@ fn test_a100_legacy_one_mdev_per_vf_and_gpu_wide_size_rule() {
     assert_eq!(h.available("0000:17:00.5", "nvidia-711"), 0);
     // Another GPU is untouched.
     assert_eq!(h.available("0000:65:00.4", "nvidia-711"), 1);
-    let e = h.fails(&["mdev", "create", "--parent", "0000:17:00.4", "--type", "A100D-20C"], 1);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:17:00.4", "--type", "A100D-20C"], 3);
     assert!(e.contains("no room") && e.contains("GRID A100D-20C"), "{e}");
     // A100D-20C: at most 4 per GPU. Three more fit on other VFs, the fifth does not.
     for vf in ["0000:17:00.5", "0000:17:00.6", "0000:17:00.7"] {
@@ -65,7 +65,7 @@ fn test_a100_legacy_one_mdev_per_vf_and_gpu_wide_size_rule() {
     assert_eq!(h.available("0000:17:01.0", "nvidia-713"), 0);
     // MIG-backed types need MIG mode, which is off.
     assert_eq!(h.available("0000:65:00.4", "nvidia-699"), 0);
-    let e = h.fails(&["mdev", "create", "--parent", "0000:65:00.4", "--type", "A100D-1-10C"], 1);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:65:00.4", "--type", "A100D-1-10C"], 3);
     assert!(e.contains("no room"), "{e}");
 }
 
@@ -76,7 +76,7 @@ fn test_type_lookup_by_dir_name_full_name_and_short_name() {
         let c = h.json(&["mdev", "create", "--parent", T4, "--type", t, "--json"]);
         assert_eq!(c["type"], "nvidia-226", "{t}");
     }
-    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "H100-4C"], 1);
+    let e = h.fails(&["mdev", "create", "--parent", T4, "--type", "H100-4C"], 3);
     assert!(e.contains("has no mdev type \"H100-4C\"") && e.contains("nvidia-226 (GRID T4-4Q)"), "{e}");
 }
 
@@ -85,18 +85,18 @@ fn test_bad_input_is_refused_and_changes_nothing() {
     let h = SimHost::new("t4x2-mdev");
     let before = h.snapshot();
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["mdev", "create", "--parent", "0000:99:00.0", "--type", "T4-4Q"], 1, "no mdev parent 0000:99:00.0"),
+        (&["mdev", "create", "--parent", "0000:99:00.0", "--type", "T4-4Q"], 3, "no mdev parent 0000:99:00.0"),
         (&["mdev", "create", "--parent", "../0000:3b:00.0", "--type", "T4-4Q"], 64, "invalid mdev parent"),
         (&["mdev", "create", "--parent", "mbochs/..", "--type", "T4-4Q"], 64, "invalid mdev parent"),
-        (&["mdev", "create", "--parent", T4, "--type", "nvidia/226"], 1, "has no mdev type"),
-        (&["mdev", "create", "--parent", T4, "--type", "../../../etc"], 1, "has no mdev type"),
+        (&["mdev", "create", "--parent", T4, "--type", "nvidia/226"], 3, "has no mdev type"),
+        (&["mdev", "create", "--parent", T4, "--type", "../../../etc"], 3, "has no mdev type"),
         (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", "not-a-uuid"], 64, "invalid mdev UUID"),
         (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", "../../aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 64, "invalid mdev UUID"),
         (&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--attr", "../remove=1"], 64, "invalid attribute"),
-        (&["mdev", "remove", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no mdev aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee exists"),
-        (&["mdev", "start", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no definition"),
-        (&["mdev", "undefine", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 1, "no definition"),
-        (&["mdev", "define", "--parent", "0000:77:00.0", "--type", "GRID T4-4Q"], 1, "directory name"),
+        (&["mdev", "remove", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 3, "no mdev aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee exists"),
+        (&["mdev", "start", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 3, "no definition"),
+        (&["mdev", "undefine", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"], 3, "no definition"),
+        (&["mdev", "define", "--parent", "0000:77:00.0", "--type", "GRID T4-4Q"], 3, "directory name"),
     ];
     for (args, code, needle) in cases {
         let e = h.fails(args, *code);
@@ -110,7 +110,7 @@ fn test_duplicate_uuid_names_its_owner() {
     let h = SimHost::new("t4x2-mdev");
     let u = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
     h.ok(&["mdev", "create", "--parent", T4, "--type", "T4-4Q", "--uuid", u]);
-    let e = h.fails(&["mdev", "create", "--parent", "0000:d8:00.0", "--type", "T4-4Q", "--uuid", u], 1);
+    let e = h.fails(&["mdev", "create", "--parent", "0000:d8:00.0", "--type", "T4-4Q", "--uuid", u], 3);
     assert!(e.contains("already in use by an mdev of type nvidia-226 on 0000:3b:00.0"), "{e}");
 }
 
@@ -120,13 +120,13 @@ fn test_remove_of_device_in_use_names_it_and_keeps_it() {
     let u = h.ok(&["mdev", "create", "--parent", T4, "--type", "T4-8Q"]);
     let u = u.trim();
     std::fs::write(h.path(&format!("/sys/bus/mdev/devices/{u}/.sim-in-use")), "").unwrap();
-    let e = h.fails(&["mdev", "remove", u], 1);
+    let e = h.fails(&["mdev", "remove", u], 3);
     assert!(e.contains("is in use") && e.contains("stop the VM"), "{e}");
     assert!(h.path(&format!("/sys/bus/mdev/devices/{u}")).exists());
     std::fs::remove_file(h.path(&format!("/sys/bus/mdev/devices/{u}/.sim-in-use"))).unwrap();
     h.ok(&["mdev", "remove", u]);
     // Removing again: an error, or success with --if-exists.
-    h.fails(&["mdev", "remove", u], 1);
+    h.fails(&["mdev", "remove", u], 3);
     h.ok(&["mdev", "remove", u, "--if-exists"]);
 }
 
@@ -156,7 +156,7 @@ fn test_persist_define_start_stop_undefine_round_trip() {
     let d = h.json(&["mdev", "define", "--parent", T4, "--type", "GRID T4-16Q", "--json"]);
     assert_eq!(d["type"], "nvidia-228");
     // A definition that clashes with an existing one is refused.
-    let e = h.fails(&["mdev", "define", "--parent", T4, "--type", "T4-1Q", "--uuid", d["uuid"].as_str().unwrap()], 1);
+    let e = h.fails(&["mdev", "define", "--parent", T4, "--type", "T4-1Q", "--uuid", d["uuid"].as_str().unwrap()], 3);
     assert!(e.contains("already exists"), "{e}");
 }
 

@@ -17,7 +17,7 @@ fn host() -> SimHost {
 #[test]
 fn test_enable_create_status_destroy() {
     let h = host();
-    let e = h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", G], 1);
+    let e = h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", G], 3);
     assert!(e.contains("MIG mode is off"), "{e}");
     let out = h.ok(&["mig", "enable", G]);
     assert!(out.contains("lose MIG mode on reboot"), "{out}");
@@ -25,16 +25,16 @@ fn test_enable_create_status_destroy() {
     assert_eq!(a["start"], 4, "the planner keeps four 1g slots free, not three");
     let b = h.json(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--json"]);
     assert_eq!(b["start"], 0, "small instances go to the half that is already broken");
-    let e = h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G, "--placement", "0"], 1);
+    let e = h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G, "--placement", "0"], 3);
     assert!(e.contains("does not fit") && e.contains("allowed starts [0]"), "{e}");
     let s = h.json(&["mig", "status", "--json"]);
     assert_eq!(s[0]["slice_map"], "1...3333");
     assert_eq!(s[0]["instances"].as_array().unwrap().len(), 2);
-    let e = h.fails(&["mig", "disable", G], 64);
+    let e = h.fails(&["mig", "disable", G], 3);
     assert!(e.contains("still has GPU instances"), "{e}");
     h.ok(&["mig", "destroy", "--gpu", G, &a["gi"].to_string()]);
     h.ok(&["mig", "destroy", "--gpu", G, &b["gi"].to_string()]);
-    h.fails(&["mig", "destroy", "--gpu", G, "7"], 1);
+    h.fails(&["mig", "destroy", "--gpu", G, "7"], 3);
     h.ok(&["mig", "disable", G]);
 }
 
@@ -50,14 +50,14 @@ fn test_plan_fits_and_does_not_fit() {
     // Across the host, everything fits somewhere.
     let all = h.json(&["mig", "plan", "--want", "7g.80gb,7g.80gb,4g.40gb,3g.40gb,7x1g.10gb", "--json"]);
     assert_eq!(all["fits"], true);
-    h.fails(&["mig", "plan", "--want", "5g.50gb", "--gpu", G], 1);
+    h.fails(&["mig", "plan", "--want", "5g.50gb", "--gpu", G], 64);
     h.fails(&["mig", "plan", "--want", "0x1g.10gb", "--gpu", G], 64);
 }
 
 #[test]
 fn test_mig_backed_vgpu_makes_and_frees_its_gpu_instance() {
     let h = host();
-    let e = h.fails(&["vgpu", "create", "--type", "H100-3-40C"], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-3-40C"], 3);
     assert!(e.contains("MIG mode is off"), "{e}");
     h.ok(&["mig", "enable", G]);
     let a = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
@@ -69,7 +69,7 @@ fn test_mig_backed_vgpu_makes_and_frees_its_gpu_instance() {
     assert_eq!(b["gi"], gi["gi"]);
     assert_eq!(b["gi_created"], false);
     // Time-sliced types cannot join a MIG GPU.
-    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--gpu", G], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--gpu", G], 3);
     assert!(e.contains("MIG mode"), "{e}");
     let r = h.json(&["vgpu", "remove", a["vf"].as_str().unwrap(), "--json"]);
     assert_eq!(r["gi_removed"], 1);
@@ -82,16 +82,16 @@ fn test_mig_backed_vgpu_makes_and_frees_its_gpu_instance() {
 fn test_mig_errors() {
     let h = host();
     h.ok(&["mig", "enable", G]);
-    let e = h.fails(&["mig", "create", "--profile", "5g.50gb", "--gpu", G], 1);
+    let e = h.fails(&["mig", "create", "--profile", "5g.50gb", "--gpu", G], 64);
     assert!(e.contains("no MIG profile") && e.contains("3g.40gb"), "{e}");
     // Profiles of other GPU models (A100 40GB, H100 NVL) are not this GPU's.
     for other in ["1g.5gb", "3g.20gb", "1g.12gb", "7g.94gb"] {
-        let e = h.fails(&["mig", "create", "--profile", other, "--gpu", G], 1);
+        let e = h.fails(&["mig", "create", "--profile", other, "--gpu", G], 64);
         assert!(e.contains(&format!("no MIG profile \"{other}\"")) && e.contains("1g.10gb"), "{e}");
     }
     h.fails(&["mig", "create", "--profile", "3g.40gb", "--gpu", "0000:18:00.0/../x"], 64);
     let t4 = SimHost::new("t4x2-mdev");
-    let e = t4.fails(&["mig", "enable", "0000:3b:00.0"], 1);
+    let e = t4.fails(&["mig", "enable", "0000:3b:00.0"], 3);
     assert!(e.contains("does not support MIG"), "{e}");
     let p = h.json(&["mig", "profiles", "--gpu", G, "--json"]);
     assert_eq!(p.as_array().unwrap().len(), 7);
@@ -114,15 +114,15 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     assert_eq!(c["compute_instances"][0][1], "1g.10gb");
     // A request that cannot fit is refused before anything is made.
     let before = h.json(&["mig", "status", "--json"]);
-    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "2x1c.1g.10gb"], 1);
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "2x1c.1g.10gb"], 3);
     assert!(e.contains("no compute-instance profile") || e.contains("no room"), "{e}");
-    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "1c.3g.40gb"], 1);
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "1c.3g.40gb"], 3);
     assert!(e.contains("1c.3g.40gb"), "{e}");
     assert_eq!(h.json(&["mig", "status", "--json"]), before, "nothing half-done");
     h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "../x"], 64);
     // Compute instances need --force; then they go first, then the GPU instance.
     let gi = a["gi"].to_string();
-    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi], 64);
+    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi], 3);
     assert!(e.contains("has compute instances 0 (1c.3g.40gb), 1 (1c.3g.40gb), 2 (1c.3g.40gb)") && e.contains("--force"), "{e}");
     h.ok(&["mig", "destroy", "--gpu", G, &gi, "--force"]);
     // A compute-instance profile names its GPU instance and one CI of itself.
@@ -133,7 +133,7 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     // GPUs by index and UUID as well as PCI address; nonsense names are refused.
     h.ok(&["mig", "destroy", "--gpu", "0", &b["gi"].to_string()]);
     h.fails(&["mig", "destroy", "--gpu", "GPU-../../x", "1"], 64);
-    h.fails(&["mig", "destroy", "--gpu", "99", "1"], 64);
+    h.fails(&["mig", "destroy", "--gpu", "99", "1"], 3);
     assert_eq!(h.json(&["mig", "profiles", "--gpu", "0", "--json"]).as_array().unwrap().len(), 7);
     assert_eq!(h.json(&["mig", "plan", "--want", "1g.10gb", "--gpu", "GPU-51001800-5eed-4000-8000-000000000000", "--json"])["placements"][0]["gpu"], G);
 }
@@ -144,7 +144,7 @@ fn test_destroying_a_gpu_instance_under_a_vgpu_names_the_vgpu() {
     h.ok(&["mig", "enable", G]);
     let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G, "--json"]);
     let gi = v["gi"].to_string();
-    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi, "--force"], 1);
+    let e = h.fails(&["mig", "destroy", "--gpu", G, &gi, "--force"], 3);
     assert!(e.contains("is in use") && e.contains(&format!("vGPU on VF {}", v["vf"].as_str().unwrap())) && e.contains("vgpuctl vgpu remove"), "{e}");
     h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap()]);
 }
@@ -155,11 +155,11 @@ fn test_planner_policy_file_mix_and_reserve() {
     h.ok(&["mig", "enable", G]);
     std::fs::create_dir_all(h.path("/etc/vgpuctl")).unwrap();
     std::fs::write(h.path("/etc/vgpuctl/mig-planner.toml"), "mix = { \"1g.10gb\" = 0.5, \"5g.50gb\" = 1 }\n").unwrap();
-    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 1);
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 64);
     assert!(e.contains("mig-planner.toml") && e.contains("5g.50gb"), "{e}");
     // Keep the (only) MIG GPU's last whole-GPU room for a 7g: a 1g is refused, a 7g placed.
     std::fs::write(h.path("/etc/vgpuctl/mig-planner.toml"), "mix = { \"1g.10gb\" = 0.5, \"7g.80gb\" = 0.05 }\nreserve_whole_gpus = 1\n").unwrap();
-    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 1);
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 3);
     assert!(e.contains("does not fit") && e.contains("reserve_whole_gpus = 1"), "{e}");
     let a = h.json(&["mig", "create", "--profile", "7g.80gb", "--gpu", G, "--json"]);
     assert_eq!(a["start"], 0);

@@ -20,7 +20,7 @@ fn test_non_viable_group_lists_its_blockers() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["group"]["viable"], false);
     assert_eq!(v["group"]["blockers"][0], "0000:e3:00.0 (0x010802) is bound to nvme");
-    let e = h.fails(&["passthrough", "prepare", "0000:e2:00.0"], 1);
+    let e = h.fails(&["passthrough", "prepare", "0000:e2:00.0"], 3);
     assert!(e.contains("is not viable") && e.contains("nvme"), "{e}");
     assert_eq!(driver(&h, "0000:e3:00.0"), "nvme", "nothing moved");
 }
@@ -29,7 +29,7 @@ fn test_non_viable_group_lists_its_blockers() {
 fn test_boot_vga_refused_and_forced_round_trip_with_audio() {
     let h = SimHost::new("passthrough");
     let before = h.snapshot();
-    let e = h.fails(&["passthrough", "prepare", "0000:01:00.0"], 1);
+    let e = h.fails(&["passthrough", "prepare", "0000:01:00.0"], 3);
     assert!(e.contains("boot display"), "{e}");
     h.assert_unchanged(&before, "a refused prepare");
     let r = h.json(&["passthrough", "prepare", "0000:01:00.0", "--force", "--json"]);
@@ -44,7 +44,7 @@ fn test_boot_vga_refused_and_forced_round_trip_with_audio() {
     assert_eq!(driver(&h, "0000:01:00.0"), "nvidia");
     assert_eq!(driver(&h, "0000:01:00.1"), "snd_hda_intel");
     assert!(!h.path("/dev/vfio/1").exists());
-    let e = h.fails(&["passthrough", "release", "0000:01:00.0"], 1);
+    let e = h.fails(&["passthrough", "release", "0000:01:00.0"], 3);
     assert!(e.contains("not prepared by vgpuctl"), "{e}");
 }
 
@@ -88,9 +88,9 @@ fn test_prepare_each_write_fails_in_turn() {
 #[test]
 fn test_not_a_gpu_and_unknown_devices() {
     let h = SimHost::new("passthrough");
-    let e = h.fails(&["passthrough", "prepare", "0000:e3:00.0"], 1);
+    let e = h.fails(&["passthrough", "prepare", "0000:e3:00.0"], 3);
     assert!(e.contains("is not a GPU (class 0x010802)"), "{e}");
-    let e = h.fails(&["passthrough", "check", "0000:99:00.0"], 1);
+    let e = h.fails(&["passthrough", "check", "0000:99:00.0"], 3);
     assert!(e.contains("not a PCI device"), "{e}");
     h.fails(&["passthrough", "check", "0000:99:00.0/.."], 64);
     // An L40S alone in its group on vfio-pci: viable as is.

@@ -147,15 +147,15 @@ fn test_real_kernel_mdev_shared_pool_and_kernel_errors() {
     let created = g.json("20-mdev", "pool-create.json");
     assert_eq!(created["type"], "mbochs-large");
     assert!(created["iommu_group"].is_u64());
-    assert_eq!(f["dup_rc"], "1");
+    assert_eq!(f["dup_rc"], "3");
     let dup = g.read("20-mdev", "dup.err");
     assert!(dup.contains("already in use by an mdev of type mbochs-large on mbochs"), "{dup}");
-    assert_eq!(f["full_rc"], "1");
+    assert_eq!(f["full_rc"], "3");
     let full = g.read("20-mdev", "full.err");
     assert!(full.contains("no room for mbochs-large on mbochs") && full.contains("holds 4 mdev(s)"), "{full}");
     // What the kernel itself says when full, as our ENOSPC/EUSERS mapping expects.
     assert!(g.read("20-mdev", "kernel-full.err").contains("No space left on device"));
-    assert_eq!(f["missing_rc"], "1");
+    assert_eq!(f["missing_rc"], "3");
     assert!(g.read("20-mdev", "missing.err").contains("no mdev 0badc0de-0000-4000-8000-000000000000 exists"));
     assert_eq!(f["missing_ok_rc"], "0");
 }
@@ -167,9 +167,9 @@ fn test_real_kernel_mdev_bad_input_changes_nothing() {
     g.assert_ran("20-mdev");
     let f = g.facts("20-mdev");
     assert_eq!(f["bad_parent_rc"], "64");
-    assert_eq!(f["bad_type_rc"], "1");
+    assert_eq!(f["bad_type_rc"], "3");
     assert_eq!(f["bad_uuid_rc"], "64");
-    assert_eq!(f["bad_unknown_rc"], "1");
+    assert_eq!(f["bad_unknown_rc"], "3");
     assert!(g.read("20-mdev", "bad1.err").contains("invalid mdev parent \"../mbochs\""));
     assert!(g.read("20-mdev", "bad2.err").contains("has no mdev type"));
     assert!(g.read("20-mdev", "bad3.err").contains("invalid mdev UUID \"1234\""));
@@ -355,7 +355,7 @@ fn test_real_kernel_apply_reload_apply_gives_the_same_uuids_back() {
     let g = guest();
     g.assert_ran("25-apply");
     let f = g.facts("25-apply");
-    assert_eq!(f["bad_type_rc"], "1", "a type given by a name is refused in the config: {}", g.read("25-apply", "plan-bad-type.txt"));
+    assert_eq!(f["bad_type_rc"], "64", "a type given by a name is refused in the config: {}", g.read("25-apply", "plan-bad-type.txt"));
     assert_eq!(f["check1_rc"], "2", "changes pending");
     assert_eq!(f["apply1_rc"], "0", "{}", g.read("25-apply", "apply1.txt"));
     assert_eq!(f["check2_rc"], "0", "converged");

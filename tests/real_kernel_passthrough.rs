@@ -25,7 +25,7 @@ fn test_real_passthrough_prepare_release_probe_and_refusals() {
     assert_eq!(f["release_rc"], "0", "{}", g.read("40-passthrough", "release.txt"));
     assert_eq!(f["bochs_released"], "bochs-drm", "given back to its driver");
     // The std VGA is the boot display: refused, left alone.
-    assert_eq!(f["vga_rc"], "1");
+    assert_eq!(f["vga_rc"], "3");
     assert!(g.read("40-passthrough", "vga.txt").contains("boot display"));
     assert_eq!(f["vga_driver"], "bochs-drm");
     // lpc/ahci/smbus share one group: reported non-viable with its members.
@@ -49,6 +49,6 @@ fn test_real_passthrough_vm_defined_by_vgpuctl_runs_and_gives_the_device_back() 
     assert_eq!(f["bochs_running"], "vfio-pci", "libvirt moved it while the VM runs");
     assert!(g.read("40-passthrough", "show.txt").contains("passthrough 0000:00:0b.0"));
     assert_eq!(f["bochs_after_vm"], "bochs-drm", "and gave it back after destroy");
-    assert_eq!(f["badvm_rc"], "1", "the boot VGA cannot be put in a VM definition");
+    assert_eq!(f["badvm_rc"], "3", "the boot VGA cannot be put in a VM definition");
     assert!(g.read("40-passthrough", "badvm.txt").contains("boot display"));
 }

@@ -38,16 +38,16 @@ fn test_sriov_enable_disable_and_status() {
     let r = h.json(&["sriov", "enable", H0, "--num", "4", "--json"]);
     assert_eq!((r[0]["before"].as_u64(), r[0]["after"].as_u64()), (Some(32), Some(4)));
     assert!(!h.path("/sys/bus/pci/devices/0000:18:00.0/virtfn4").exists());
-    let e = h.fails(&["sriov", "enable", H0, "--num", "33"], 1);
+    let e = h.fails(&["sriov", "enable", H0, "--num", "33"], 3);
     assert!(e.contains("at most 32 VFs"), "{e}");
     // A VF holding a vGPU blocks disabling, naming it.
     h.ok(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0]);
-    let e = h.fails(&["sriov", "disable", H0], 1);
+    let e = h.fails(&["sriov", "disable", H0], 3);
     assert!(e.contains("VF 0000:18:00.4 holds vGPU type"), "{e}");
     h.ok(&["vgpu", "remove", "0000:18:00.4"]);
     h.ok(&["sriov", "disable", H0]);
     assert!(!h.path("/sys/bus/pci/devices/0000:18:00.4").exists());
-    let e = h.fails(&["sriov", "enable", "0000:03:00.0"], 1);
+    let e = h.fails(&["sriov", "enable", "0000:03:00.0"], 3);
     assert!(e.contains("not an SR-IOV capable GPU"), "{e}");
     h.fails(&["sriov", "enable", "../18:00.0"], 64);
 }
@@ -71,12 +71,12 @@ fn test_vendor_vfio_create_by_name_and_remove_by_vf() {
     h.ok(&["vgpu", "remove", "0000:18:00.4"]);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
     // Removing again is a clear message (the driver would say EPERM).
-    let e = h.fails(&["vgpu", "remove", "0000:18:00.4"], 1);
+    let e = h.fails(&["vgpu", "remove", "0000:18:00.4"], 3);
     assert!(e.contains("VF 0000:18:00.4 holds no vGPU"), "{e}");
     h.ok(&["vgpu", "remove", "0000:18:00.4", "--if-exists"]);
-    let e = h.fails(&["vgpu", "remove", H0], 1);
+    let e = h.fails(&["vgpu", "remove", H0], 3);
     assert!(e.contains("is a physical GPU"), "{e}");
-    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--uuid", "11111111-2222-3333-4444-555555555555"], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--uuid", "11111111-2222-3333-4444-555555555555"], 3);
     assert!(e.contains("vendor-specific VFIO"), "{e}");
 }
 
@@ -86,9 +86,9 @@ fn test_equal_size_rule_and_full_gpu_are_explained() {
     for _ in 0..4 {
         h.ok(&["vgpu", "create", "--type", "H100-20C", "--gpu", H0]);
     }
-    let e = h.fails(&["vgpu", "create", "--type", "H100-20C", "--gpu", H0], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-20C", "--gpu", H0], 3);
     assert!(e.contains("full for 20 GB (4 of at most 4)"), "{e}");
-    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0], 3);
     assert!(e.contains("holds 4×H100-20C") && e.contains("equal-size mode"), "{e}");
     let x = h.json(&["explain", "--type", "H100-10C", "--json"]);
     assert_eq!(x["gpus"][0]["can_create"], false);
@@ -119,7 +119,7 @@ fn test_pack_and_spread_policies() {
 fn test_mixed_size_mode_rules() {
     let h = h100();
     h.ok(&["vgpu", "create", "--type", "H100-40C", "--gpu", H0]);
-    let e = h.fails(&["vgpu", "mode", "--heterogeneous", "on", H0], 1);
+    let e = h.fails(&["vgpu", "mode", "--heterogeneous", "on", H0], 3);
     assert!(e.contains("while it holds vGPUs"), "{e}");
     h.ok(&["vgpu", "remove", "0000:18:00.4"]);
     h.ok(&["vgpu", "mode", "--heterogeneous", "on", H0]);
@@ -128,13 +128,13 @@ fn test_mixed_size_mode_rules() {
     h.ok(&["vgpu", "create", "--type", "H100-20C", "--gpu", H0]);
     h.ok(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0]);
     h.ok(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0]);
-    let e = h.fails(&["vgpu", "create", "--type", "H100-4C", "--gpu", H0], 1);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-4C", "--gpu", H0], 3);
     assert!(e.contains("80 GB of 80 GB framebuffer in use"), "{e}");
     let t = h.json(&["types", "--json"]);
     assert_eq!(t["gpus"][0]["heterogeneous"], true);
     // The T4 has no mixed-size mode.
     let t4 = SimHost::new("t4x2-mdev");
-    let e = t4.fails(&["vgpu", "mode", "--heterogeneous", "on", "0000:3b:00.0"], 1);
+    let e = t4.fails(&["vgpu", "mode", "--heterogeneous", "on", "0000:3b:00.0"], 3);
     assert!(e.contains("no mixed-size"), "{e}");
 }
 
@@ -170,7 +170,7 @@ fn test_busy_vf_is_not_cleared() {
     let h = h100();
     h.ok(&["vgpu", "create", "--type", "H100-80C", "--gpu", H0]);
     std::fs::write(h.path("/sys/bus/pci/devices/0000:18:00.4/.sim-in-use"), "").unwrap();
-    let e = h.fails(&["vgpu", "remove", "0000:18:00.4"], 1);
+    let e = h.fails(&["vgpu", "remove", "0000:18:00.4"], 3);
     assert!(e.contains("is in use"), "{e}");
     assert_ne!(vf_type(&h, "0000:18:00.4"), "0");
 }
@@ -183,11 +183,11 @@ fn test_bad_type_names_and_targets() {
         (vec!["vgpu", "create", "--type", "H100"], 64, "invalid vGPU type name"),
         (vec!["vgpu", "create", "--type", "../H100-10C"], 64, "invalid vGPU type name"),
         (vec!["vgpu", "create", "--type", "H100-3-40Q"], 64, "C-series only"),
-        (vec!["vgpu", "create", "--type", "L40S-2Q"], 1, "takes H100 vGPU types"),
-        (vec!["vgpu", "create", "--type", "H100-10C", "--gpu", "0000:03:00.0"], 1, "not a GPU with vGPU support"),
+        (vec!["vgpu", "create", "--type", "L40S-2Q"], 3, "takes H100 vGPU types"),
+        (vec!["vgpu", "create", "--type", "H100-10C", "--gpu", "0000:03:00.0"], 3, "not a GPU with vGPU support"),
         (vec!["vgpu", "create", "--type", "H100-10C", "--gpu", "3"], 64, "invalid PCI address"),
-        (vec!["vgpu", "remove", "not-a-thing"], 1, "neither an mdev UUID nor"),
-        (vec!["vgpu", "remove", "0000:99:00.0"], 1, "neither an mdev UUID nor"),
+        (vec!["vgpu", "remove", "not-a-thing"], 3, "neither an mdev UUID nor"),
+        (vec!["vgpu", "remove", "0000:99:00.0"], 3, "neither an mdev UUID nor"),
         (vec!["explain", "--type", "H100-10X"], 64, "series must be"),
     ] {
         let e = h.fails(&args, code);

@@ -80,14 +80,18 @@ enum HelperError {
     Libvirt(String),
     #[error("{0}")]
     Msg(String),
+    /// A library error, with the exit code vgpuctl gives it.
+    #[error("{msg}")]
+    Classified { msg: String, code: u8 },
 }
 
 fn lv(context: &str) -> impl Fn(virt::error::Error) -> HelperError + '_ {
     move |e| HelperError::Libvirt(format!("{context}: {}", e.message()))
 }
 
-fn any_err(e: &dyn std::error::Error) -> HelperError {
-    HelperError::Msg(vgpuctl::error_chain(e))
+fn any_err(e: &(dyn std::error::Error + 'static)) -> HelperError {
+    let code = u8::try_from(vgpuctl::cli::exit_code::of(e)).unwrap_or(1);
+    HelperError::Classified { msg: vgpuctl::error_chain(e), code }
 }
 
 fn flags(live: bool, config: bool) -> u32 {
@@ -344,7 +348,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vgpuctl: {e}");
-            ExitCode::FAILURE
+            match e {
+                HelperError::Classified { code, .. } => ExitCode::from(code),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

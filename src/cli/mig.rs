@@ -51,7 +51,7 @@ fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
         GpuRef::Index(i) => nvidia.get(*i as usize).copied(),
         GpuRef::Pci(_) => None,
     };
-    found.map(|g| g.address).ok_or_else(|| CliError::Usage(format!("no NVIDIA GPU {r:?} here (vgpuctl list shows them)")))
+    found.map(|g| g.address).ok_or_else(|| CliError::Refused(format!("no NVIDIA GPU {r:?} here (vgpuctl list shows them)")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,7 +207,7 @@ fn destroy(host: &Host, b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, f
     }
     if !inst.compute_instances.is_empty() && !force {
         let cis: Vec<String> = inst.compute_instances.iter().map(|c| format!("{} ({})", c.ci, c.profile)).collect();
-        return Err(CliError::Usage(format!("GPU instance {gi} on {gpu} has compute instances {}: add --force to destroy them with it", cis.join(", "))));
+        return Err(CliError::Refused(format!("GPU instance {gi} on {gpu} has compute instances {}: add --force to destroy them with it", cis.join(", "))));
     }
     if !inst.compute_instances.is_empty() {
         b.destroy_cis(gpu, gi).map_err(mig_err)?;
@@ -271,7 +271,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
         MigCommand::Profiles { gpu, json } => {
             let g = match gpu {
                 Some(r) => resolve(host, r)?,
-                None => mig_gpus(host)?.first().map(|(g, _)| *g).ok_or_else(|| CliError::Usage("no MIG-capable GPU on this host".into()))?,
+                None => mig_gpus(host)?.first().map(|(g, _)| *g).ok_or_else(|| CliError::Refused("no MIG-capable GPU on this host".into()))?,
             };
             let table = b.profiles(g).map_err(mig_err)?;
             if *json {
@@ -296,7 +296,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             let on = matches!(cmd, MigCommand::Enable { .. });
             let _l = HostLock::acquire(host, lock)?;
             if !on && !b.instances(*gpu).map_err(mig_err)?.is_empty() {
-                return Err(CliError::Usage(format!("{gpu} still has GPU instances: destroy them first (vgpuctl mig status lists them)")));
+                return Err(CliError::Refused(format!("{gpu} still has GPU instances: destroy them first (vgpuctl mig status lists them)")));
             }
             let m = b.set_mode(*gpu, on).map_err(mig_err)?;
             let want = if on { MigModeState::Enabled } else { MigModeState::Disabled };
@@ -344,7 +344,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 layouts.push((*g, table, layout(&b.instances(*g).map_err(mig_err)?)));
             }
             let Some((_, table, _)) = layouts.first() else {
-                return Err(CliError::Usage("no GPU with MIG mode on: vgpuctl mig enable <gpu>".into()));
+                return Err(CliError::Refused("no GPU with MIG mode on: vgpuctl mig enable <gpu>".into()));
             };
             let table = table.clone();
             // A compute-instance profile (1c.3g.40gb) names its GPU instance
@@ -453,7 +453,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 None => mig_gpus(host)?.into_iter().map(|(g, _)| g).collect(),
             };
             if candidates.is_empty() {
-                return Err(CliError::Usage("no MIG-capable GPU on this host".into()));
+                return Err(CliError::Refused("no MIG-capable GPU on this host".into()));
             }
             let table = b.profiles(candidates[0]).map_err(mig_err)?;
             let mut layouts: Vec<Layout> = Vec::new();

@@ -1,5 +1,6 @@
 //! Command-line front end: clap definitions, dispatch and exit codes.
 
+pub mod exit_code;
 pub mod mdev;
 pub mod mig;
 pub mod render;
@@ -23,6 +24,12 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// `--check`: the host differs from what is wanted (nothing was changed).
     pub const PENDING: i32 = 2;
+    /// The host as it is now does not allow it (no room, in use, MIG off, no
+    /// such device here); nothing was changed.
+    pub const REFUSED: i32 = 3;
+    /// A tool, helper or driver it needs is missing (vgpuctl-libvirt,
+    /// nvidia-smi, NVML, vfio-pci).
+    pub const UNAVAILABLE: i32 = 4;
     /// The command line itself is wrong (unknown flag, malformed identifier).
     pub const USAGE: i32 = 64;
 }
@@ -278,8 +285,18 @@ pub enum CliError {
     Sriov(#[from] crate::sriov::SriovError),
     #[error(transparent)]
     Nvctl(#[from] crate::nvctl::NvctlError),
+    /// The command line itself is wrong (exit 64).
     #[error("{0}")]
     Usage(String),
+    /// The host as it is now does not allow it (exit 3).
+    #[error("{0}")]
+    Refused(String),
+    /// A tool, helper or driver it needs is missing (exit 4).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An I/O or driver failure (exit 1).
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Template(#[from] crate::libvirt::templates::TemplateError),
     #[error(transparent)]
@@ -467,7 +484,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let cfg = crate::apply::export(&host)?;
             print_out(&format!(
                 "# vgpuctl host config, exported from the current host\n{}",
-                toml::to_string(&cfg).map_err(|e| CliError::Usage(e.to_string()))?
+                toml::to_string(&cfg).map_err(|e| CliError::Failed(e.to_string()))?
             ));
         }
         Command::Mig(cmd) => {
@@ -614,7 +631,7 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
                 Some(b) => b.clone(),
                 None => std::env::current_exe()
                     .map(|p| p.display().to_string())
-                    .map_err(|e| CliError::Usage(format!("cannot tell where this binary is ({e}); pass --binary")))?,
+                    .map_err(|e| CliError::Failed(format!("cannot tell where this binary is ({e}); pass --binary")))?,
             };
             let r = crate::hook::install::install(host, hooks_dir, &bin, *script)?;
             print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
@@ -655,7 +672,7 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
     match cmd {
         PassthroughCommand::Check { gpu, probe, json } => {
             let r = passthrough::check(host, *gpu)?;
-            let p = if *probe { Some(crate::vfio::probe::probe(*gpu).map_err(CliError::Usage)?) } else { None };
+            let p = if *probe { Some(crate::vfio::probe::probe(*gpu).map_err(CliError::Failed)?) } else { None };
             if *json {
                 print_json(&serde_json::json!({ "group": r, "probe": p }))?;
             } else {

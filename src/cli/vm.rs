@@ -187,7 +187,7 @@ fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, C
         )));
     }
     let Some(h) = helper() else {
-        return Err(CliError::Usage(
+        return Err(CliError::Unavailable(
             "vgpuctl-libvirt is not installed (build libvirt-helper/ and put it beside vgpuctl, or set VGPUCTL_LIBVIRT_HELPER)".into(),
         ));
     };
@@ -197,7 +197,7 @@ fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, C
         c.env("VGPUCTL_ROOT", r);
     }
     let e = c.exec();
-    Err(CliError::Usage(format!("cannot run {}: {e}", h.display())))
+    Err(CliError::Unavailable(format!("cannot run {}: {e}", h.display())))
 }
 
 #[derive(Debug, Serialize)]
@@ -304,9 +304,9 @@ pub fn read_xml_arg(p: &std::path::Path) -> Result<String, CliError> {
     use std::io::Read;
     let mut s = String::new();
     if p == std::path::Path::new("-") {
-        std::io::stdin().take(domain_xml::MAX_XML_BYTES as u64 + 1).read_to_string(&mut s).map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        std::io::stdin().take(domain_xml::MAX_XML_BYTES as u64 + 1).read_to_string(&mut s).map_err(|e| CliError::Failed(format!("cannot read stdin: {e}")))?;
     } else {
-        s = std::fs::read_to_string(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?;
+        s = std::fs::read_to_string(p).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", p.display())))?;
     }
     Ok(s)
 }

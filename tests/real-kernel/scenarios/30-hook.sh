@@ -67,9 +67,11 @@ for round in 1 2 3; do
 done
 
 # Crash: kill the hook between its two creates, then gc and a real start.
+# Its writes: the journal (1), the first mdev's intent, create, completion
+# (2-4), the second one's intent (5) and create (6): killed before write 6.
 vm vmC --mdev-type mbochs-small --mdev-type mbochs-small >vmC.xml
 virsh define vmC.xml >/dev/null
-VGPUCTL_FAULT=write:2:die "$VGPUCTL" hook qemu vmC prepare begin - <vmC.xml 2>crash.err; rec crash_rc $?
+VGPUCTL_FAULT=write:6:die "$VGPUCTL" hook qemu vmC prepare begin - <vmC.xml 2>crash.err; rec crash_rc $?
 rec crash_leaked "$(mdevs)"
 cp /run/vgpuctl/domains/*.json crash-journal.json 2>/dev/null
 v gc --json >gc.json 2>&1; rec gc_rc $?

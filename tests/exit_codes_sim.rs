@@ -1,0 +1,74 @@
+//! Exit codes keep their table (docs/admin-guide.md) in every command
+//! family: one representative failure per class. 64 the command line is
+//! wrong; 3 the host as it is now does not allow it (nothing changed); 4 a
+//! tool, helper or driver it needs is missing; 1 an I/O or driver failure.
+
+mod common;
+
+use common::sim::SimHost;
+
+fn code(h: &SimHost, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = h.cmd();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (o.status.code().unwrap_or(-1), err)
+}
+
+/// (host, arguments, environment, expected exit code)
+type Case<'a> = (&'a SimHost, Vec<&'a str>, &'a [(&'a str, &'a str)], i32);
+
+#[test]
+fn test_each_failure_class_has_its_code_in_every_command_family() {
+    let h = SimHost::new("h100x8-vfio");
+    let t = SimHost::new("t4x2-mdev");
+    let p = SimHost::new("passthrough");
+    let no_helper = [("VGPUCTL_LIBVIRT_HELPER", "/nonexistent/vgpuctl-libvirt")];
+    let eio = [("VGPUCTL_FAULT", "write:1:EIO")];
+    let cases: Vec<Case> = vec![
+        // 64: the command line is wrong.
+        (&h, vec!["vgpu", "create", "--type", "H100-20X"], &[], 64),
+        (&t, vec!["mdev", "create", "--parent", "0000:3b:00.0", "--type", "T4-4Q", "--uuid", "not-a-uuid"], &[], 64),
+        (&h, vec!["mig", "plan", "--want", "99x3g.40gb"], &[], 64),
+        (&p, vec!["passthrough", "check", "not-an-address"], &[], 64),
+        (&h, vec!["metrics", "--listen", "0.0.0.0:0"], &[], 64),
+        (&h, vec!["hook", "install", "--binary", "relative/vgpuctl"], &[], 64),
+        // 3: the host as it is now does not allow it.
+        (&h, vec!["vgpu", "create", "--type", "H100-20C"], &[], 3), // no VFs enabled yet
+        (&t, vec!["mdev", "create", "--parent", "0000:99:00.0", "--type", "T4-4Q"], &[], 3),
+        (&h, vec!["mig", "create", "--gpu", "0000:18:00.0", "--profile", "3g.40gb"], &[], 3), // MIG is off
+        (&h, vec!["mig", "destroy", "--gpu", "GPU-00000000-0000-0000-0000-000000000000", "1"], &[], 3),
+        (&p, vec!["passthrough", "release", "0000:01:00.0"], &[], 3), // not prepared
+        (&t, vec!["sriov", "enable", "0000:3b:00.0"], &[], 3),        // no SR-IOV on a T4
+        (&h, vec!["vm", "xml", "--name", "x", "--vgpu", "H100-20C"], &[], 3),
+        // 4: a tool, helper or driver it needs is missing.
+        (&h, vec!["vm", "define", "--name", "x"], &no_helper, 4),
+        (&h, vec!["vm", "show", "x"], &no_helper, 4),
+        // 1: an I/O or driver failure.
+        (&t, vec!["mdev", "create", "--parent", "0000:3b:00.0", "--type", "T4-4Q"], &eio, 1),
+        (&p, vec!["passthrough", "prepare", "0000:01:00.0", "--force"], &eio, 1),
+        (&h, vec!["sriov", "enable", "0000:18:00.0"], &eio, 1),
+        (&h, vec!["install-units", "--binary", "/usr/bin/vgpuctl"], &eio, 1),
+    ];
+    let mut wrong = Vec::new();
+    for (host, args, env, want) in &cases {
+        let (got, err) = code(host, args, env);
+        if got != *want {
+            wrong.push(format!("{args:?}: exit {got}, want {want}: {}", err.trim()));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    // A MIG-backed vGPU on a GPU in MIG mode with no room is a refusal too,
+    // and the same after the VFs are there (vgpu family, both ways in).
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    h.ok(&["mig", "enable", "0000:18:00.0"]);
+    h.ok(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "7g.80gb"]);
+    assert_eq!(code(&h, &["mig", "create", "--gpu", "0000:18:00.0", "--profile", "1g.10gb"], &[]).0, 3);
+    assert_eq!(code(&h, &["mig", "disable", "0000:18:00.0"], &[]).0, 3, "instances still there");
+    // A type the GPU does not list is a refusal (the name never reaches a path).
+    assert_eq!(code(&t, &["mdev", "create", "--parent", "0000:3b:00.0", "--type", "../x"], &[]).0, 3);
+}
