@@ -187,6 +187,12 @@ fn test_status_shows_per_instance_utilization_from_nvml() {
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
     let text = vgpuctl(&root, &smi, &helper, "auto", &["status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("sm 38%"), "{}", String::from_utf8_lossy(&text.stdout));
+    // The same per-instance numbers as Prometheus metrics, and MIG room from NVML's instances.
+    let m = vgpuctl(&root, &smi, &helper, "auto", &["metrics"]);
+    let m = String::from_utf8_lossy(&m.stdout);
+    assert!(m.contains("vgpuctl_device_sm_utilization_ratio{gpu=\"0000:00:06.0\",kind=\"mig-instance\",id=\"GI 1\"} 0.375"), "{m}");
+    assert!(m.contains("vgpuctl_gpu_info{gpu=\"0000:00:06.0\"") && m.contains("mode=\"mig\""), "{m}");
+    assert!(m.contains("vgpuctl_mig_memory_slices{gpu=\"0000:00:06.0\",state=\"used\"}"), "{m}");
     // The process on GI 1 is named when destroying it is refused.
     let o = vgpuctl(&root, &smi, &helper, "auto", &["mig", "destroy", "--gpu", "0000:00:06.0", "1"]);
     assert!(!o.status.success());
