@@ -42,6 +42,18 @@ impl Rng {
     }
 }
 
+/// The profiles requests ask for, and the two request mixes (weights in that order).
+const KINDS: [&str; 5] = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"];
+const MIXES: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+
+fn bench_kinds(table: &[Profile]) -> Vec<&Profile> {
+    KINDS.iter().map(|n| find(table, n).expect("profile")).collect()
+}
+
+fn shapes_of(kinds: &[&Profile]) -> Shapes {
+    Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>())
+}
+
 #[derive(Clone, Copy)]
 struct Req {
     at: f64,
@@ -235,10 +247,10 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| format!("{}/placement-bench.jsonl", env!("CARGO_TARGET_TMPDIR")));
     let table = hopper_80gb();
-    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
-    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let shapes = shapes_of(&kinds);
+    let mixes = MIXES;
     let all_sizes: &[(usize, usize)] = if headline_only {
         &[(8, 4000)]
     } else if quick {
@@ -388,12 +400,12 @@ fn main() {
 /// policy itself simulated as a check that the MDP and the simulator agree.
 fn optimum_table() {
     let table = hopper_80gb();
-    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
+    let shapes = shapes_of(&kinds);
     let universe = optimum::Universe::new(&kinds);
     println!("one GPU: {} layouts up to symmetry ({} slice symmetries)", universe.len(), universe.symmetries());
-    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let mixes = MIXES;
     println!(
         "{:<12} {:>2} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "mix",
@@ -472,10 +484,10 @@ fn optimum_table() {
 /// request that fits (admission control), per mix.
 fn explain_optimum() {
     let table = hopper_80gb();
-    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
     let universe = optimum::Universe::new(&kinds);
-    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let mixes = MIXES;
     for (mix_name, mix) in &mixes {
         let mean: f64 = mix.iter().zip(&slices).map(|(w, s)| w * s).sum();
         for n in 1..=2usize {
@@ -505,11 +517,11 @@ fn explain_optimum() {
 /// optimal one (relative values of the exact MDP), on 1 and 2 GPUs.
 fn planner_regret() {
     let table = hopper_80gb();
-    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
     let universe = optimum::Universe::new(&kinds);
     let index = universe.index();
-    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let mixes = MIXES;
     for (mix_name, mix) in &mixes {
         let weights = Mix { weights: kinds.iter().zip(mix.iter()).map(|(p, w)| (p.id, *w)).collect() };
         let planner = Planner::new(&table, &weights);
@@ -557,10 +569,10 @@ fn planner_regret() {
 /// GPUs, both mixes, load 1.0: slice-weighted / >=4g acceptance.
 fn sweep() {
     let table = hopper_80gb();
-    let kinds: Vec<&Profile> = ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&table, n).expect("profile")).collect();
+    let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>());
-    let mixes: [(&str, [f64; 5]); 2] = [("uniform", [0.2; 5]), ("small-heavy", [0.50, 0.25, 0.15, 0.05, 0.05])];
+    let shapes = shapes_of(&kinds);
+    let mixes = MIXES;
     use vgpuctl::mig::planner::Score;
     for (name, score, admission) in [
         ("capacity", Score::Capacity, false),

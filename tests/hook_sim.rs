@@ -11,21 +11,6 @@ use std::process::{Command, Stdio};
 
 use common::sim::SimHost;
 
-fn hook(h: &SimHost, args: &[&str], xml: &str) -> (i32, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(["hook", "qemu"])
-        .args(args)
-        .env("VGPUCTL_ROOT", &h.root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
 fn vf_type(h: &SimHost, vf: &str) -> String {
     std::fs::read_to_string(h.path(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type"))).unwrap().trim().to_string()
 }
@@ -43,7 +28,7 @@ fn test_vendor_vfio_type_written_at_prepare_and_cleared_at_release() {
     let xml = h.ok(&["vm", "xml", "--name", "vm1", "--vgpu", "H100-20C", "--domain-type", "qemu"]);
     assert!(xml.contains("managed='no'") && xml.contains("vf='0000:18:00.4'"), "{xml}");
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0", "define creates nothing");
-    assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["vm1", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1215");
     assert_eq!(journals(&h), 1);
     // status names the VM whose start made the vGPU (from the hook's journal).
@@ -52,18 +37,18 @@ fn test_vendor_vfio_type_written_at_prepare_and_cleared_at_release() {
     assert_eq!((dev["id"].as_str(), dev["vm"].as_str(), dev["type"].as_str()), (Some("0000:18:00.4"), Some("vm1"), Some("H100-20C")), "{st}");
     assert_eq!(st["gpus"][0]["mode"], "time-sliced");
     // prepare twice: harmless, nothing more is made.
-    assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["vm1", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.json(&["list", "--json"])["gpus"][1]["sriov"]["vfs"][1]["vgpu"]["current_type"], serde_json::Value::Null);
     // Other operations never touch anything.
     for op in [["start", "begin"], ["started", "begin"], ["stopped", "end"], ["reconnect", "begin"]] {
-        assert_eq!(hook(&h, &["vm1", op[0], op[1], "-"], &xml).0, 0);
+        assert_eq!(h.hook(&["vm1", op[0], op[1], "-"], &xml).0, 0);
     }
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1215");
-    assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["vm1", "release", "end", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
     assert_eq!(journals(&h), 0);
     // Release again (nothing recorded, nothing there): fine.
-    assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["vm1", "release", "end", "-"], &xml).0, 0);
 }
 
 #[test]
@@ -73,7 +58,7 @@ fn test_vendor_vf_taken_by_another_type_aborts_the_start_clearly() {
     let xml = h.ok(&["vm", "xml", "--name", "vm1", "--vgpu", "H100-20C"]);
     // Someone gives the same VF a 40C after the domain was defined.
     std::fs::write(h.path("/sys/bus/pci/devices/0000:18:00.4/nvidia/current_vgpu_type"), "1216\n").unwrap();
-    let (rc, err) = hook(&h, &["vm1", "prepare", "begin", "-"], &xml);
+    let (rc, err) = h.hook(&["vm1", "prepare", "begin", "-"], &xml);
     assert_eq!(rc, 1);
     assert!(err.contains("vm1") && err.contains("0000:18:00.4") && err.contains("wants H100-20C"), "{err}");
     assert_eq!(journals(&h), 0);
@@ -90,14 +75,14 @@ fn test_legacy_vgpus_made_on_gpus_with_room_and_rolled_back_on_failure() {
     // made, the second cannot be, and the first is rolled back.
     let xml = h.ok(&["vm", "xml", "--name", "big", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q"]);
     let other = h.ok(&["mdev", "create", "--parent", "0000:d8:00.0", "--type", "T4-16Q"]);
-    let (rc, err) = hook(&h, &["big", "prepare", "begin", "-"], &xml);
+    let (rc, err) = h.hook(&["big", "prepare", "begin", "-"], &xml);
     assert_eq!(rc, 1);
     assert!(err.contains("no GPU can take a T4-16Q"), "{err}");
     assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 1, "rolled back, the other's kept");
     h.ok(&["mdev", "remove", other.trim()]);
     assert_eq!(journals(&h), 0);
     let xml2 = h.ok(&["vm", "xml", "--name", "two", "--vgpu", "T4-16Q", "--vgpu", "T4-16Q"]);
-    assert_eq!(hook(&h, &["two", "prepare", "begin", "-"], &xml2).0, 0);
+    assert_eq!(h.hook(&["two", "prepare", "begin", "-"], &xml2).0, 0);
     let l = h.json(&["mdev", "list", "--json"]);
     let parents: Vec<_> = l["devices"].as_array().unwrap().iter().map(|d| d["parent"].as_str().unwrap().to_string()).collect();
     assert_eq!(parents.len(), 2);
@@ -105,7 +90,7 @@ fn test_legacy_vgpus_made_on_gpus_with_room_and_rolled_back_on_failure() {
     // The VM's devices disappear behind the hook's back (an admin removed one): release is still fine.
     let first = l["devices"][0]["uuid"].as_str().unwrap().to_string();
     h.ok(&["mdev", "remove", &first]);
-    assert_eq!(hook(&h, &["two", "release", "end", "-"], &xml2).0, 0);
+    assert_eq!(h.hook(&["two", "release", "end", "-"], &xml2).0, 0);
     assert_eq!(h.json(&["mdev", "list", "--json"])["devices"].as_array().unwrap().len(), 0);
 }
 
@@ -150,16 +135,16 @@ fn test_every_write_failing_in_turn_leaves_nothing_behind() {
 fn test_gpu_less_domains_and_bad_xml() {
     let h = SimHost::new("t4x2-mdev");
     let plain = "<domain type='kvm'><name>plain</name><devices><disk type='file'/></devices></domain>";
-    assert_eq!(hook(&h, &["plain", "prepare", "begin", "-"], plain), (0, String::new()));
+    assert_eq!(h.hook(&["plain", "prepare", "begin", "-"], plain), (0, String::new()));
     assert_eq!(journals(&h), 0);
-    let (rc, err) = hook(&h, &["x", "prepare", "begin", "-"], "<domain><name>x</name><metadata><vgpuctl:gpus xmlns:vgpuctl='https://vgpuctl.dev/xmlns/libvirt/domain/1'><vgpuctl:mdev type='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus></metadata></domain>");
+    let (rc, err) = h.hook(&["x", "prepare", "begin", "-"], "<domain><name>x</name><metadata><vgpuctl:gpus xmlns:vgpuctl='https://vgpuctl.dev/xmlns/libvirt/domain/1'><vgpuctl:mdev type='../../etc' uuid='11111111-2222-3333-4444-555555555555'/></vgpuctl:gpus></metadata></domain>");
     assert_eq!(rc, 1);
     assert!(err.contains("invalid mdev type"), "{err}");
-    let (rc, err) = hook(&h, &["x", "prepare", "begin", "-"], "<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'>");
+    let (rc, err) = h.hook(&["x", "prepare", "begin", "-"], "<domain><name>x</name><devices><hostdev mode='subsystem' type='mdev'>");
     assert_eq!(rc, 1);
     assert!(err.contains("does not parse"), "{err}");
     // Not our op: even garbage is ignored.
-    assert_eq!(hook(&h, &["x", "started", "begin", "-"], "garbage mdev").0, 0);
+    assert_eq!(h.hook(&["x", "started", "begin", "-"], "garbage mdev").0, 0);
 }
 
 #[test]
@@ -232,18 +217,18 @@ fn test_mig_backed_vgpu_gets_a_gpu_instance_at_prepare_freed_at_release() {
     let xml = h.ok(&["vm", "xml", "--name", "m1", "--vgpu", "H100-3-40C", "--gpu", "0000:18:00.0"]);
     assert!(xml.contains("vf='0000:18:00.4'"), "{xml}");
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "define makes nothing");
-    assert_eq!(hook(&h, &["m1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m1", "prepare", "begin", "-"], &xml).0, 0);
     let s = h.json(&["mig", "status", "--json"]);
     assert_eq!(s[0]["instances"][0]["profile"], "3g.40gb");
     assert_eq!(s[0]["instances"][0]["start"], 4, "placed by the planner");
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
-    assert_eq!(hook(&h, &["m1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m1", "release", "end", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "the hook's GPU instance is gone");
     // A GPU instance made by the admin is used and kept.
     let gi = h.json(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "3g.40gb", "--json"]);
-    assert_eq!(hook(&h, &["m1", "prepare", "begin", "-"], &xml).0, 0);
-    assert_eq!(hook(&h, &["m1", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m1", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m1", "release", "end", "-"], &xml).0, 0);
     let s = h.json(&["mig", "status", "--json"]);
     assert_eq!(s[0]["instances"].as_array().unwrap().len(), 1);
     assert_eq!(s[0]["instances"][0]["gi"], gi["gi"]);
@@ -260,13 +245,13 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     assert_ne!(vfs[0], vfs[1], "each vGPU gets its own VF, also while its GPU instance does not exist yet");
     // The same VF named twice (a hand edit) is refused, not half-started.
     let twice = xml.replacen(&format!("vf='{}'", vfs[1]), &format!("vf='{}'", vfs[0]), 1);
-    let (rc, err) = hook(&h, &["m", "prepare", "begin", "-"], &twice);
+    let (rc, err) = h.hook(&["m", "prepare", "begin", "-"], &twice);
     assert_eq!(rc, 1);
     assert!(err.contains("twice"), "{err}");
     let before = h.snapshot();
     // A domain that says Windows does not start with a MIG-backed vGPU.
     let win = xml.replacen("</metadata>", "<libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'><libosinfo:os id='http://microsoft.com/win/2k22'/></libosinfo:libosinfo></metadata>", 1);
-    let (rc, err) = hook(&h, &["m", "prepare", "begin", "-"], &win);
+    let (rc, err) = h.hook(&["m", "prepare", "begin", "-"], &win);
     assert_eq!(rc, 1);
     assert!(err.contains("Linux guests only"), "{err}");
     h.assert_unchanged(&before, "a refused Windows start");
@@ -274,8 +259,8 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     // its id), its journal entry and completion, the VF's type, its journal
     // entry and completion; the journal's final state: 18 writes.
     assert_eq!(prepare_fails_at_every_step(&h, "m", &xml, &before), 18);
-    assert_eq!(hook(&h, &["m", "prepare", "begin", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
-    assert_eq!(hook(&h, &["m", "release", "end", "-"], &xml).0, 0);
+    assert_eq!(h.hook(&["m", "release", "end", "-"], &xml).0, 0);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]), "release frees the instances it made");
 }

@@ -62,15 +62,7 @@ fn test_promtool_accepts_every_profile_real_captures_and_the_alert_rules() {
             let dir = common::sim::tempdir();
             let (root, smi) = common::replay::host(dir.path(), cap);
             let helper = common::replay::nvml_helper(dir.path(), cap.snapshot);
-            let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-                .arg("--root")
-                .arg(&root)
-                .arg("metrics")
-                .env("VGPUCTL_NVIDIA_SMI", &smi)
-                .env("VGPUCTL_NVML_HELPER", &helper)
-                .env("VGPUCTL_NVIDIA_BACKEND", backend)
-                .output()
-                .unwrap();
+            let o = common::replay::vgpuctl(&root, &smi, &helper, backend, &["metrics"]);
             assert!(o.status.success());
             promtool_check_metrics(&String::from_utf8_lossy(&o.stdout), &format!("{} through {backend}", cap.name));
         }
@@ -161,15 +153,7 @@ fn textfile_service_args() -> Vec<String> {
 }
 
 fn hook(h: &SimHost, name: &str, op: &str, sub: &str, xml: &str) -> i32 {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(["hook", "qemu", name, op, sub, "-"])
-        .env("VGPUCTL_ROOT", &h.root)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-    c.wait().unwrap().code().unwrap_or(-1)
+    h.hook(&[name, op, sub, "-"], xml).0
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::sim::SimHost;
 
@@ -32,21 +32,6 @@ fn series(m: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> Opti
         .collect();
     assert!(hits.len() <= 1, "{name} {labels:?} matches {} series", hits.len());
     hits.first().copied()
-}
-
-fn hook(h: &SimHost, args: &[&str], xml: &str) -> (i32, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(["hook", "qemu"])
-        .args(args)
-        .env("VGPUCTL_ROOT", &h.root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// Every vGPU type's creatable count and instance count equal `types --json`,
@@ -127,25 +112,24 @@ fn test_hook_outcomes_are_counted_by_kind() {
     let h = SimHost::new("t4x2-mdev");
     let xml = |name: &str| h.ok(&["vm", "xml", "--name", name, "--vgpu", "T4-16Q", "--domain-type", "qemu"]);
     let (a, b, c) = (xml("vm1"), xml("vm2"), xml("vm3"));
-    assert_eq!(hook(&h, &["vm1", "prepare", "begin", "-"], &a).0, 0);
-    assert_eq!(hook(&h, &["vm2", "prepare", "begin", "-"], &b).0, 0);
+    assert_eq!(h.hook(&["vm1", "prepare", "begin", "-"], &a).0, 0);
+    assert_eq!(h.hook(&["vm2", "prepare", "begin", "-"], &b).0, 0);
     // Two T4s, one T4-16Q each: the third start is refused for room.
-    let (rc, err) = hook(&h, &["vm3", "prepare", "begin", "-"], &c);
+    let (rc, err) = h.hook(&["vm3", "prepare", "begin", "-"], &c);
     assert_eq!(rc, 1, "{err}");
     // A broken domain is a failure, not a refusal for room.
     assert_eq!(
-        hook(
-            &h,
+        h.hook(
             &["vm4", "prepare", "begin", "-"],
             "<domain><name>vm4</name><devices><hostdev mode='subsystem' type='mdev'><source><address uuid='not-a-uuid'/></source></hostdev></devices></domain>"
         )
         .0,
         1
     );
-    assert_eq!(hook(&h, &["vm1", "release", "end", "-"], &a).0, 0);
+    assert_eq!(h.hook(&["vm1", "release", "end", "-"], &a).0, 0);
     // Events with nothing to do are not counted.
-    assert_eq!(hook(&h, &["vm1", "started", "begin", "-"], &a).0, 0);
-    assert_eq!(hook(&h, &["plain", "prepare", "begin", "-"], "<domain><name>plain</name></domain>").0, 0);
+    assert_eq!(h.hook(&["vm1", "started", "begin", "-"], &a).0, 0);
+    assert_eq!(h.hook(&["plain", "prepare", "begin", "-"], "<domain><name>plain</name></domain>").0, 0);
     let m = parse(&h.ok(&["metrics"]));
     let runs = |op: &str, outcome: &str| series(&m, "vgpuctl_hook_runs_total", &[("op", op), ("outcome", outcome)]);
     assert_eq!((runs("prepare", "ok"), runs("prepare", "no_room"), runs("prepare", "failed")), (Some(2.0), Some(1.0), Some(1.0)));
@@ -216,15 +200,7 @@ fn test_metrics_of_replayed_real_cards() {
             let dir = common::sim::tempdir();
             let (root, smi) = common::replay::host(dir.path(), cap);
             let helper = common::replay::nvml_helper(dir.path(), cap.snapshot);
-            let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-                .arg("--root")
-                .arg(&root)
-                .arg("metrics")
-                .env("VGPUCTL_NVIDIA_SMI", &smi)
-                .env("VGPUCTL_NVML_HELPER", &helper)
-                .env("VGPUCTL_NVIDIA_BACKEND", backend)
-                .output()
-                .unwrap();
+            let o = common::replay::vgpuctl(&root, &smi, &helper, backend, &["metrics"]);
             assert!(o.status.success(), "{} {backend}: {}", cap.name, String::from_utf8_lossy(&o.stderr));
             let m = parse(&String::from_utf8_lossy(&o.stdout));
             let snap: serde_json::Value = serde_json::from_str(cap.snapshot).unwrap();

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::replay::{script, section};
+use common::replay::{script, section, vgpuctl};
 
 /// The real H100's host root and a fake nvidia-smi replaying its captures.
 fn real_h100(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -59,18 +59,6 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
 }
 
 const SNAPSHOT: &str = common::replay::H100.snapshot;
-
-fn vgpuctl(root: &std::path::Path, smi: &std::path::Path, helper: &std::path::Path, backend: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env("VGPUCTL_NVIDIA_SMI", smi)
-        .env("VGPUCTL_NVML_HELPER", helper)
-        .env("VGPUCTL_NVIDIA_BACKEND", backend)
-        .output()
-        .unwrap()
-}
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

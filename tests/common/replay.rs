@@ -95,6 +95,19 @@ pub fn host(dir: &Path, cap: &Capture) -> (PathBuf, PathBuf) {
     (root, fake)
 }
 
+/// Runs vgpuctl on a replayed card with the fake tools and a backend choice.
+pub fn vgpuctl(root: &Path, smi: &Path, helper: &Path, backend: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("VGPUCTL_NVIDIA_SMI", smi)
+        .env("VGPUCTL_NVML_HELPER", helper)
+        .env("VGPUCTL_NVIDIA_BACKEND", backend)
+        .output()
+        .unwrap()
+}
+
 /// A fake vgpuctl-nvml printing `snapshot` (logging its arguments to `dir/helper.log`).
 pub fn nvml_helper(dir: &Path, snapshot: &str) -> PathBuf {
     let snap = dir.join("snapshot.json");

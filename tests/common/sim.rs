@@ -66,6 +66,24 @@ impl SimHost {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     }
 
+    /// Runs the qemu hook as libvirt does: `args` (domain, op, subop, extra),
+    /// the domain XML on stdin. Returns the exit code and stderr.
+    pub fn hook(&self, args: &[&str], xml: &str) -> (i32, String) {
+        use std::io::Write;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+            .args(["hook", "qemu"])
+            .args(args)
+            .env("VGPUCTL_ROOT", &self.root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
     pub fn path(&self, host_path: &str) -> PathBuf {
         self.root.join(host_path.trim_start_matches('/'))
     }
