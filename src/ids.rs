@@ -68,11 +68,14 @@ impl FromStr for PciAddress {
         if value.len() > 16 {
             return Err(err("too long"));
         }
-        let (domain_bus_slot, function) = value.rsplit_once('.').ok_or_else(|| err("missing '.function'"))?;
+        let (domain_bus_slot, function) =
+            value.rsplit_once('.').ok_or_else(|| err("missing '.function' (expected 0000:18:00.0, or 18:00.0 as lspci prints it)"))?;
         let mut parts = domain_bus_slot.split(':');
         let (domain, bus, slot) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(d), Some(b), Some(s), None) => (d, b, s),
-            _ => return Err(err("expected domain:bus:slot.function")),
+            // As lspci prints it: bus:slot.function in PCI domain 0000.
+            (Some(b), Some(s), None, None) => ("0000", b, s),
+            _ => return Err(err("expected domain:bus:slot.function (0000:18:00.0) or bus:slot.function (18:00.0)")),
         };
         // nvidia-smi prints an 8-digit domain; the upper half must then be zero.
         let domain = hex_field(domain, &[4, 8]).ok_or_else(|| err("domain must be 4 or 8 hex digits"))?;
@@ -380,6 +383,15 @@ mod tests {
     }
 
     #[test]
+    fn test_pci_address_as_lspci_prints_it_is_domain_0000() {
+        let a: PciAddress = "3b:00.0".parse().unwrap();
+        assert_eq!(a.to_string(), "0000:3b:00.0");
+        assert_eq!("D8:1F.7".parse::<PciAddress>().unwrap().to_string(), "0000:d8:1f.7");
+        let e = "3b:00".parse::<PciAddress>().unwrap_err().to_string();
+        assert!(e.contains("18:00.0"), "the expected forms are named: {e}");
+    }
+
+    #[test]
     fn test_pci_address_nvidia_smi_form_is_canonicalised() {
         let a: PciAddress = "00000000:3B:00.0".parse().unwrap();
         assert_eq!(a.to_string(), "0000:3b:00.0");
@@ -391,7 +403,8 @@ mod tests {
     fn test_pci_address_hostile_input_is_rejected() {
         for bad in [
             "",
-            "3b:00.0",
+            "3b:0.0",
+            ":00.0",
             "0000:3b:00",
             "0000:3b:00.8",
             "0000:3b:20.0",

@@ -72,3 +72,20 @@ fn test_each_failure_class_has_its_code_in_every_command_family() {
     // A type the GPU does not list is a refusal (the name never reaches a path).
     assert_eq!(code(&t, &["mdev", "create", "--parent", "0000:3b:00.0", "--type", "../x"], &[]).0, 3);
 }
+
+/// Identifiers as admins type them: a PCI address as lspci prints it, and
+/// messages that never show a Rust debug value.
+#[test]
+fn test_lspci_addresses_and_messages_without_debug_values() {
+    let p = SimHost::new("passthrough");
+    let short = p.json(&["passthrough", "check", "01:00.0", "--json"]);
+    let long = p.json(&["passthrough", "check", "0000:01:00.0", "--json"]);
+    assert_eq!(short, long, "18:00.0 as lspci prints it is domain 0000");
+    let h = SimHost::new("h100x8-vfio");
+    let (rc, err) = code(&h, &["mig", "destroy", "--gpu", "9", "1"], &[]);
+    assert_eq!(rc, 3);
+    assert!(err.contains("no NVIDIA GPU with index 9") && !err.contains("Index("), "{err}");
+    let (rc, err) = code(&p, &["passthrough", "check", "01:00"], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains("0000:18:00.0") && err.contains("18:00.0 as lspci prints it"), "{err}");
+}

@@ -25,6 +25,16 @@ pub enum GpuRef {
     Index(u32),
 }
 
+impl std::fmt::Display for GpuRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GpuRef::Pci(a) => write!(f, "{a}"),
+            GpuRef::Uuid(u) => write!(f, "{u}"),
+            GpuRef::Index(i) => write!(f, "with index {i}"),
+        }
+    }
+}
+
 fn gpu_ref(s: &str) -> Result<GpuRef, String> {
     if let Ok(a) = s.parse::<PciAddress>() {
         return Ok(GpuRef::Pci(a));
@@ -51,7 +61,7 @@ fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
         GpuRef::Index(i) => nvidia.get(*i as usize).copied(),
         GpuRef::Pci(_) => None,
     };
-    found.map(|g| g.address).ok_or_else(|| CliError::Refused(format!("no NVIDIA GPU {r:?} here (vgpuctl list shows them)")))
+    found.map(|g| g.address).ok_or_else(|| CliError::Refused(format!("no NVIDIA GPU {r} here (vgpuctl list shows them)")))
 }
 
 #[derive(Debug, Subcommand)]

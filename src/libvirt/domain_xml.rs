@@ -143,20 +143,40 @@ where
     }
 }
 
-fn hex_attr(n: &roxmltree::Node, name: &str) -> Result<u32, DomainXmlError> {
-    let v = attr(n, name).ok_or_else(|| DomainXmlError::Hostdev(format!("PCI address without {name}")))?;
-    let digits = v.strip_prefix("0x").unwrap_or(v);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DomainXmlError::Hostdev(format!("PCI address {name}={v:?} is not hex")));
+/// A number as libvirt reads one in an `<address>` (`virStrToLong_uip` with
+/// base 0, i.e. C's `strtoul`): `0x` hex, a leading `0` octal, otherwise
+/// decimal, optional leading blanks and `+`, the whole string consumed, no
+/// sign, within 32 bits. So `bus='65'` is bus 0x41, as libvirt takes it.
+pub fn libvirt_uint(v: &str) -> Option<u32> {
+    let t = v.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (&t[1..], 8)
+    } else {
+        (t, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
     }
-    u32::from_str_radix(digits, 16).map_err(|_| DomainXmlError::Hostdev(format!("PCI address {name}={v:?}")))
+    u32::from_str_radix(digits, radix).ok()
+}
+
+/// An `<address>` attribute; absent is 0, as in libvirt.
+fn address_attr(n: &roxmltree::Node, name: &str) -> Result<u32, DomainXmlError> {
+    match attr(n, name) {
+        None => Ok(0),
+        Some(v) => libvirt_uint(v)
+            .ok_or_else(|| DomainXmlError::Hostdev(format!("PCI address {name}={v:?} is not a number libvirt reads (0x hex, 0 octal, or decimal)"))),
+    }
 }
 
 fn pci_from_address(a: &roxmltree::Node) -> Result<PciAddress, DomainXmlError> {
-    let (d, b, s, f) = (hex_attr(a, "domain")?, hex_attr(a, "bus")?, hex_attr(a, "slot")?, hex_attr(a, "function")?);
+    let (d, b, s, f) = (address_attr(a, "domain")?, address_attr(a, "bus")?, address_attr(a, "slot")?, address_attr(a, "function")?);
     match (u16::try_from(d), u8::try_from(b), u8::try_from(s), u8::try_from(f)) {
         (Ok(d), Ok(b), Ok(s), Ok(f)) => PciAddress::new(d, b, s, f).ok_or_else(|| DomainXmlError::Hostdev("PCI address out of range".into())),
-        _ => Err(DomainXmlError::Hostdev("PCI address out of range".into())),
+        _ => Err(DomainXmlError::Hostdev(format!("PCI address out of range (domain {d}, bus {b}, slot {s}, function {f})"))),
     }
 }
 
@@ -283,6 +303,33 @@ mod tests {
         assert!(matches!(&d.requests[1], GpuRequest::Vgpu { type_name, vf: Some(_), .. } if type_name == "H100-10C"));
         assert_eq!(d.hostdevs.len(), 2);
         assert_eq!(d.hostdevs[1], Hostdev::Pci { address: "0000:18:00.4".parse().unwrap(), managed: false });
+    }
+
+    /// Numbers in `<address>` as libvirt reads them (its docs write hex,
+    /// `virsh nodedev-dumpxml` writes hex, hand-written XML often decimal).
+    #[test]
+    fn test_address_numbers_are_read_as_libvirt_reads_them() {
+        for (v, want) in [("0x0000", Some(0)), ("0x06", Some(6)), ("0x12", Some(0x12)), ("0x5", Some(5)), ("0X1f", Some(31))] {
+            assert_eq!(libvirt_uint(v), want, "{v}");
+        }
+        assert_eq!(libvirt_uint("65"), Some(65), "decimal, not hex");
+        assert_eq!(libvirt_uint("010"), Some(8), "a leading 0 is octal");
+        assert_eq!(libvirt_uint("0"), Some(0));
+        assert_eq!(libvirt_uint(" +7"), Some(7));
+        for bad in ["", "0x", "-1", "08", "1a", "0x1g", "4294967296", "6 "] {
+            assert_eq!(libvirt_uint(bad), None, "{bad:?}");
+        }
+        let xml = |bus: &str| {
+            format!("<domain><name>d</name><devices><hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='{bus}' slot='0x00' function='0x0'/></source></hostdev></devices></domain>")
+        };
+        let at = |bus: &str| match parse(&xml(bus)).unwrap().hostdevs.first() {
+            Some(Hostdev::Pci { address, .. }) => address.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at("65"), "0000:41:00.0", "bus 65 is 0x41 to libvirt");
+        assert_eq!(at("0x65"), "0000:65:00.0");
+        assert!(parse(&xml("256")).is_err(), "out of range");
+        assert!(parse(&xml("x")).is_err());
     }
 
     #[test]
