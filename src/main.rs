@@ -29,10 +29,16 @@ fn main() {
         }
     };
     init_logging(cli.verbose);
+    // A script that asked for JSON gets its errors as JSON too.
+    let json = args.iter().skip(1).any(|a| a == "--json");
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vgpuctl: {}", cli::error_line(&e));
+            if json {
+                eprintln!("{}", cli::error_json(&e));
+            } else {
+                eprintln!("vgpuctl: {}", cli::error_line(&e));
+            }
             e.exit_code()
         }
     };
@@ -53,7 +59,10 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("VGPUCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+    // Colour only for a person at a terminal, and never with NO_COLOR set.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().with_ansi(ansi).init();
 }
 
 /// `vgpuctl hook qemu ARGS…`, or the binary installed (symlinked) as a

@@ -89,3 +89,35 @@ fn test_lspci_addresses_and_messages_without_debug_values() {
     assert_eq!(rc, 64);
     assert!(err.contains("0000:18:00.0") && err.contains("18:00.0 as lspci prints it"), "{err}");
 }
+
+/// With --json an error is one JSON object on stderr with its class and
+/// exit code; nothing written into a pipe carries terminal escapes.
+#[test]
+fn test_json_errors_and_no_escapes_into_pipes() {
+    let h = SimHost::new("h100x8-vfio");
+    for (args, kind, exit) in [
+        (vec!["vgpu", "create", "--type", "H100-20C", "--json"], "refused", 3),
+        (vec!["mig", "plan", "--want", "99x3g.40gb", "--json"], "usage", 64),
+        (vec!["sriov", "enable", "0000:18:00.0", "--json"], "failed", 1),
+    ] {
+        let env: &[(&str, &str)] = if exit == 1 { &[("VGPUCTL_FAULT", "write:1:EIO")] } else { &[] };
+        let (rc, err) = code(&h, &args, env);
+        assert_eq!(rc, exit, "{args:?}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        let j: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {err}"));
+        assert_eq!((j["kind"].as_str(), j["exit_code"].as_i64()), (Some(kind), Some(i64::from(exit))), "{j}");
+        assert!(j["error"].as_str().is_some_and(|m| !m.is_empty()) && j["schema_version"] == 1, "{j}");
+    }
+    // Without --json: the plain line.
+    let (_, err) = code(&h, &["vgpu", "create", "--type", "H100-20C"], &[]);
+    assert!(err.starts_with("vgpuctl: "), "{err}");
+    // status --watch and -v logs into a pipe: no clear-screen, no colour.
+    let o = h.cmd().args(["status", "--watch", "1", "--count", "2"]).output().unwrap();
+    assert!(o.status.success());
+    assert!(!o.stdout.contains(&0x1b), "clear-screen written into a pipe");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    let o = h.cmd().args(["-v", "vgpu", "create", "--type", "H100-20C"]).output().unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && log.contains("INFO"), "{log}");
+    assert!(!o.stderr.contains(&0x1b), "colour codes written into a pipe: {log}");
+}

@@ -415,7 +415,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                     text.push('\n');
                     print_out(&text);
                 } else {
-                    if watch.is_some() {
+                    // Clear the screen only for a person at a terminal, not into a pipe.
+                    if watch.is_some() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                         print_out("\x1b[H\x1b[2J");
                     }
                     print_out(&crate::status::render(&s));
@@ -534,6 +535,19 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 
 pub fn error_line(e: &dyn std::error::Error) -> String {
     crate::error_chain(e)
+}
+
+/// An error as one JSON object (for `--json`): the message with its cause
+/// chain, its class and the exit code that goes with it.
+pub fn error_json(e: &CliError) -> String {
+    let code = e.exit_code();
+    let kind = match code {
+        exit::USAGE => "usage",
+        exit::REFUSED => "refused",
+        exit::UNAVAILABLE => "unavailable",
+        _ => "failed",
+    };
+    serde_json::json!({ "schema_version": crate::inventory::SCHEMA_VERSION, "error": error_line(e), "kind": kind, "exit_code": code }).to_string()
 }
 
 fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
