@@ -81,8 +81,13 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The host path of a domain's journal.
+fn file(key: &str) -> String {
+    format!("{DIR}/{key}.json")
+}
+
 fn path(host: &Host, key: &str) -> Result<PathBuf, JournalError> {
-    Ok(host.path(&format!("{DIR}/{key}.json"))?)
+    Ok(host.path(&file(key))?)
 }
 
 pub fn load(host: &Host, key: &str) -> Result<Option<Journal>, JournalError> {
@@ -98,11 +103,11 @@ pub fn load(host: &Host, key: &str) -> Result<Option<Journal>, JournalError> {
 pub fn save(host: &Host, key: &str, j: &mut Journal) -> Result<(), JournalError> {
     j.updated = now();
     let text = serde_json::to_string_pretty(j).unwrap_or_default();
-    Ok(host.write_state(&format!("{DIR}/{key}.json"), text.as_bytes(), 0o600)?)
+    Ok(host.write_state(&file(key), text.as_bytes(), 0o600)?)
 }
 
 pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {
-    host.remove_state(&format!("{DIR}/{key}.json"))?;
+    host.remove_state(&file(key))?;
     Ok(())
 }
 

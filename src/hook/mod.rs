@@ -325,12 +325,7 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
         }
     }
     if !errors.is_empty() {
-        let problems = undo(host, &j);
-        errors.extend(problems.into_iter().map(|p| format!("rollback: {p}")));
-        if journal::delete(host, &key).is_err() {
-            errors.push("the journal could not be removed; `vgpuctl gc` will".into());
-        }
-        let msg = errors.join("\n");
+        let msg = abandon(host, &key, &j, errors);
         return Err(if no_room { HookError::NoRoom(msg) } else { HookError::Failed(msg) });
     }
     if j.entries.is_empty() {
@@ -339,15 +334,20 @@ pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
         j.state = State::Prepared;
         if let Err(e) = journal::save(host, &key, &mut j) {
             // Not recorded as prepared: the start fails, so nothing it made may stay.
-            let mut errors = vec![crate::error_chain(&e)];
-            errors.extend(undo(host, &j).into_iter().map(|p| format!("rollback: {p}")));
-            if journal::delete(host, &key).is_err() {
-                errors.push("the journal could not be removed; `vgpuctl gc` will".into());
-            }
-            return Err(HookError::Failed(errors.join("\n")));
+            return Err(HookError::Failed(abandon(host, &key, &j, vec![crate::error_chain(&e)])));
         }
     }
     Ok(actions)
+}
+
+/// A failed start: frees what it made and drops its journal. Returns the
+/// message: the failure, then what the rollback could not do.
+fn abandon(host: &Host, key: &str, j: &Journal, mut errors: Vec<String>) -> String {
+    errors.extend(undo(host, j).into_iter().map(|p| format!("rollback: {p}")));
+    if journal::delete(host, key).is_err() {
+        errors.push("the journal could not be removed; `vgpuctl gc` will".into());
+    }
+    errors.join("\n")
 }
 
 pub fn release(host: &Host, d: &DomainGpus) -> Result<(), HookError> {
