@@ -174,23 +174,28 @@ pub struct MigRoom {
 }
 
 /// Everything one status read saw: the report, the per-GPU vGPU views it was
-/// built from (the same `types` and `explain` use), and MIG room per GPU.
+/// built from (the same `types` and `explain` use), and, when asked for, MIG
+/// room per GPU.
 /// `vgpuctl metrics` renders this, so it never answers a question
 /// differently from `status`, `types` or `explain`.
 #[derive(Debug, Clone)]
 pub struct Collected {
     pub status: Status,
     pub views: Vec<view::GpuView>,
+    /// Empty unless `collect` was asked for MIG room.
     pub mig: Vec<MigRoom>,
     pub nvidia_driver: Option<String>,
     pub uuids: HashMap<PciAddress, String>,
 }
 
 pub fn status(host: &Host) -> HostResult<Status> {
-    Ok(collect(host)?.status)
+    Ok(collect(host, false)?.status)
 }
 
-pub fn collect(host: &Host) -> HostResult<Collected> {
+/// With `mig_room`, each MIG GPU's profile table is read as well (what
+/// `metrics` reports as room; through nvidia-smi that is two more runs per
+/// GPU, which `status` does not need).
+pub fn collect(host: &Host, mig_room: bool) -> HostResult<Collected> {
     // First, so the inventory below reads the same (sampled) snapshot: one helper run.
     let nvml = crate::nvml::snapshot_sampled(host).ok().flatten();
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
@@ -242,8 +247,10 @@ pub fn collect(host: &Host) -> HostResult<Collected> {
         if mig_on {
             if let Some(b) = &mig {
                 let instances = b.instances(g.address).unwrap_or_default();
-                if let Ok(table) = b.profiles(g.address) {
-                    rooms.push(MigRoom { gpu: g.address, table, layout: crate::mig::backend::layout(&instances) });
+                if mig_room {
+                    if let Ok(table) = b.profiles(g.address) {
+                        rooms.push(MigRoom { gpu: g.address, table, layout: crate::mig::backend::layout(&instances) });
+                    }
                 }
                 for i in instances {
                     let key = format!("{}/gi{}", g.address, i.gi);

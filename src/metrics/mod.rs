@@ -44,7 +44,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Reads the host once and renders every metric.
 pub fn gather(host: &Host) -> Result<String, MetricsError> {
     let t0 = Instant::now();
-    let c = crate::status::collect(host)?;
+    let c = crate::status::collect(host, true)?;
     let hook = crate::hook::counters::load(host)?;
     let mut e = render(&c, &hook);
     e.family("vgpuctl_collect_duration_seconds", "How long reading the host for these metrics took.", Kind::Gauge).sample(&[], t0.elapsed().as_secs_f64());
