@@ -38,23 +38,21 @@ impl CliError {
             CliError::Metrics(e) => e,
             CliError::Serve(e) => e,
         };
-        let mut cur = Some(inner);
-        while let Some(e) = cur {
-            if let Some(code) = class(e) {
-                return code;
-            }
-            cur = e.source();
-        }
-        exit::FAILED
+        chain(inner)
     }
 }
 
 /// The exit code for any error of the library (the helpers use it too, so
 /// `vgpuctl vm define` answers with the same table as every other command).
 pub fn of(e: &(dyn Error + 'static)) -> i32 {
-    if let Some(c) = e.downcast_ref::<CliError>() {
-        return c.exit_code();
+    match e.downcast_ref::<CliError>() {
+        Some(c) => c.exit_code(),
+        None => chain(e),
     }
+}
+
+/// The first classified error along the source chain; 1 when none is.
+fn chain(e: &(dyn Error + 'static)) -> i32 {
     let mut cur = Some(e);
     while let Some(x) = cur {
         if let Some(code) = class(x) {
