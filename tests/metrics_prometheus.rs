@@ -59,10 +59,7 @@ fn test_promtool_accepts_every_profile_real_captures_and_the_alert_rules() {
     }
     for cap in [&common::replay::H100, &common::replay::H200] {
         for backend in ["nvml", "nvidia-smi"] {
-            let dir = common::sim::tempdir();
-            let (root, smi) = common::replay::host(dir.path(), cap);
-            let helper = common::replay::nvml_helper(dir.path(), cap.snapshot);
-            let o = common::replay::vgpuctl(&root, &smi, &helper, backend, &["metrics"]);
+            let o = common::replay::run_on(cap, backend, &["metrics"]);
             assert!(o.status.success());
             promtool_check_metrics(&String::from_utf8_lossy(&o.stdout), &format!("{} through {backend}", cap.name));
         }

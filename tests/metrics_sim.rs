@@ -197,10 +197,7 @@ fn test_textfile_lands_where_node_exporter_reads_and_bad_paths_are_refused() {
 fn test_metrics_of_replayed_real_cards() {
     for cap in [&common::replay::H100, &common::replay::H200] {
         for backend in ["nvml", "nvidia-smi"] {
-            let dir = common::sim::tempdir();
-            let (root, smi) = common::replay::host(dir.path(), cap);
-            let helper = common::replay::nvml_helper(dir.path(), cap.snapshot);
-            let o = common::replay::vgpuctl(&root, &smi, &helper, backend, &["metrics"]);
+            let o = common::replay::run_on(cap, backend, &["metrics"]);
             assert!(o.status.success(), "{} {backend}: {}", cap.name, String::from_utf8_lossy(&o.stderr));
             let m = parse(&String::from_utf8_lossy(&o.stdout));
             let snap: serde_json::Value = serde_json::from_str(cap.snapshot).unwrap();

@@ -108,6 +108,15 @@ pub fn vgpuctl(root: &Path, smi: &Path, helper: &Path, backend: &str, args: &[&s
         .unwrap()
 }
 
+/// Runs vgpuctl once on a fresh replay of `cap` (its own root, fake
+/// nvidia-smi and fake NVML helper) through `backend`.
+pub fn run_on(cap: &Capture, backend: &str, args: &[&str]) -> std::process::Output {
+    let dir = super::sim::tempdir();
+    let (root, smi) = host(dir.path(), cap);
+    let helper = nvml_helper(dir.path(), cap.snapshot);
+    vgpuctl(&root, &smi, &helper, backend, args)
+}
+
 /// A fake vgpuctl-nvml printing `snapshot` (logging its arguments to `dir/helper.log`).
 pub fn nvml_helper(dir: &Path, snapshot: &str) -> PathBuf {
     let snap = dir.join("snapshot.json");
