@@ -128,42 +128,54 @@ fn gpus(e: &mut Exposition, c: &Collected) {
     }
 }
 
+/// One vGPU type on one GPU: how many exist, how many more fit (`None`
+/// when the GPU no longer offers the type it holds).
+struct TypeRow<'a> {
+    gpu: String,
+    name: &'a str,
+    kind: &'static str,
+    held: u32,
+    creatable: Option<u32>,
+}
+
 fn vgpu_types(e: &mut Exposition, c: &Collected) {
+    use crate::vgpu::typename::VgpuTypeName;
     // Every type a GPU offers gets both series (0 when none exist), so
     // `sum by (type)` over hosts is the fleet's capacity and usage.
-    let mut rows: Vec<(String, String, &'static str, u32, Option<u32>)> = Vec::new();
+    let mut rows: Vec<TypeRow> = Vec::new();
     for v in &c.views {
         let gpu = v.gpu.to_string();
         for t in &v.types {
-            let held = match t.name.parse::<crate::vgpu::typename::VgpuTypeName>() {
+            let held = match t.name.parse::<VgpuTypeName>() {
                 Ok(parsed) => v.count_of(&parsed),
                 Err(_) => v.vgpus.iter().filter(|x| x.type_name.as_deref() == Some(t.name.as_str())).count() as u32,
             };
-            rows.push((gpu.clone(), t.name.clone(), kind_label(t.kind), held, Some(t.creatable)));
+            rows.push(TypeRow { gpu: gpu.clone(), name: &t.name, kind: kind_label(t.kind), held, creatable: Some(t.creatable) });
         }
         // Types in use that the GPU no longer offers (it is full, or in another mode).
+        let offered = |name: &str| v.types.iter().any(|t| t.name == name || t.name.parse::<VgpuTypeName>().is_ok_and(|p| p.matches(name)));
+        let mut listed: Vec<Option<&str>> = Vec::new();
         for x in &v.vgpus {
-            let name = x.type_name.clone().unwrap_or_else(|| "unknown".into());
-            let offered = |r: &(String, String, &'static str, u32, Option<u32>)| {
-                r.0 == gpu && (r.1 == name || r.1.parse::<crate::vgpu::typename::VgpuTypeName>().is_ok_and(|t| t.matches(&name)))
-            };
-            if !rows.iter().any(offered) {
-                let held = v.vgpus.iter().filter(|y| y.type_name.clone().unwrap_or_else(|| "unknown".into()) == name).count() as u32;
-                rows.push((gpu.clone(), name, kind_label(x.kind), held, None));
+            let name = x.type_name.as_deref();
+            if offered(name.unwrap_or("unknown")) || listed.contains(&name) {
+                continue;
             }
+            listed.push(name);
+            let held = v.vgpus.iter().filter(|y| y.type_name.as_deref() == name).count() as u32;
+            rows.push(TypeRow { gpu: gpu.clone(), name: name.unwrap_or("unknown"), kind: kind_label(x.kind), held, creatable: None });
         }
     }
     let f = e.family("vgpuctl_vgpu_instances", "vGPUs that exist, per GPU, vGPU type and kind (time-sliced or mig-backed).", Kind::Gauge);
-    for (gpu, t, k, held, _) in &rows {
-        f.sample(&[("gpu", gpu), ("type", t), ("kind", k)], f64::from(*held));
+    for r in &rows {
+        f.sample(&[("gpu", &r.gpu), ("type", r.name), ("kind", r.kind)], f64::from(r.held));
     }
     let f = e.family(
         "vgpuctl_vgpu_creatable",
         "How many more vGPUs of this type can be created on this GPU now: the number `vgpuctl types` and `explain` give.",
         Kind::Gauge,
     );
-    for (gpu, t, k, _, creatable) in &rows {
-        f.sample_opt(&[("gpu", gpu), ("type", t), ("kind", k)], creatable.map(f64::from));
+    for r in &rows {
+        f.sample_opt(&[("gpu", &r.gpu), ("type", r.name), ("kind", r.kind)], r.creatable.map(f64::from));
     }
 }
 
