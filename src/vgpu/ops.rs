@@ -192,10 +192,13 @@ pub fn sweep_made_gis(host: &Host) -> Result<Vec<(String, String)>, crate::mig::
 /// Makes a GPU instance for a MIG-backed type where the planner says, with
 /// the intent in the ledger first; `Ok(None)` when no GPU can take one.
 pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Result<Option<(PciAddress, u32)>, VgpuError> {
-    let Some((gpu, p, start)) = gi_placement(host, views, t, only) else { return Ok(None) };
+    // One backend for the placement, the create and a rollback: it reads
+    // the driver once and keeps what it changed.
+    let Ok(b) = crate::mig::backend::backend(host) else { return Ok(None) };
+    let Some((gpu, p, start)) = gi_placement(host, &*b, views, t, only) else { return Ok(None) };
     use crate::mig::backend::ledger;
     ledger::intend(host, gpu, p.id, start)?;
-    let made = crate::mig::backend::backend(host).and_then(|b| b.create(gpu, &p, start));
+    let made = b.create(gpu, &p, start);
     let gi = match made {
         Ok(gi) => gi,
         Err(e) => {
@@ -207,7 +210,7 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
     if let Err(e) = ledger::settle(host, gpu, p.id, start, Some(gi)) {
         // Not kept without its id on record: destroyed, and the intent
         // dropped (should that fail too, gc resolves it by profile and start).
-        match crate::mig::backend::backend(host).and_then(|b| b.destroy(gpu, gi)) {
+        match b.destroy(gpu, gi) {
             Ok(()) => {
                 if let Err(x) = ledger::settle(host, gpu, p.id, start, None) {
                     tracing::warn!(%gpu, "{x}");
@@ -222,9 +225,14 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
 }
 
 /// Where the planner would put a GPU instance for a MIG-backed type.
-fn gi_placement(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
+fn gi_placement(
+    host: &Host,
+    b: &dyn crate::mig::backend::MigBackend,
+    views: &[GpuView],
+    t: &VgpuTypeName,
+    only: Option<PciAddress>,
+) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
     let profile = t.mig_profile()?;
-    let b = crate::mig::backend::backend(host).ok()?;
     let gpus: Vec<&GpuView> = views
         .iter()
         .filter(|v| only.is_none_or(|g| g == v.gpu) && v.mig_enabled() && v.model.as_deref() == Some(t.model.as_str()))
