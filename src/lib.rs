@@ -5,6 +5,7 @@
 //! See docs/architecture.md.
 
 pub mod apply;
+pub mod binary;
 pub mod cli;
 pub mod hook;
 pub mod host;
@@ -24,6 +25,7 @@ pub mod sriov;
 pub mod status;
 pub mod types;
 pub mod units;
+pub mod version;
 pub mod vfio;
 pub mod vgpu;
 

@@ -20,6 +20,16 @@ fn main() {
         };
         std::process::exit(code);
     }
+    // `--version` also checks the helpers this vgpuctl would run.
+    if let Some(json) = version_request(&args) {
+        let report = vgpuctl::version::report(&vgpuctl::host::CommandRunner::from_env());
+        if json {
+            println!("{}", serde_json::json!({ "schema_version": vgpuctl::inventory::SCHEMA_VERSION, "version": report }));
+        } else {
+            print!("{}", vgpuctl::version::render(&report));
+        }
+        std::process::exit(exit::OK);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -63,6 +73,16 @@ fn init_logging(verbose: u8) {
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().with_ansi(ansi).init();
+}
+
+/// `vgpuctl --version|-V [--json]`: Some(json).
+fn version_request(args: &[String]) -> Option<bool> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match rest.as_slice() {
+        ["--version" | "-V"] => Some(false),
+        ["--version" | "-V", "--json"] | ["--json", "--version" | "-V"] => Some(true),
+        _ => None,
+    }
 }
 
 /// `vgpuctl hook qemu ARGS…`, or the binary installed (symlinked) as a

@@ -1,5 +1,6 @@
 //! The systemd units shipped in `systemd/`, installed by `vgpuctl install-units`.
 
+use crate::binary::{self, BinaryError};
 use crate::host::{Host, HostError};
 
 pub const UNITS: &[(&str, &str)] = &[
@@ -7,30 +8,24 @@ pub const UNITS: &[(&str, &str)] = &[
     ("vgpuctl-apply.service", include_str!("../systemd/vgpuctl-apply.service")),
     ("vgpuctl-metrics.service", include_str!("../systemd/vgpuctl-metrics.service")),
     ("vgpuctl-metrics.timer", include_str!("../systemd/vgpuctl-metrics.timer")),
+    ("vgpuctl-gc.service", include_str!("../systemd/vgpuctl-gc.service")),
+    ("vgpuctl-gc.timer", include_str!("../systemd/vgpuctl-gc.timer")),
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
-    #[error("the binary path {0:?} must be absolute and contain no spaces, quotes or '%' (systemd would misread it)")]
-    BadBinary(String),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
     #[error("the unit directory {0:?} must be an absolute path without '..'")]
     BadDir(String),
     #[error(transparent)]
     Host(#[from] HostError),
 }
 
-/// A binary path that unit files and hook scripts can hold verbatim:
-/// absolute, no whitespace, quotes, `$`, backquotes or backslashes.
-pub fn valid_binary_path(p: &str) -> bool {
-    p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '$' | '`' | '\\'))
-}
-
 /// Writes every unit into `unit_dir` (below the host root) atomically, with
 /// `@VGPUCTL@` replaced by `binary`. Returns the written paths.
 pub fn install(host: &Host, unit_dir: &str, binary: &str) -> Result<Vec<String>, UnitError> {
-    if !valid_binary_path(binary) || binary.contains('%') {
-        return Err(UnitError::BadBinary(binary.to_string()));
-    }
+    binary::check(host, binary)?;
     if !unit_dir.starts_with('/') || unit_dir.split('/').any(|c| c == "..") {
         return Err(UnitError::BadDir(unit_dir.to_string()));
     }
@@ -53,6 +48,9 @@ mod tests {
     fn test_install_units_substitutes_binary_and_refuses_odd_paths() {
         let d = tempfile::tempdir().unwrap();
         let h = Host::at_root(d.path()).unwrap();
+        // The units run a vgpuctl binary: a file with vgpuctl's marker.
+        std::fs::create_dir_all(d.path().join("usr/local/bin")).unwrap();
+        std::fs::write(d.path().join("usr/local/bin/vgpuctl"), crate::binary::MARKER).unwrap();
         let w = install(&h, "/etc/systemd/system", "/usr/local/bin/vgpuctl").unwrap();
         assert_eq!(
             w,
@@ -60,7 +58,9 @@ mod tests {
                 "/etc/systemd/system/vgpuctl-mdev-restore.service",
                 "/etc/systemd/system/vgpuctl-apply.service",
                 "/etc/systemd/system/vgpuctl-metrics.service",
-                "/etc/systemd/system/vgpuctl-metrics.timer"
+                "/etc/systemd/system/vgpuctl-metrics.timer",
+                "/etc/systemd/system/vgpuctl-gc.service",
+                "/etc/systemd/system/vgpuctl-gc.timer"
             ]
         );
         let metrics = std::fs::read_to_string(d.path().join("etc/systemd/system/vgpuctl-metrics.service")).unwrap();

@@ -29,6 +29,7 @@ fn test_each_failure_class_has_its_code_in_every_command_family() {
     let p = SimHost::new("passthrough");
     let no_helper = [("VGPUCTL_LIBVIRT_HELPER", "/nonexistent/vgpuctl-libvirt")];
     let eio = [("VGPUCTL_FAULT", "write:1:EIO")];
+    h.place_vgpuctl("/usr/bin/vgpuctl");
     let cases: Vec<Case> = vec![
         // 64: the command line is wrong.
         (&h, vec!["vgpu", "create", "--type", "H100-20X"], &[], 64),
@@ -37,6 +38,7 @@ fn test_each_failure_class_has_its_code_in_every_command_family() {
         (&p, vec!["passthrough", "check", "not-an-address"], &[], 64),
         (&h, vec!["metrics", "--listen", "0.0.0.0:0"], &[], 64),
         (&h, vec!["hook", "install", "--binary", "relative/vgpuctl"], &[], 64),
+        (&h, vec!["hook", "install", "--binary", "/usr/bin/not-vgpuctl"], &[], 64),
         // 3: the host as it is now does not allow it.
         (&h, vec!["vgpu", "create", "--type", "H100-20C"], &[], 3), // no VFs enabled yet
         (&t, vec!["mdev", "create", "--parent", "0000:99:00.0", "--type", "T4-4Q"], &[], 3),

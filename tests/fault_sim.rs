@@ -156,10 +156,12 @@ fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
 #[test]
 fn test_state_writes_fail_whole_and_leave_no_temporary_files() {
     let h = SimHost::new("t4x2-mdev");
+    h.place_vgpuctl("/usr/bin/vgpuctl");
     let stray = |h: &SimHost| -> Vec<String> {
         h.snapshot().into_iter().map(|(p, _)| p).filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))).collect()
     };
-    let units = ["vgpuctl-mdev-restore.service", "vgpuctl-apply.service", "vgpuctl-metrics.service", "vgpuctl-metrics.timer"];
+    let units =
+        ["vgpuctl-mdev-restore.service", "vgpuctl-apply.service", "vgpuctl-metrics.service", "vgpuctl-metrics.timer", "vgpuctl-gc.service", "vgpuctl-gc.timer"];
     for n in 1..=units.len() {
         let o = h.cmd().args(["install-units", "--binary", "/usr/bin/vgpuctl"]).env("VGPUCTL_FAULT", format!("write:{n}:ENOSPC")).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "unit write {n}");

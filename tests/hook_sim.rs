@@ -167,14 +167,17 @@ fn test_install_chains_with_an_existing_hook_and_uninstall_keeps_it() {
     let hooks = h.path("/etc/libvirt/hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     std::fs::write(hooks.join("qemu"), "#!/bin/sh\n# the admin's own hook\n").unwrap();
+    h.place_vgpuctl("/usr/local/bin/vgpuctl");
     let out = h.ok(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl"]);
     assert!(out.contains("qemu.d/vgpuctl") && out.contains("restart"), "{out}");
     assert_eq!(std::fs::read_link(hooks.join("qemu.d/vgpuctl")).unwrap().to_str(), Some("/usr/local/bin/vgpuctl"));
     assert!(std::fs::read_to_string(hooks.join("qemu")).unwrap().contains("admin's own hook"));
-    // Reinstalling as a script replaces our own entry.
+    // Reinstalling as a script replaces our own entry; the script says it is vgpuctl's.
+    h.place_vgpuctl("/opt/vgpuctl/bin/vgpuctl");
     h.ok(&["hook", "install", "--binary", "/opt/vgpuctl/bin/vgpuctl", "--script"]);
     let script = std::fs::read_to_string(hooks.join("qemu.d/vgpuctl")).unwrap();
     assert!(script.contains("exec /opt/vgpuctl/bin/vgpuctl hook qemu \"$@\""), "{script}");
+    assert!(script.contains("# vgpuctl-hook: "), "{script}");
     // A foreign file of the same name is never replaced.
     std::fs::write(hooks.join("qemu.d/vgpuctl"), "#!/bin/sh\nsomething else\n").unwrap();
     let e = h.fails(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl"], 3);
@@ -186,6 +189,66 @@ fn test_install_chains_with_an_existing_hook_and_uninstall_keeps_it() {
     assert!(!hooks.join("qemu.d/vgpuctl").exists());
     assert!(hooks.join("qemu").exists());
     h.fails(&["hook", "install", "--binary", "relative/vgpuctl"], 64);
+    // The hook only ever runs a vgpuctl binary: a typo or another program is refused.
+    let e = h.fails(&["hook", "install", "--binary", "/usr/local/bin/vgpuctl-typo"], 64);
+    assert!(e.contains("/usr/local/bin/vgpuctl-typo is not a vgpuctl binary"), "{e}");
+    std::fs::write(h.path("/usr/local/bin/other"), "#!/bin/sh\n").unwrap();
+    h.fails(&["hook", "install", "--binary", "/usr/local/bin/other"], 64);
+    assert!(hooks.join("qemu.d/vgpuctl").symlink_metadata().is_err(), "nothing installed by a refused install");
+}
+
+#[test]
+fn test_hook_ownership_does_not_depend_on_the_binary_name() {
+    let h = SimHost::new("passthrough");
+    let entry = h.path("/etc/libvirt/hooks/qemu.d/vgpuctl");
+    // A versioned file name, as a package or an admin's /opt layout has it.
+    h.place_vgpuctl("/opt/gpu/bin/gpuctl-1.4.2");
+    h.ok(&["hook", "install", "--binary", "/opt/gpu/bin/gpuctl-1.4.2"]);
+    assert_eq!(std::fs::read_link(&entry).unwrap().to_str(), Some("/opt/gpu/bin/gpuctl-1.4.2"));
+    // Replaced by a re-install pointing elsewhere, and removed by uninstall.
+    h.place_vgpuctl("/usr/bin/vgpuctl");
+    h.ok(&["hook", "install", "--binary", "/usr/bin/vgpuctl"]);
+    assert_eq!(std::fs::read_link(&entry).unwrap().to_str(), Some("/usr/bin/vgpuctl"));
+    let out = h.ok(&["hook", "uninstall"]);
+    assert!(out.contains("removed vgpuctl's hook"), "{out}");
+    assert!(entry.symlink_metadata().is_err());
+    // A link named like vgpuctl but to another program is not ours, whatever the target's name.
+    std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+    std::fs::write(h.path("/usr/bin/vgpuctl-lookalike"), "#!/bin/sh\nexec something\n").unwrap();
+    std::os::unix::fs::symlink("/usr/bin/vgpuctl-lookalike", &entry).unwrap();
+    let e = h.fails(&["hook", "uninstall"], 3);
+    assert!(e.contains("is not vgpuctl's"), "{e}");
+    h.fails(&["hook", "install", "--binary", "/usr/bin/vgpuctl"], 3);
+    // A link whose target is gone runs nothing: it is replaced.
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink("/tmp/cargo-build-1234/vgpuctl", &entry).unwrap();
+    h.ok(&["hook", "install", "--binary", "/usr/bin/vgpuctl"]);
+    assert_eq!(std::fs::read_link(&entry).unwrap().to_str(), Some("/usr/bin/vgpuctl"));
+}
+
+#[test]
+fn test_install_without_binary_refuses_a_build_tree() {
+    // The vgpuctl under test runs from target/: the hook would point into it.
+    let h = SimHost::new("passthrough");
+    let e = h.fails(&["hook", "install"], 64);
+    assert!(e.contains("runs from a build tree") && e.contains("--binary"), "{e}");
+    let e = h.fails(&["install-units"], 64);
+    assert!(e.contains("runs from a build tree"), "{e}");
+    assert!(h.path("/etc/libvirt/hooks/qemu.d/vgpuctl").symlink_metadata().is_err());
+    // Started as an installed copy (by PATH), that path is what the hook runs, symlinks kept.
+    let d = common::sim::tempdir();
+    let real = d.path().join("opt/vgpuctl-0.1.0/vgpuctl");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_vgpuctl"), &real).unwrap();
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(&real, bin.join("vgpuctl")).unwrap();
+    let o =
+        Command::new("vgpuctl").args(["install-units", "--unit-dir", "/etc/systemd/system"]).env("PATH", &bin).env("VGPUCTL_ROOT", d.path()).output().unwrap();
+    // The root is the temp dir, where that path does not exist as a vgpuctl: refused by name.
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{e}");
+    assert!(e.contains(&format!("{} is not a vgpuctl binary", bin.join("vgpuctl").display())), "{e}");
 }
 
 #[test]
@@ -263,4 +326,18 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
     assert_eq!(h.hook(&["m", "release", "end", "-"], &xml).0, 0);
     assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]), "release frees the instances it made");
+}
+
+#[test]
+fn test_a_relative_hook_link_is_judged_by_what_it_points_to() {
+    let h = SimHost::new("passthrough");
+    let entry = h.path("/etc/libvirt/hooks/qemu.d/vgpuctl");
+    std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+    h.place_vgpuctl("/usr/bin/vgpuctl");
+    std::fs::write(h.path("/usr/bin/other"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("../../../../usr/bin/other", &entry).unwrap();
+    h.fails(&["hook", "uninstall"], 3);
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink("../../../../usr/bin/vgpuctl", &entry).unwrap();
+    h.ok(&["hook", "uninstall"]);
 }

@@ -337,6 +337,11 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
 }
 
 fn main() -> ExitCode {
+    // What `vgpuctl --version` compares with its own line.
+    if std::env::args().nth(1).is_some_and(|a| a == "--version" || a == "-V") {
+        println!("{}", vgpuctl::version::line("vgpuctl-libvirt"));
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

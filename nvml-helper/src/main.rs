@@ -27,7 +27,7 @@ use vgpuctl::nvml::{
 };
 
 const USAGE: &str = "usage: vgpuctl-nvml snapshot [--sample-ms N]\n\
-    Prints one JSON snapshot of what NVML reports (read-only).\n\
+    Prints one JSON snapshot of what NVML reports (read-only). --version: which build.\n\
     --sample-ms N  window for GPU-instance utilization (GPM), default 100, 0 skips it\n\
     exit 0: snapshot printed; 3: NVML not usable here; 2: bad arguments; 1: other failure";
 
@@ -36,6 +36,11 @@ fn main() -> ExitCode {
     let mut sample_ms: u64 = 100;
     match args.first().map(String::as_str) {
         Some("snapshot") => {}
+        // What `vgpuctl --version` compares with its own line.
+        Some("-V" | "--version") => {
+            println!("{}", vgpuctl::version::line("vgpuctl-nvml"));
+            return ExitCode::SUCCESS;
+        }
         Some("-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

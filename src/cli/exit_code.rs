@@ -63,6 +63,14 @@ fn chain(e: &(dyn Error + 'static)) -> i32 {
     exit::FAILED
 }
 
+/// A binary the hook or the units cannot run: the command line named it wrong.
+fn binary_class(b: &crate::binary::BinaryError) -> Option<i32> {
+    match b {
+        crate::binary::BinaryError::Host(h) => class(h),
+        _ => Some(exit::USAGE),
+    }
+}
+
 /// The class of one error value, looking through the transparent wrappers
 /// (whose `source()` skips the wrapped value).
 fn class(e: &(dyn Error + 'static)) -> Option<i32> {
@@ -201,14 +209,15 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
         use crate::hook::install::InstallError as I;
         return match i {
             I::Foreign { .. } => R,
-            I::BadBinary(_) => Some(exit::USAGE),
+            I::Binary(b) => binary_class(b),
             I::Host(h) => class(h),
         };
     }
     if let Some(u) = e.downcast_ref::<crate::units::UnitError>() {
         use crate::units::UnitError as N;
         return match u {
-            N::BadBinary(_) | N::BadDir(_) => Some(exit::USAGE),
+            N::Binary(b) => binary_class(b),
+            N::BadDir(_) => Some(exit::USAGE),
             N::Host(h) => class(h),
         };
     }

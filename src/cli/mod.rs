@@ -35,7 +35,7 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "vgpuctl", version, about = "Give NVIDIA GPUs to KVM virtual machines: passthrough, time-sliced vGPU and MIG-backed vGPU")]
+#[command(name = "vgpuctl", version = crate::version::SHORT, about = "Give NVIDIA GPUs to KVM virtual machines: passthrough, time-sliced vGPU and MIG-backed vGPU")]
 pub struct Cli {
     /// Read and write the host under this directory instead of / (a simulated
     /// host from `vgpuctl sim create`, or a test tree).
@@ -148,9 +148,9 @@ pub enum Command {
         /// Where unit files go (below --root).
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: String,
-        /// The vgpuctl binary the units run.
-        #[arg(long, default_value = "/usr/local/bin/vgpuctl")]
-        binary: String,
+        /// The vgpuctl binary the units run (default: this one, by the path it was started as; refused from a cargo build tree).
+        #[arg(long)]
+        binary: Option<String>,
     },
     /// Simulated hosts for demos, tests and planning.
     #[command(subcommand)]
@@ -214,7 +214,7 @@ pub enum HookCommand {
     Install {
         #[arg(long, default_value = "/etc/libvirt/hooks")]
         hooks_dir: String,
-        /// The vgpuctl binary the hook runs (default: this one).
+        /// The vgpuctl binary the hook runs (default: this one, by the path it was started as; refused from a cargo build tree).
         #[arg(long)]
         binary: Option<String>,
         /// Install the shell script hooks/qemu instead of a symlink to the binary.
@@ -516,12 +516,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::InstallUnits { unit_dir, binary } => {
             let host = open_host(&cli)?;
-            let written = crate::units::install(&host, unit_dir, binary)?;
+            let binary = crate::binary::chosen(binary.as_deref()).map_err(crate::units::UnitError::from)?;
+            let written = crate::units::install(&host, unit_dir, &binary)?;
             let mut text = String::new();
             for w in &written {
                 text.push_str(&format!("wrote {w}\n"));
             }
-            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-apply.service (host config) or vgpuctl-mdev-restore.service (mdev definitions only); systemctl enable --now vgpuctl-metrics.timer for Prometheus (node_exporter textfile)\n");
+            text.push_str("Now run: systemctl daemon-reload && systemctl enable vgpuctl-apply.service (host config) or vgpuctl-mdev-restore.service (mdev definitions only); systemctl enable --now vgpuctl-gc.timer (frees leftovers of crashed VM starts); systemctl enable --now vgpuctl-metrics.timer for Prometheus (node_exporter textfile)\n");
             print_out(&text);
         }
         Command::Demo { profile, dir } => demo(profile, dir.as_deref())?,
@@ -641,12 +642,7 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         HookCommand::Install { hooks_dir, binary, script } => {
-            let bin = match binary {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .map_err(|e| CliError::Failed(format!("cannot tell where this binary is ({e}); pass --binary")))?,
-            };
+            let bin = crate::binary::chosen(binary.as_deref()).map_err(crate::hook::install::InstallError::from)?;
             let r = crate::hook::install::install(host, hooks_dir, &bin, *script)?;
             print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
             Ok(exit::OK)

@@ -164,19 +164,6 @@ pub enum VmCommand {
     Libvirt(Vec<String>),
 }
 
-/// The libvirt helper: `VGPUCTL_LIBVIRT_HELPER`, else `vgpuctl-libvirt`
-/// beside this binary, else on PATH.
-fn helper() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VGPUCTL_LIBVIRT_HELPER").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let beside = std::env::current_exe().ok()?.with_file_name("vgpuctl-libvirt");
-    if beside.is_file() {
-        return Some(beside);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("vgpuctl-libvirt")).find(|p| p.is_file())
-}
-
 fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, CliError> {
     use std::os::unix::process::CommandExt;
     const KNOWN: &[&str] = &["define", "attach", "detach", "show"];
@@ -186,10 +173,10 @@ fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, C
             args.first().map(String::as_str).unwrap_or("")
         )));
     }
-    let Some(h) = helper() else {
-        return Err(CliError::Unavailable(
-            "vgpuctl-libvirt is not installed (build libvirt-helper/ and put it beside vgpuctl, or set VGPUCTL_LIBVIRT_HELPER)".into(),
-        ));
+    // Found where every helper is: VGPUCTL_LIBVIRT_HELPER, beside vgpuctl,
+    // the package's libexec folder, PATH.
+    let Some(h) = crate::host::CommandRunner::from_env().locate(crate::host::Tool::LibvirtHelper) else {
+        return Err(CliError::Unavailable(format!("vgpuctl-libvirt is not installed ({})", crate::host::HELPER_HINT)));
     };
     let mut c = std::process::Command::new(&h);
     c.args(args);

@@ -3,23 +3,29 @@
 //! /etc/libvirt/hooks/qemu and then every executable in
 //! /etc/libvirt/hooks/qemu.d/, so vgpuctl installs itself into qemu.d and
 //! leaves any admin's `qemu` script alone.
+//!
+//! Whether the entry there is vgpuctl's never depends on what the binary is
+//! called: a script carries the marker line, and a symlink is vgpuctl's when
+//! the file it points to is a vgpuctl binary (it carries `BINARY_MARKER`).
 
-use std::fs;
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::binary::{self, BinaryError};
 use crate::host::{Host, HostError};
 
 pub const ENTRY: &str = "vgpuctl";
 const SCRIPT: &str = include_str!("../../hooks/qemu");
+/// The line every hook script vgpuctl writes carries (hooks/qemu).
+pub const SCRIPT_MARKER: &str = "# vgpuctl-hook: ";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("{path} exists and is not vgpuctl's; remove or rename it first")]
     Foreign { path: String },
-    #[error("the binary path {0:?} must be absolute, without spaces or quotes")]
-    BadBinary(String),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
     #[error(transparent)]
     Host(#[from] HostError),
 }
@@ -33,10 +39,25 @@ pub struct Installed {
 
 const RESTART: &str = "libvirtd notices new hook files only when it starts: restart it once (systemctl restart libvirtd, or virtqemud on modular daemons)";
 
-fn is_ours(p: &Path) -> bool {
-    match fs::read_link(p) {
-        Ok(t) => t.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vgpuctl")),
-        Err(_) => fs::read_to_string(p).is_ok_and(|s| s.contains("vgpuctl hook qemu")),
+/// Whether the entry at `shown` (a host path) is vgpuctl's hook.
+fn is_ours(host: &Host, shown: &str) -> Result<bool, HostError> {
+    match host.read_link(shown) {
+        Ok(Some(target)) => {
+            // The target as the host sees it: absolute, or relative to qemu.d.
+            let target = if target.is_absolute() { target } else { Path::new(shown).parent().map(|d| d.join(&target)).unwrap_or(target) };
+            let target = binary::tidy(&target);
+            let Some(target) = target.to_str() else {
+                return Ok(false);
+            };
+            // A dangling link at vgpuctl's own entry runs nothing: replacing
+            // or removing it cannot break anyone's hook.
+            Ok(!host.exists(target) || binary::is_vgpuctl(host, target)?)
+        }
+        Ok(None) => Ok(false),
+        // Not a link: a script, vgpuctl's when it carries the marker line
+        // (or, from before the marker, runs `vgpuctl hook qemu`).
+        Err(HostError::Garbage { .. }) => Ok(host.file_contains(shown, SCRIPT_MARKER.as_bytes())? || host.file_contains(shown, b"vgpuctl hook qemu")?),
+        Err(e) => Err(e),
     }
 }
 
@@ -44,14 +65,12 @@ fn is_ours(p: &Path) -> bool {
 /// form: one static exec per hook call), or with `script` the shell script
 /// from hooks/qemu.
 pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Result<Installed, InstallError> {
-    if !crate::units::valid_binary_path(binary) {
-        return Err(InstallError::BadBinary(binary.to_string()));
-    }
+    binary::check(host, binary)?;
     let shown = format!("{}/qemu.d/{ENTRY}", hooks_dir.trim_end_matches('/'));
     let path = host.path(&shown)?;
     // Writes through the host layer (root-relative, fault points).
     if path.symlink_metadata().is_ok() {
-        if !is_ours(&path) {
+        if !is_ours(host, &shown)? {
             return Err(InstallError::Foreign { path: shown });
         }
         host.remove_state(&shown)?;
@@ -67,11 +86,11 @@ pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Resu
 
 pub fn uninstall(host: &Host, hooks_dir: &str) -> Result<bool, InstallError> {
     let shown = format!("{}/qemu.d/{ENTRY}", hooks_dir.trim_end_matches('/'));
-    let path = host.path(&format!("{hooks_dir}/qemu.d/{ENTRY}"))?;
+    let path = host.path(&shown)?;
     if path.symlink_metadata().is_err() {
         return Ok(false);
     }
-    if !is_ours(&path) {
+    if !is_ours(host, &shown)? {
         return Err(InstallError::Foreign { path: shown });
     }
     host.remove_state(&shown)?;

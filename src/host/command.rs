@@ -16,6 +16,8 @@ pub enum Tool {
     Mdevctl,
     /// vgpuctl's NVML helper (nvml-helper/), looked for beside vgpuctl first.
     NvmlHelper,
+    /// vgpuctl's libvirt helper (libvirt-helper/), found like the NVML one.
+    LibvirtHelper,
 }
 
 impl Tool {
@@ -24,6 +26,7 @@ impl Tool {
             Tool::NvidiaSmi => "nvidia-smi",
             Tool::Mdevctl => "mdevctl",
             Tool::NvmlHelper => "vgpuctl-nvml",
+            Tool::LibvirtHelper => "vgpuctl-libvirt",
         }
     }
 
@@ -32,9 +35,23 @@ impl Tool {
             Tool::NvidiaSmi => "VGPUCTL_NVIDIA_SMI",
             Tool::Mdevctl => "VGPUCTL_MDEVCTL",
             Tool::NvmlHelper => "VGPUCTL_NVML_HELPER",
+            Tool::LibvirtHelper => "VGPUCTL_LIBVIRT_HELPER",
         }
     }
+
+    /// vgpuctl's own helpers, which ship with it and are found without configuration.
+    pub fn is_helper(self) -> bool {
+        matches!(self, Tool::NvmlHelper | Tool::LibvirtHelper)
+    }
 }
+
+/// Where a package puts the helpers, relative to the folder vgpuctl is in:
+/// `/usr/bin/vgpuctl` finds `/usr/libexec/vgpuctl/vgpuctl-nvml`, and a
+/// `/usr/local` install its own `/usr/local/libexec/vgpuctl/`.
+pub const LIBEXEC_FROM_BIN: &str = "../libexec/vgpuctl";
+
+/// What to do about a missing helper, in every message that says so.
+pub const HELPER_HINT: &str = "install the vgpuctl package, which puts it in /usr/libexec/vgpuctl; from source, build libvirt-helper/ or nvml-helper/ and put the binary beside vgpuctl; or name it with VGPUCTL_LIBVIRT_HELPER / VGPUCTL_NVML_HELPER";
 
 #[derive(Debug, Clone)]
 pub struct CommandOutput {
@@ -54,6 +71,7 @@ pub struct CommandRunner {
     nvidia_smi: Option<PathBuf>,
     mdevctl: Option<PathBuf>,
     nvml_helper: Option<PathBuf>,
+    libvirt_helper: Option<PathBuf>,
     search_path: Option<std::ffi::OsString>,
     /// Where vgpuctl itself lives: its helpers are installed beside it.
     beside: Option<PathBuf>,
@@ -68,6 +86,7 @@ impl CommandRunner {
             nvidia_smi: get(Tool::NvidiaSmi),
             mdevctl: get(Tool::Mdevctl),
             nvml_helper: get(Tool::NvmlHelper),
+            libvirt_helper: get(Tool::LibvirtHelper),
             search_path: std::env::var_os("PATH"),
             beside: std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)),
         }
@@ -76,7 +95,7 @@ impl CommandRunner {
     /// A runner that finds nothing: for simulated hosts, whose NVIDIA state
     /// lives in the tree, and for tests.
     pub fn none() -> Self {
-        Self { nvidia_smi: None, mdevctl: None, nvml_helper: None, search_path: Some(Default::default()), beside: None }
+        Self { nvidia_smi: None, mdevctl: None, nvml_helper: None, libvirt_helper: None, search_path: Some(Default::default()), beside: None }
     }
 
     pub fn with_program(mut self, tool: Tool, path: impl Into<PathBuf>) -> Self {
@@ -84,6 +103,7 @@ impl CommandRunner {
             Tool::NvidiaSmi => self.nvidia_smi = Some(path.into()),
             Tool::Mdevctl => self.mdevctl = Some(path.into()),
             Tool::NvmlHelper => self.nvml_helper = Some(path.into()),
+            Tool::LibvirtHelper => self.libvirt_helper = Some(path.into()),
         }
         self
     }
@@ -93,8 +113,10 @@ impl CommandRunner {
         if let Some(p) = self.explicit(tool) {
             return p.is_file().then(|| p.clone());
         }
-        if tool == Tool::NvmlHelper {
-            if let Some(p) = self.beside.as_ref().map(|d| d.join(tool.program())).filter(|p| is_executable(p)) {
+        if tool.is_helper() {
+            // Beside vgpuctl (a build tree, a tarball), then where the package puts them.
+            let dirs = self.beside.iter().flat_map(|d| [d.clone(), d.join(LIBEXEC_FROM_BIN)]);
+            if let Some(p) = dirs.map(|d| d.join(tool.program())).find(|p| is_executable(p)) {
                 return Some(p);
             }
         }
@@ -107,6 +129,7 @@ impl CommandRunner {
             Tool::NvidiaSmi => self.nvidia_smi.as_ref(),
             Tool::Mdevctl => self.mdevctl.as_ref(),
             Tool::NvmlHelper => self.nvml_helper.as_ref(),
+            Tool::LibvirtHelper => self.libvirt_helper.as_ref(),
         }
     }
 
@@ -190,6 +213,28 @@ mod tests {
         assert_eq!(out.stdout.trim(), "a b|$(reboot)|;x|");
         assert_eq!(out.stderr.trim(), "oops");
         assert_eq!(out.status, Some(3));
+    }
+
+    #[test]
+    fn test_helpers_are_found_beside_vgpuctl_then_in_libexec_never_elsewhere_first() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("usr/bin");
+        let libexec = d.path().join("usr/libexec/vgpuctl");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&libexec).unwrap();
+        let runner = CommandRunner { beside: Some(bin.clone()), ..CommandRunner::none() };
+        assert_eq!(runner.locate(Tool::LibvirtHelper), None);
+        let packaged = libexec.join("vgpuctl-libvirt");
+        std::fs::rename(script(&libexec, "true"), &packaged).unwrap();
+        let found = runner.locate(Tool::LibvirtHelper).unwrap();
+        assert_eq!(found.canonicalize().unwrap(), packaged.canonicalize().unwrap());
+        // A copy beside the binary wins (a build tree, an unpacked tarball).
+        let beside = bin.join("vgpuctl-libvirt");
+        std::fs::copy(&packaged, &beside).unwrap();
+        assert_eq!(runner.locate(Tool::LibvirtHelper).unwrap(), beside);
+        // nvidia-smi is never looked for there.
+        std::fs::copy(&packaged, libexec.join("nvidia-smi")).unwrap();
+        assert_eq!(runner.locate(Tool::NvidiaSmi), None);
     }
 
     #[test]

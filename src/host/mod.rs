@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-pub use command::{CommandOutput, CommandRunner, Tool};
+pub use command::{CommandOutput, CommandRunner, Tool, HELPER_HINT, LIBEXEC_FROM_BIN};
 pub use error::{HostError, HostResult};
 
 /// Kernel semantics for writes into a simulated tree. The real host has none:
@@ -196,6 +196,17 @@ impl Host {
             // for the links we read, so treat it as garbage.
             Err(e) if e.raw_os_error() == Some(libc_einval()) => Err(HostError::Garbage { path: host_path.to_string(), why: "expected a symlink".into() }),
             Err(source) => Err(HostError::io("readlink", host_path, source)),
+        }
+    }
+
+    /// Whether the file holds `needle` anywhere (a missing file does not):
+    /// how a binary or script is told to be vgpuctl's. Reads the whole file.
+    pub fn file_contains(&self, host_path: &str, needle: &[u8]) -> HostResult<bool> {
+        let p = self.path(host_path)?;
+        match fs::read(&p) {
+            Ok(bytes) => Ok(memchr::memmem::find(&bytes, needle).is_some()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(HostError::io("read", host_path, source)),
         }
     }
 

@@ -111,9 +111,7 @@ fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapsho
     let runner = host.runner();
     if !runner.is_available(Tool::NvmlHelper) {
         return match choice {
-            Choice::Nvml => {
-                Err(NvmlError::Required("vgpuctl-nvml is not installed (build nvml-helper/, put it beside vgpuctl or set VGPUCTL_NVML_HELPER)".into()))
-            }
+            Choice::Nvml => Err(NvmlError::Required(format!("vgpuctl-nvml is not installed ({})", crate::host::HELPER_HINT))),
             _ => Ok(None),
         };
     }

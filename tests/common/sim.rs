@@ -84,6 +84,15 @@ impl SimHost {
         (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
     }
 
+    /// A copy of the vgpuctl under test at `host_path`, for `hook install` and
+    /// `install-units`, which only point at a real vgpuctl binary.
+    #[allow(dead_code)]
+    pub fn place_vgpuctl(&self, host_path: &str) {
+        let p = self.path(host_path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_vgpuctl"), &p).unwrap();
+    }
+
     pub fn path(&self, host_path: &str) -> PathBuf {
         self.root.join(host_path.trim_start_matches('/'))
     }
