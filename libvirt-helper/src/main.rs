@@ -6,11 +6,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use vgpuctl::cli::vm::{render_report, report, DeviceArgs, DomainArgs};
+use clap::Parser;
+use vgpuctl::cli::vm::{render_report, report};
+use vgpuctl::cli::vm_libvirt::{Cmd, LibvirtCli as Cli};
 use vgpuctl::hook::{self, Entry};
 use vgpuctl::host::Host;
-use vgpuctl::ids::{MdevUuid, PciAddress};
 use vgpuctl::libvirt::domain_xml::{self, GpuRequest, NAMESPACE};
 use vgpuctl::libvirt::generate::{self, DeviceSpec};
 use vgpuctl::libvirt::templates::Templates;
@@ -19,60 +19,6 @@ use vgpuctl::mdev::{self, CreateRequest};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
-
-#[derive(Debug, Parser)]
-#[command(name = "vgpuctl vm", about = "GPU VMs through libvirt")]
-struct Cli {
-    /// libvirt connection URI, as for virsh.
-    #[arg(long, short = 'c', global = true, env = "LIBVIRT_DEFAULT_URI", default_value = "qemu:///system")]
-    connect: String,
-    #[arg(long, global = true, env = "VGPUCTL_ROOT")]
-    root: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Define a domain with the GPUs asked for (devices are made at start by the hook).
-    Define {
-        #[command(flatten)]
-        domain: DomainArgs,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attach GPUs to a domain (live, persistent, or both).
-    Attach {
-        domain: String,
-        #[command(flatten)]
-        devices: DeviceArgs,
-        #[arg(long)]
-        live: bool,
-        #[arg(long)]
-        config: bool,
-    },
-    /// Detach a GPU: an mdev UUID, a VF or a passthrough PCI address.
-    Detach {
-        domain: String,
-        #[arg(long, value_parser = |s: &str| s.parse::<MdevUuid>().map_err(|e| e.to_string()))]
-        mdev: Option<MdevUuid>,
-        #[arg(long, value_parser = |s: &str| s.parse::<PciAddress>().map_err(|e| e.to_string()))]
-        pci: Option<PciAddress>,
-        #[arg(long)]
-        live: bool,
-        #[arg(long)]
-        config: bool,
-    },
-    /// A domain's GPUs and their state on this host.
-    Show {
-        domain: String,
-        /// The persistent definition instead of the running domain.
-        #[arg(long)]
-        inactive: bool,
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 #[derive(Debug, thiserror::Error)]
 enum HelperError {

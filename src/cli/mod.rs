@@ -7,6 +7,7 @@ pub mod render;
 pub mod table;
 pub mod vgpu;
 pub mod vm;
+pub mod vm_libvirt;
 
 use std::path::PathBuf;
 

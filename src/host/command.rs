@@ -45,10 +45,10 @@ impl Tool {
     }
 }
 
-/// Where a package puts the helpers, relative to the folder vgpuctl is in:
+/// Where a package puts the helpers, relative to the prefix vgpuctl is in:
 /// `/usr/bin/vgpuctl` finds `/usr/libexec/vgpuctl/vgpuctl-nvml`, and a
 /// `/usr/local` install its own `/usr/local/libexec/vgpuctl/`.
-pub const LIBEXEC_FROM_BIN: &str = "../libexec/vgpuctl";
+pub const LIBEXEC_FROM_PREFIX: &str = "libexec/vgpuctl";
 
 /// What to do about a missing helper, in every message that says so.
 pub const HELPER_HINT: &str = "install the vgpuctl package, which puts it in /usr/libexec/vgpuctl; from source, build libvirt-helper/ or nvml-helper/ and put the binary beside vgpuctl; or name it with VGPUCTL_LIBVIRT_HELPER / VGPUCTL_NVML_HELPER";
@@ -115,7 +115,7 @@ impl CommandRunner {
         }
         if tool.is_helper() {
             // Beside vgpuctl (a build tree, a tarball), then where the package puts them.
-            let dirs = self.beside.iter().flat_map(|d| [d.clone(), d.join(LIBEXEC_FROM_BIN)]);
+            let dirs = self.beside.iter().flat_map(|d| [Some(d.clone()), d.parent().map(|prefix| prefix.join(LIBEXEC_FROM_PREFIX))]).flatten();
             if let Some(p) = dirs.map(|d| d.join(tool.program())).find(|p| is_executable(p)) {
                 return Some(p);
             }
@@ -226,8 +226,7 @@ mod tests {
         assert_eq!(runner.locate(Tool::LibvirtHelper), None);
         let packaged = libexec.join("vgpuctl-libvirt");
         std::fs::rename(script(&libexec, "true"), &packaged).unwrap();
-        let found = runner.locate(Tool::LibvirtHelper).unwrap();
-        assert_eq!(found.canonicalize().unwrap(), packaged.canonicalize().unwrap());
+        assert_eq!(runner.locate(Tool::LibvirtHelper).unwrap(), packaged, "shown without `..`");
         // A copy beside the binary wins (a build tree, an unpacked tarball).
         let beside = bin.join("vgpuctl-libvirt");
         std::fs::copy(&packaged, &beside).unwrap();

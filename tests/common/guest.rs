@@ -41,22 +41,30 @@ impl GuestRun {
 /// asked for and the stack is missing: never a pass by skipping.
 pub fn guest() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
-    boot(&RUN, "real-kernel", None)
+    boot(&RUN, "real-kernel", None, env!("CARGO_BIN_EXE_vgpuctl"))
 }
 
 /// The guest with an emulated IOMMU and spare display devices, running the
 /// scenarios in tests/real-kernel/passthrough/.
 pub fn passthrough_guest() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
-    boot(&RUN, "real-kernel-passthrough", Some("passthrough"))
+    boot(&RUN, "real-kernel-passthrough", Some("passthrough"), env!("CARGO_BIN_EXE_vgpuctl"))
 }
 
-fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Option<&str>) -> &'static GuestRun {
+/// The guest running tests/real-kernel/package/ against the vgpuctl package
+/// installed on this machine (the guest shares its root file system), whose
+/// /usr/bin/vgpuctl is the binary under test. Booted once, when asked.
+pub fn package_guest() -> &'static GuestRun {
+    static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
+    boot(&RUN, "real-kernel-package", Some("package"), "/usr/bin/vgpuctl")
+}
+
+fn boot(cell: &'static OnceLock<Result<GuestRun, String>>, name: &str, mode: Option<&str>, binary: &str) -> &'static GuestRun {
     let run = cell.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
         let mut cmd = Command::new("bash");
-        cmd.arg(root.join("tests/real-kernel/boot.sh")).arg(&work).arg(env!("CARGO_BIN_EXE_vgpuctl"));
+        cmd.arg(root.join("tests/real-kernel/boot.sh")).arg(&work).arg(binary);
         if let Some(m) = mode {
             cmd.arg(m).env("VGPUCTL_SCENARIO_DIR", root.join("tests/real-kernel").join(m));
         }
