@@ -12,7 +12,6 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use vgpuctl::cli::vm_libvirt::LibvirtCli;
 use vgpuctl::cli::Cli;
 
 fn main() -> ExitCode {
@@ -37,12 +36,9 @@ fn generate(out: &std::path::Path) -> std::io::Result<usize> {
     let completions = out.join("completions");
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&completions)?;
-    // `vm define|attach|detach|show` are parsed by the libvirt helper (an
-    // external subcommand to vgpuctl's own parser): graft its definitions
-    // under `vm` so they get pages and completions like the rest.
-    let helper = LibvirtCli::command();
-    let cmd = Cli::command()
-        .mut_subcommand("vm", |vm| vm.subcommands(helper.get_subcommands().cloned()).args(helper.get_arguments().filter(|a| a.get_id() == "connect").cloned()));
+    // `vm define|attach|detach|show` (run by the libvirt helper) are part of
+    // vgpuctl's own command line, so they get pages and completions too.
+    let cmd = Cli::command();
     // One page per command and subcommand, named vgpuctl-<sub>[-<sub>].1,
     // each with the version line and a SEE ALSO back to its parent.
     clap_mangen::generate_to(cmd.clone(), &man)?;

@@ -89,6 +89,10 @@ fn version_request(args: &[String]) -> Option<bool> {
 /// libvirt hook: `…/hooks/qemu ARGS…` or `…/hooks/qemu.d/<name> ARGS…`.
 fn hook_invocation(args: &[String]) -> Option<&[String]> {
     if args.len() >= 3 && args[1] == "hook" && args[2] == "qemu" {
+        // libvirt never passes a domain named like a help flag; a person does.
+        if args.len() == 4 && matches!(args[3].as_str(), "-h" | "--help") {
+            return None;
+        }
         return Some(&args[3..]);
     }
     let argv0 = std::path::Path::new(args.first()?);

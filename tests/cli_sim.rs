@@ -260,3 +260,41 @@ fn test_list_survives_closed_stdout_pipe() {
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Help never needs the helpers: `vm define|attach|detach|show --help` come
+/// from vgpuctl's own parser, `vm --help` lists them, and `hook qemu --help`
+/// prints help instead of running the hook for a domain named "--help".
+#[test]
+fn test_help_works_for_every_vm_command_without_the_helper() {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+            .args(args)
+            .env("VGPUCTL_LIBVIRT_HELPER", "/nonexistent/vgpuctl-libvirt")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, vm, _) = run(&["vm", "--help"]);
+    assert_eq!(code, Some(0));
+    for sub in ["xml", "hostdev-xml", "explain", "define", "attach", "detach", "show"] {
+        assert!(vm.lines().any(|l| l.trim_start().starts_with(sub)), "vm --help lists {sub}:\n{vm}");
+    }
+    for (sub, option) in [("define", "--mdev-type"), ("attach", "--live"), ("detach", "--mdev"), ("show", "--inactive")] {
+        let (code, out, err) = run(&["vm", sub, "--help"]);
+        assert_eq!(code, Some(0), "vm {sub} --help: {err}");
+        assert!(out.contains(option) && out.contains("--connect"), "vm {sub} --help:\n{out}");
+    }
+    // Bad arguments are refused by vgpuctl itself (64), before the helper is looked for.
+    let (code, _, err) = run(&["vm", "attach", "dom", "--no-such-flag"]);
+    assert_eq!(code, Some(64), "{err}");
+    let (code, _, err) = run(&["vm", "detach", "dom", "--mdev", "not-a-uuid"]);
+    assert_eq!(code, Some(64), "{err}");
+    // Good ones then need the helper (4).
+    let (code, _, err) = run(&["vm", "attach", "dom", "--mdev", "11111111-2222-3333-4444-555555555555"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("vgpuctl-libvirt is not installed"), "{err}");
+    let (code, out, _) = run(&["hook", "qemu", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Usage: vgpuctl hook qemu") && out.contains("What libvirt passes"), "{out}");
+}

@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use vgpuctl::cli::print_out;
 use vgpuctl::cli::vm::{render_report, report};
 use vgpuctl::cli::vm_libvirt::{Cmd, LibvirtCli as Cli};
 use vgpuctl::hook::{self, Entry};
@@ -138,7 +139,8 @@ fn explain_attach_error(msg: &str) -> String {
 
 fn run(cli: Cli) -> Result<(), HelperError> {
     let host = vgpuctl::open_host(cli.root.as_deref()).map_err(|e| any_err(&e))?;
-    let conn = Connect::open(Some(&cli.connect)).map_err(lv(&format!("cannot connect to {}", cli.connect)))?;
+    let uri = cli.cmd.connect();
+    let conn = Connect::open(Some(uri)).map_err(lv(&format!("cannot connect to {uri}")))?;
     // virt's Connect panics in Drop when closing fails; the process exits
     // right after, so the kernel closes the socket instead.
     let result = run_with(&host, &conn, &cli.cmd);
@@ -152,17 +154,17 @@ fn lookup(conn: &Connect, name: &str) -> Result<Domain, HelperError> {
 
 fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
     match cmd {
-        Cmd::Define { domain, json } => {
+        Cmd::Define { domain, json, .. } => {
             let xml = domain.render(host).map_err(|e| any_err(&e))?;
             let d = conn.define_domain_xml(&xml).map_err(lv("define"))?;
             let uuid = d.uuid_string().unwrap_or_default();
             if *json {
-                println!("{}", serde_json::json!({ "name": domain.name.as_str(), "uuid": uuid, "defined": true }));
+                print_out(&format!("{}\n", serde_json::json!({ "name": domain.name.as_str(), "uuid": uuid, "defined": true })));
             } else {
-                println!("defined {} ({uuid})", domain.name);
+                print_out(&format!("defined {} ({uuid})\n", domain.name));
             }
         }
-        Cmd::Attach { domain, devices, live, config } => {
+        Cmd::Attach { domain, devices, live, config, .. } => {
             if devices.is_empty() {
                 return Err(HelperError::Msg("nothing to attach: give --vgpu, --mdev, --mdev-type or --passthrough".into()));
             }
@@ -205,9 +207,14 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
                     .map_err(lv("metadata"))?;
             }
-            println!("attached {} device(s) to {domain}{}{}", specs.len(), if live { " (live)" } else { "" }, if config { " (persistent)" } else { "" });
+            print_out(&format!(
+                "attached {} device(s) to {domain}{}{}\n",
+                specs.len(),
+                if live { " (live)" } else { "" },
+                if config { " (persistent)" } else { "" }
+            ));
         }
-        Cmd::Detach { domain, mdev, pci, live, config } => {
+        Cmd::Detach { domain, mdev, pci, live, config, .. } => {
             let dom = lookup(conn, domain)?;
             let active = dom.is_active().map_err(lv("domain state"))?;
             let (live, config) = if !*live && !*config { (active, !active) } else { (*live, *config) };
@@ -245,7 +252,7 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 })
                 .map_err(|e| any_err(&e))?;
                 if freed {
-                    println!("freed the device vgpuctl made for {domain}");
+                    print_out(&format!("freed the device vgpuctl made for {domain}\n"));
                 }
             }
             if config {
@@ -265,15 +272,15 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
                     .map_err(lv("metadata"))?;
             }
-            println!("detached from {domain}");
+            print_out(&format!("detached from {domain}\n"));
         }
-        Cmd::Show { domain, inactive, json } => {
+        Cmd::Show { domain, inactive, json, .. } => {
             let dom = lookup(conn, domain)?;
             let xml = dom.xml_desc(if *inactive { sys::VIR_DOMAIN_XML_INACTIVE } else { 0 }).map_err(lv("dumpxml"))?;
             let parsed = domain_xml::parse(&xml).map_err(|e| any_err(&e))?;
             let r = report(host, &parsed);
             if *json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default()));
             } else {
                 print!("{}", render_report(&r));
             }
@@ -285,7 +292,7 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
 fn main() -> ExitCode {
     // What `vgpuctl --version` compares with its own line.
     if std::env::args().nth(1).is_some_and(|a| a == "--version" || a == "-V") {
-        println!("{}", vgpuctl::version::line("vgpuctl-libvirt"));
+        print_out(&format!("{}\n", vgpuctl::version::line("vgpuctl-libvirt")));
         return ExitCode::SUCCESS;
     }
     let cli = match Cli::try_parse() {

@@ -14,11 +14,13 @@ use crate::mdev::{self, Attr, CreateRequest, StartPolicy};
 pub enum MdevCommand {
     /// Create an mdev (optionally also defining it persistently).
     Create {
+        /// The parent device: a GPU or VF by PCI address, or a virtual parent like mbochs.
         #[arg(long, value_parser = parse_parent)]
         parent: MdevParent,
         /// Type directory name (nvidia-699, mbochs-large) or its name (GRID A100D-1-10C, A100D-1-10C).
         #[arg(long = "type")]
         mdev_type: String,
+        /// The mdev's UUID (default: a new random one).
         #[arg(long, value_parser = parse_uuid)]
         uuid: Option<MdevUuid>,
         /// Also write an mdevctl-compatible definition (manual start unless --auto).
@@ -35,6 +37,7 @@ pub enum MdevCommand {
     },
     /// Remove an mdev.
     Remove {
+        /// The mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
         /// Also delete its definition.
@@ -48,21 +51,28 @@ pub enum MdevCommand {
     },
     /// List active mdevs, or with --defined the persistent definitions.
     List {
+        /// The persistent definitions (as mdevctl list --defined) instead of active devices.
         #[arg(long, short = 'd')]
         defined: bool,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Write a persistent definition without creating the device.
     Define {
+        /// The parent device: a GPU or VF by PCI address, or a virtual parent like mbochs.
         #[arg(long, value_parser = parse_parent)]
         parent: MdevParent,
+        /// Type directory name (nvidia-699, mbochs-large) or its name (A100D-1-10C).
         #[arg(long = "type")]
         mdev_type: String,
+        /// The mdev's UUID (default: a new random one).
         #[arg(long, value_parser = parse_uuid)]
         uuid: Option<MdevUuid>,
+        /// Start it at boot (`vgpuctl mdev restore`, mdevctl's udev rule).
         #[arg(long)]
         auto: bool,
+        /// Device attribute to set after creation, NAME=VALUE (repeatable).
         #[arg(long = "attr", value_parser = parse_attr)]
         attrs: Vec<Attr>,
         #[command(flatten)]
@@ -70,6 +80,7 @@ pub enum MdevCommand {
     },
     /// Delete a persistent definition (the device, if active, stays).
     Undefine {
+        /// The defined mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
         #[command(flatten)]
@@ -77,6 +88,7 @@ pub enum MdevCommand {
     },
     /// Create a defined device (a no-op when it is already active as defined).
     Start {
+        /// The defined mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
         #[command(flatten)]
@@ -84,6 +96,7 @@ pub enum MdevCommand {
     },
     /// Remove a device, keeping its definition.
     Stop {
+        /// The mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
         #[command(flatten)]
@@ -101,6 +114,7 @@ pub enum MdevCommand {
 
 #[derive(Debug, Args)]
 pub struct Common {
+    /// Print the result as JSON (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
     /// Seconds to wait for the host-wide lock.

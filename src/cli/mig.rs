@@ -68,13 +68,16 @@ fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
 pub enum MigCommand {
     /// MIG mode, GPU instances and a slice map per GPU.
     Status {
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// The GPU-instance profiles of a GPU, with their placements.
     Profiles {
+        /// Only this GPU: PCI address, GPU UUID or index (default: every MIG-capable GPU).
         #[arg(long, value_parser = gpu_ref)]
         gpu: Option<GpuRef>,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
@@ -86,6 +89,7 @@ pub enum MigCommand {
     },
     /// Turn MIG mode off (GPU instances must be gone).
     Disable {
+        /// PCI address, GPU UUID or index.
         #[arg(value_parser = gpu_ref)]
         gpu: GpuRef,
     },
@@ -105,24 +109,31 @@ pub enum MigCommand {
         /// profiles such as 1c.3g.40gb or 3x1c.3g.40gb.
         #[arg(long, default_value = "none")]
         compute_instances: CiRequest,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Destroy a GPU instance. Refused while a vGPU or a process uses it;
     /// --force also destroys its compute instances (refused without).
     Destroy {
+        /// PCI address, GPU UUID or index.
         #[arg(long, value_parser = gpu_ref)]
         gpu: GpuRef,
+        /// The GPU instance id (as `mig status` shows it).
         gi: u32,
+        /// Also destroy the compute instances inside it.
         #[arg(long)]
         force: bool,
     },
     /// Would these instances fit, and where? e.g. --want "3g.40gb,2x2g.20gb,1g.10gb"
     Plan {
+        /// The instances wanted: profiles, each optionally with a count, comma-separated ("3g.40gb,2x2g.20gb").
         #[arg(long)]
         want: String,
+        /// Only this GPU: PCI address, GPU UUID or index.
         #[arg(long, value_parser = gpu_ref)]
         gpu: Option<GpuRef>,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },

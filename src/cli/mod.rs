@@ -68,14 +68,16 @@ pub enum Command {
     Sriov(vgpu::SriovCommand),
     /// Why a vGPU type can or cannot be created on each GPU, and what would make room.
     Explain {
+        /// The vGPU type to explain: H100-10C, NVIDIA H100-1-10C, GRID A100D-4C.
         #[arg(long = "type", value_parser = vgpu::parse_type_arg)]
         type_name: crate::vgpu::typename::VgpuTypeName,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Domain XML for GPU VMs; define/attach/detach go through vgpuctl-libvirt.
     #[command(subcommand)]
-    Vm(vm::VmCommand),
+    Vm(Box<vm::VmCommand>),
     /// MIG mode, GPU instances and the placement planner.
     #[command(subcommand)]
     Mig(mig::MigCommand),
@@ -90,11 +92,13 @@ pub enum Command {
         /// Keep devices of prepared domains younger than this (seconds): their VM may be starting.
         #[arg(long, default_value_t = 60)]
         grace: u64,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Per GPU: mode, vGPUs / MIG instances / mdevs with their VMs, utilization.
     Status {
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
         /// Refresh every N seconds (Ctrl-C to stop).
@@ -127,18 +131,22 @@ pub enum Command {
     },
     /// What applying the host config would change, in order.
     Plan {
+        /// The host config to plan from.
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
         file: String,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Converge the host to its config (VFs, MIG, GPU instances, vGPUs, mdevs).
     Apply {
+        /// The host config to converge to.
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
         file: String,
         /// Change nothing: exit 0 when the host matches, 2 when changes are pending.
         #[arg(long)]
         check: bool,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
@@ -171,28 +179,34 @@ pub enum Command {
 pub enum PassthroughCommand {
     /// Is the GPU's IOMMU group viable, and what blocks it (sysfs only; --probe opens it through VFIO).
     Check {
+        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
         #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
         gpu: crate::ids::PciAddress,
         /// Also open the device through VFIO and report regions and IRQs (needs it on vfio-pci).
         #[arg(long)]
         probe: bool,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Move the GPU and its slot's other functions to vfio-pci.
     Prepare {
+        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
         #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
         gpu: crate::ids::PciAddress,
         /// Allow the host's boot display.
         #[arg(long)]
         force: bool,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Give the GPU and its functions back to their previous drivers.
     Release {
+        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
         #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
         gpu: crate::ids::PciAddress,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
@@ -202,17 +216,21 @@ pub enum PassthroughCommand {
 pub enum HookCommand {
     /// Run as libvirt's qemu hook: <domain> <op> <subop> <extra>, domain XML on stdin.
     Qemu {
+        /// What libvirt passes: <domain> <operation> <sub-operation> <extra> (the domain XML comes on stdin).
         #[arg(num_args = 0.., allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Dry run: what a start of this domain (XML file, or - for stdin) would create.
     Test {
+        /// The domain XML: a file, or - for stdin.
         xml: PathBuf,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
     /// Install the hook into <hooks-dir>/qemu.d/vgpuctl (never replacing another hook).
     Install {
+        /// libvirt's hook folder; the hook goes into its qemu.d/.
         #[arg(long, default_value = "/etc/libvirt/hooks")]
         hooks_dir: String,
         /// The vgpuctl binary the hook runs (default: this one, by the path it was started as; refused from a cargo build tree).
@@ -224,6 +242,7 @@ pub enum HookCommand {
     },
     /// Remove vgpuctl's hook.
     Uninstall {
+        /// libvirt's hook folder; the hook is removed from its qemu.d/.
         #[arg(long, default_value = "/etc/libvirt/hooks")]
         hooks_dir: String,
     },
@@ -241,6 +260,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct TypesArgs {
+    /// Print the result as JSON (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
     /// Only this parent (PCI address of a GPU/VF, or a virtual parent like mbochs).
@@ -252,7 +272,9 @@ pub struct TypesArgs {
 pub enum SimCommand {
     /// Write a simulated host tree into DIR (missing or empty).
     Create {
+        /// Where to write the simulated host (a missing or empty folder).
         dir: PathBuf,
+        /// Which simulated host (see `vgpuctl sim profiles`).
         #[arg(long, default_value = "h100x8-vfio")]
         profile: String,
         /// Enable every GPU's SR-IOV VFs right away (as `vgpuctl sriov enable all` would).
@@ -732,4 +754,36 @@ fn render_plan(steps: &[crate::apply::Step], untouched: &[String]) -> String {
         t.push_str(&format!("     left alone (not in the config): {u}\n"));
     }
     t
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every (sub)command, `vm define` and
+    /// friends included, with the path of commands leading to it, that has
+    /// no help sentence.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || matches!(id, "help" | "version") {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for s in cmd.get_subcommands() {
+            if s.get_name() != "help" {
+                undocumented(s, &format!("{path} {}", s.get_name()), out);
+            }
+        }
+    }
+
+    #[test]
+    fn test_every_option_of_every_command_has_a_sentence() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "vgpuctl", &mut missing);
+        assert!(missing.is_empty(), "options without help ({}):\n{}", missing.len(), missing.join("\n"));
+    }
 }

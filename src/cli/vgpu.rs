@@ -38,6 +38,7 @@ pub enum VgpuCommand {
         /// mdev UUID (legacy interface only).
         #[arg(long, value_parser = parse_uuid)]
         uuid: Option<MdevUuid>,
+        /// Which GPU when several can take it: pack (the one holding most vGPUs of this size) or spread (the one holding fewest vGPUs).
         #[arg(long, value_enum, default_value_t = Policy::Pack)]
         policy: Policy,
         #[command(flatten)]
@@ -45,6 +46,7 @@ pub enum VgpuCommand {
     },
     /// Remove a vGPU: an mdev UUID, or the PCI address of the VF holding it.
     Remove {
+        /// An mdev UUID, or the PCI address of the VF holding the vGPU.
         target: String,
         /// Succeed when there is nothing to remove.
         #[arg(long)]
@@ -57,8 +59,10 @@ pub enum VgpuCommand {
     },
     /// Mixed-size (heterogeneous) time-sliced mode of a GPU.
     Mode {
+        /// on: vGPUs of different framebuffer sizes may share the GPU; off: one size per GPU.
         #[arg(long, value_parser = ["on", "off"])]
         heterogeneous: String,
+        /// The physical GPU, by PCI address.
         #[arg(value_parser = parse_pci)]
         gpu: PciAddress,
         #[command(flatten)]
@@ -83,7 +87,9 @@ pub enum SriovCommand {
     },
     /// Disable the VFs of a GPU (or `all`); refused while a VF holds a vGPU or a VM.
     Disable {
+        /// PCI address of the physical GPU, or `all`.
         target: String,
+        /// Longest wait for the VFs to go, in seconds.
         #[arg(long, default_value_t = 60)]
         wait: u64,
         #[command(flatten)]
@@ -91,6 +97,7 @@ pub enum SriovCommand {
     },
     /// SR-IOV state of every NVIDIA GPU.
     Status {
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },

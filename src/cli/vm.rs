@@ -33,6 +33,7 @@ pub struct DeviceArgs {
     /// With --vgpu: only this GPU.
     #[arg(long, value_parser = |s: &str| s.parse::<PciAddress>().map_err(|e| e.to_string()))]
     pub gpu: Option<PciAddress>,
+    /// With --vgpu: which GPU when several can take it: pack (most vGPUs of this size) or spread (fewest vGPUs).
     #[arg(long, value_enum, default_value_t = Policy::Pack)]
     pub policy: Policy,
     /// An existing or defined mdev by UUID (repeatable).
@@ -89,21 +90,25 @@ impl DeviceArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DomainArgs {
+    /// The domain's name.
     #[arg(long, value_parser = |s: &str| s.parse::<DomainName>())]
     pub name: DomainName,
     /// Memory in MiB.
     #[arg(long, default_value_t = 4096)]
     pub memory: u64,
+    /// Virtual CPUs.
     #[arg(long, default_value_t = 4)]
     pub vcpus: u32,
     /// Disk image path, or `none`.
     #[arg(long, default_value = "none")]
     pub disk: String,
+    /// The disk image's format (qcow2, raw).
     #[arg(long, default_value = "qcow2", value_parser = ["qcow2", "raw"])]
     pub disk_format: String,
     /// Domain type: kvm, or qemu (TCG, for test hosts without KVM).
     #[arg(long = "domain-type", default_value = "kvm", value_parser = ["kvm", "qemu"])]
     pub domain_type: String,
+    /// The domain's UUID (default: a new random one).
     #[arg(long)]
     pub uuid: Option<uuid::Uuid>,
     /// The guest OS: recorded as a libosinfo id; windows also refuses
@@ -150,36 +155,40 @@ pub enum VmCommand {
     HostdevXml {
         #[command(flatten)]
         devices: DeviceArgs,
+        /// Templates folder (default: /etc/vgpuctl/xml-templates, /usr/share/vgpuctl/xml-templates, built-in).
         #[arg(long, env = "VGPUCTL_TEMPLATES")]
         templates: Option<PathBuf>,
     },
     /// Explain a domain's GPUs from its XML (a file, or - for stdin).
     Explain {
+        /// The domain XML: a file, or - for stdin.
         xml: PathBuf,
+        /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
     },
-    /// define, attach, detach, show: run by vgpuctl-libvirt (see `vgpuctl vm define --help`).
-    #[command(external_subcommand)]
-    Libvirt(Vec<String>),
+    /// define, attach, detach, show: parsed here, run by vgpuctl-libvirt.
+    #[command(flatten)]
+    Libvirt(crate::cli::vm_libvirt::Cmd),
 }
 
-fn exec_helper(root: Option<&std::path::Path>, args: &[String]) -> Result<i32, CliError> {
+/// Runs the libvirt helper with the arguments this command was given, from
+/// the subcommand on (vgpuctl has parsed them already, so they are valid).
+fn exec_helper(root: Option<&std::path::Path>) -> Result<i32, CliError> {
     use std::os::unix::process::CommandExt;
-    const KNOWN: &[&str] = &["define", "attach", "detach", "show"];
-    if !args.first().is_some_and(|a| KNOWN.contains(&a.as_str())) {
-        return Err(CliError::Usage(format!(
-            "unknown vm command {:?} (xml, hostdev-xml, explain, define, attach, detach, show)",
-            args.first().map(String::as_str).unwrap_or("")
-        )));
-    }
+    let argv: Vec<String> = std::env::args().collect();
+    // `… vm <define|attach|detach|show> …`: the first `vm` followed by one
+    // of them (a global option's value may itself be "vm").
+    let Some(at) = argv.windows(2).position(|w| w[0] == "vm" && crate::cli::vm_libvirt::Cmd::NAMES.contains(&w[1].as_str())) else {
+        return Err(CliError::Usage("cannot find the vm subcommand in the command line".into()));
+    };
     // Found where every helper is: VGPUCTL_LIBVIRT_HELPER, beside vgpuctl,
     // the package's libexec folder, PATH.
     let Some(h) = crate::host::CommandRunner::from_env().locate(crate::host::Tool::LibvirtHelper) else {
         return Err(CliError::Unavailable(format!("vgpuctl-libvirt is not installed ({})", crate::host::HELPER_HINT)));
     };
     let mut c = std::process::Command::new(&h);
-    c.args(args);
+    c.args(&argv[at + 1..]);
     if let Some(r) = root {
         c.env("VGPUCTL_ROOT", r);
     }
@@ -300,7 +309,7 @@ pub fn read_xml_arg(p: &std::path::Path) -> Result<String, CliError> {
 
 pub fn run(host: &Host, cmd: &VmCommand) -> Result<i32, CliError> {
     match cmd {
-        VmCommand::Libvirt(args) => return exec_helper((!host.is_real_root()).then(|| host.root()), args),
+        VmCommand::Libvirt(_) => return exec_helper((!host.is_real_root()).then(|| host.root())),
         VmCommand::Xml(args) => print_out(&format!("{}\n", args.render(host)?)),
         VmCommand::HostdevXml { devices, templates } => {
             let t = Templates::load(crate::libvirt::templates::find_dir(host, templates.as_deref()).as_deref())?;
