@@ -196,8 +196,24 @@ pub fn status(host: &Host) -> HostResult<Status> {
 /// `metrics` reports as room; through nvidia-smi that is two more runs per
 /// GPU, which `status` does not need).
 pub fn collect(host: &Host, mig_room: bool) -> HostResult<Collected> {
+    collect_with(host, mig_room, true)
+}
+
+/// What is on one GPU now (vGPUs, mdevs, GPU instances, with their VMs) and
+/// its mode, without sampling utilization: what a command that is about to
+/// change the GPU's mode must not pull from under anyone.
+pub fn gpu(host: &Host, gpu: PciAddress) -> HostResult<Option<GpuStatus>> {
+    Ok(gpus(host)?.into_iter().find(|g| g.gpu == gpu))
+}
+
+/// [`gpu`] for every GPU, from one read.
+pub fn gpus(host: &Host) -> HostResult<Vec<GpuStatus>> {
+    Ok(collect_with(host, false, false)?.status.gpus)
+}
+
+fn collect_with(host: &Host, mig_room: bool, sample: bool) -> HostResult<Collected> {
     // First, so the inventory below reads the same (sampled) snapshot: one helper run.
-    let nvml = crate::nvml::snapshot_sampled(host).ok().flatten();
+    let nvml = if sample { crate::nvml::snapshot_sampled(host).ok().flatten() } else { None };
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
     let views = view::build(&inv, &HostFacts { host });
     let users = VfioUsers::scan(host);

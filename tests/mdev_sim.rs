@@ -222,6 +222,7 @@ fn test_concurrent_creates_never_overcommit() {
 #[test]
 fn test_install_units_writes_the_restore_unit() {
     let h = SimHost::new("passthrough");
+    h.place_vgpuctl("/usr/bin/vgpuctl");
     let out = h.ok(&["install-units", "--binary", "/usr/bin/vgpuctl"]);
     assert!(out.contains("systemctl daemon-reload"), "{out}");
     let unit = std::fs::read_to_string(h.path("/etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();

@@ -41,17 +41,136 @@ fn test_enable_create_status_destroy() {
 #[test]
 fn test_plan_fits_and_does_not_fit() {
     let h = host();
+    // MIG is off: the plan says what must happen first, and the batch does
+    // not fit as the host stands (exit 3).
+    let o = h.run(&["mig", "plan", "--want", "4g.40gb,3g.40gb", "--gpu", G, "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fits"], false);
+    assert_eq!(v["fits_after_steps"], true);
+    assert_eq!(v["steps"], serde_json::json!([format!("vgpuctl mig enable {G}")]));
+    assert_eq!(v["placements"][0]["first"], serde_json::json!([format!("vgpuctl mig enable {G}")]));
+    h.ok(&["mig", "enable", G]);
     let ok = h.json(&["mig", "plan", "--want", "4g.40gb,3g.40gb", "--gpu", G, "--json"]);
     assert_eq!(ok["fits"], true);
+    assert_eq!(ok["steps"], serde_json::json!([]));
     let o = h.run(&["mig", "plan", "--want", "4g.40gb,2x2g.20gb", "--gpu", G, "--json"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["does_not_fit"], serde_json::json!(["2g.20gb"]));
-    // Across the host, everything fits somewhere.
-    let all = h.json(&["mig", "plan", "--want", "7g.80gb,7g.80gb,4g.40gb,3g.40gb,7x1g.10gb", "--json"]);
-    assert_eq!(all["fits"], true);
+    assert_eq!(v["fits_after_steps"], false);
+    // Across the host: the MIG GPU first, the others after `mig enable`.
+    let o = h.run(&["mig", "plan", "--want", "7g.80gb,7g.80gb,4g.40gb,3g.40gb,7x1g.10gb", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((o.status.code(), &all["fits"], &all["fits_after_steps"]), (Some(3), &serde_json::json!(false), &serde_json::json!(true)), "{all}");
+    assert!(all["placements"].as_array().unwrap().iter().any(|p| p["gpu"] == G && p["first"] == serde_json::json!([])), "{all}");
     h.fails(&["mig", "plan", "--want", "5g.50gb", "--gpu", G], 64);
     h.fails(&["mig", "plan", "--want", "0x1g.10gb", "--gpu", G], 64);
+}
+
+/// The commands a refusal or a plan suggests, taken from its text.
+fn suggested(text: &str) -> Vec<Vec<String>> {
+    text.split(['(', ')', ';', '\n'])
+        .map(str::trim)
+        .filter_map(|s| s.strip_prefix("vgpuctl ").or_else(|| s.split_once(" vgpuctl ").map(|(_, c)| c)))
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn test_mig_enable_refuses_a_gpu_used_otherwise_and_its_suggestions_work() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "all"]);
+    // A time-sliced vGPU on the GPU: MIG mode stays off, the vGPU is named.
+    h.ok(&["vgpu", "create", "--type", "H100-20C", "--gpu", G]);
+    let before = h.snapshot();
+    let e = h.fails(&["mig", "enable", G], 3);
+    assert!(e.contains("holds time-sliced vGPUs: H100-20C 0000:18:00.4") && e.contains("never share a GPU"), "{e}");
+    h.assert_unchanged(&before, "mig enable refused");
+    let steps = suggested(&e);
+    assert_eq!(steps, vec![vec!["vgpu".to_string(), "remove".into(), "0000:18:00.4".into()]], "{e}");
+    for s in &steps {
+        h.ok(&s.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    h.ok(&["mig", "enable", G]);
+    // A GPU passed through (vfio-pci): give it back first, as the refusal says.
+    let p = "0000:2a:00.0";
+    h.ok(&["sriov", "disable", p]);
+    h.ok(&["passthrough", "prepare", p, "--force"]);
+    let e = h.fails(&["mig", "enable", p], 3);
+    assert!(e.contains("bound to vfio-pci"), "{e}");
+    for s in suggested(&e) {
+        h.ok(&s.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    h.ok(&["mig", "enable", p]);
+    // Already in MIG mode with MIG-backed vGPUs on it: enabling again is a no-op, not a refusal.
+    h.ok(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G]);
+    h.ok(&["mig", "enable", G]);
+}
+
+#[test]
+fn test_mig_plan_never_uses_a_gpu_with_time_sliced_vgpus_and_its_steps_work() {
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "all"]);
+    let busy = "0000:2a:00.0";
+    h.ok(&["vgpu", "create", "--type", "H100-20C", "--gpu", busy]);
+    let o = h.run(&["mig", "plan", "--want", "3g.40gb", "--gpu", busy, "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fits_after_steps"], false, "{v}");
+    assert_eq!(v["blocked"][0]["gpu"], busy, "{v}");
+    // Across the host it goes elsewhere, after the step it names; running
+    // the steps as printed makes the same plan fit now.
+    let o = h.run(&["mig", "plan", "--want", "2x7g.80gb", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["placements"].as_array().unwrap().iter().all(|p| p["gpu"] != busy), "{v}");
+    for step in v["steps"].as_array().unwrap() {
+        let args: Vec<&str> = step.as_str().unwrap().strip_prefix("vgpuctl ").unwrap().split_whitespace().collect();
+        h.ok(&args);
+    }
+    assert_eq!(h.json(&["mig", "plan", "--want", "2x7g.80gb", "--json"])["fits"], true);
+}
+
+#[test]
+fn test_mig_backed_counts_are_what_can_be_made() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    h.ok(&["mig", "create", "--gpu", G, "--profile", "3g.40gb"]);
+    // One free 3g.40gb instance and room for one more: 2, not one per free VF.
+    let count = |t: &str| -> u64 {
+        let types = h.json(&["types", "--json"]);
+        let gpu = types["gpus"].as_array().unwrap().iter().find(|g| g["gpu"] == G).unwrap().clone();
+        gpu["types"].as_array().unwrap().iter().find(|x| x["name"] == t).map(|x| x["creatable"].as_u64().unwrap()).unwrap_or(0)
+    };
+    assert_eq!(count("H100-3-40C"), 2);
+    assert_eq!(count("H100-1-10C"), 4, "slices 0-3 are free: four 1g.10gb");
+    assert_eq!(count("H100-7-80C"), 0);
+    let e = h.ok(&["explain", "--type", "H100-3-40C"]);
+    assert!(e.contains(&format!("{G} yes: 2 more can be created")), "{e}");
+    let e = h.ok(&["explain", "--type", "H100-7-80C"]);
+    assert!(e.contains("no room to make one"), "{e}");
+    // Exactly that many can be made.
+    h.ok(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G]);
+    h.ok(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G]);
+    assert_eq!(count("H100-3-40C"), 0);
+    h.fails(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G], 3);
+    // The metrics say the same.
+    let m = h.ok(&["metrics"]);
+    assert!(m.lines().any(|l| l.starts_with("vgpuctl_vgpu_creatable{") && l.contains("H100-3-40C") && l.contains(G) && l.ends_with(" 0")), "{m}");
+}
+
+#[test]
+fn test_time_sliced_refusal_on_a_mig_gpu_suggests_what_works() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    h.ok(&["mig", "create", "--gpu", G, "--profile", "1g.10gb"]);
+    let e = h.fails(&["vgpu", "create", "--type", "H100-20C", "--gpu", G], 3);
+    assert!(e.contains("vgpuctl mig status lists them") && e.contains(&format!("vgpuctl mig disable {G}")), "{e}");
+    let status = h.json(&["mig", "status", "--json"]);
+    let gi = status.as_array().unwrap().iter().find(|g| g["gpu"] == G).unwrap()["instances"][0]["gi"].as_u64().unwrap();
+    h.ok(&["mig", "destroy", "--gpu", G, &gi.to_string()]);
+    h.ok(&["mig", "disable", G]);
+    h.ok(&["vgpu", "create", "--type", "H100-20C", "--gpu", G]);
 }
 
 #[test]

@@ -169,6 +169,75 @@ fn status_of(b: &dyn backend::MigBackend, gpu: PciAddress, name: Option<String>)
     Ok(GpuMig { gpu, name, current: m.current, pending: m.pending, slice_map: l.slice_map(&table), instances, free })
 }
 
+/// Whether a GPU can take GPU instances for `mig plan`, and what must happen first.
+enum Readiness {
+    Now,
+    After(Vec<String>),
+    Blocked(String),
+}
+
+impl Readiness {
+    fn usable(&self, allow_steps: bool) -> bool {
+        match self {
+            Readiness::Now => true,
+            Readiness::After(_) => allow_steps,
+            Readiness::Blocked(_) => false,
+        }
+    }
+
+    fn steps(&self) -> Vec<String> {
+        match self {
+            Readiness::After(s) => s.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn readiness_of(gpu: PciAddress, mig_on: bool, state: Option<&crate::status::GpuStatus>) -> Readiness {
+    let vgpus = state.map(|s| s.devices.iter().filter(|d| matches!(d.kind, "vgpu" | "mdev")).count()).unwrap_or(0);
+    match state.map(|s| s.mode) {
+        Some("passthrough") => Readiness::After(vec![format!("vgpuctl passthrough release {gpu}"), format!("vgpuctl mig enable {gpu}")]),
+        _ if mig_on => Readiness::Now,
+        _ if vgpus > 0 => Readiness::Blocked(format!("it holds {vgpus} time-sliced vGPU(s), and time-sliced and MIG-backed vGPUs never share a GPU")),
+        _ => Readiness::After(vec![format!("vgpuctl mig enable {gpu}")]),
+    }
+}
+
+/// MIG mode may go on only on a GPU nobody uses another way: time-sliced
+/// and MIG-backed vGPUs never share a GPU, and a GPU passed through to a VM
+/// is not the nvidia driver's to change. Already in MIG mode: nothing to check.
+fn refuse_if_not_free_for_mig(host: &Host, gpu: PciAddress) -> Result<(), CliError> {
+    let Some(g) = crate::status::gpu(host, gpu)? else {
+        return Ok(());
+    };
+    match g.mode {
+        "mig" => Ok(()),
+        "passthrough" => Err(CliError::Refused(format!(
+            "{gpu} is bound to vfio-pci for passthrough; MIG mode needs the nvidia driver: give it back first (vgpuctl passthrough release {gpu})"
+        ))),
+        _ => {
+            let held: Vec<String> = g
+                .devices
+                .iter()
+                .filter(|d| matches!(d.kind, "vgpu" | "mdev"))
+                .map(|d| {
+                    format!("{} {}{}", d.type_name.as_deref().unwrap_or("vGPU"), d.id, d.vm.as_deref().map(|vm| format!(" (VM {vm})")).unwrap_or_default())
+                })
+                .collect();
+            if held.is_empty() {
+                return Ok(());
+            }
+            let removes: Vec<String> =
+                g.devices.iter().filter(|d| matches!(d.kind, "vgpu" | "mdev")).map(|d| format!("vgpuctl vgpu remove {}", d.id)).collect();
+            Err(CliError::Refused(format!(
+                "{gpu} holds time-sliced vGPUs: {}; time-sliced and MIG-backed vGPUs never share a GPU: stop their VMs, then remove them ({})",
+                held.join(", "),
+                removes.join("; ")
+            )))
+        }
+    }
+}
+
 /// Ampere MIG GPUs (A100, A30, A800) keep MIG mode in their InfoROM.
 fn is_ampere(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
@@ -316,6 +385,9 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             let gpu = &resolve(host, gpu)?;
             let on = matches!(cmd, MigCommand::Enable { .. });
             let _l = HostLock::acquire(host, lock)?;
+            if on {
+                refuse_if_not_free_for_mig(host, *gpu)?;
+            }
             if !on && !b.instances(*gpu).map_err(mig_err)?.is_empty() {
                 return Err(CliError::Refused(format!("{gpu} still has GPU instances: destroy them first (vgpuctl mig status lists them)")));
             }
@@ -477,10 +549,14 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 return Err(CliError::Refused("no MIG-capable GPU on this host".into()));
             }
             let table = b.profiles(candidates[0]).map_err(mig_err)?;
+            // What each GPU needs before it can take a GPU instance, from one read.
+            let states = crate::status::gpus(host)?;
             let mut layouts: Vec<Layout> = Vec::new();
+            let mut readiness: Vec<Readiness> = Vec::new();
             for g in &candidates {
                 let on = b.mode(*g).map_err(mig_err)?.current == MigModeState::Enabled;
                 layouts.push(if on { layout(&b.instances(*g).map_err(mig_err)?) } else { Layout::default() });
+                readiness.push(readiness_of(*g, on, states.iter().find(|s| s.gpu == *g)));
             }
             let planner = crate::mig::policy::planner(host, &table).map_err(|e| mig_err(e.into()))?;
             // Largest first, as a layout is best built.
@@ -496,34 +572,86 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 items.extend(std::iter::repeat_n(p, *n as usize));
             }
             items.sort_by_key(|p| std::cmp::Reverse(p.size));
+            // GPUs that can take instances now first; then those that can
+            // after the steps named (MIG enable, giving a passthrough GPU
+            // back); never a GPU with time-sliced vGPUs.
             let mut placed = Vec::new();
-            let mut missing = Vec::new();
-            for p in items {
-                match planner.choose(&layouts, p) {
-                    Some((g, s)) => {
-                        layouts[g].place(p, s);
-                        placed.push(serde_json::json!({ "profile": p.name.to_string(), "gpu": candidates[g], "start": s }));
+            let mut left = items;
+            for allow_steps in [false, true] {
+                let open: Vec<usize> = (0..candidates.len()).filter(|&i| readiness[i].usable(allow_steps)).collect();
+                let mut view: Vec<Layout> = open.iter().map(|&i| layouts[i].clone()).collect();
+                let mut missing = Vec::new();
+                for p in left {
+                    match planner.choose(&view, p) {
+                        Some((k, s)) => {
+                            view[k].place(p, s);
+                            let i = open[k];
+                            layouts[i].place(p, s);
+                            placed.push(serde_json::json!({ "profile": p.name.to_string(), "gpu": candidates[i], "start": s, "first": readiness[i].steps() }));
+                        }
+                        None => missing.push(p),
                     }
-                    None => missing.push(p.name.to_string()),
+                }
+                left = missing;
+            }
+            let missing: Vec<String> = left.iter().map(|p| p.name.to_string()).collect();
+            let needs_steps = placed.iter().any(|p| p["first"].as_array().is_some_and(|a| !a.is_empty()));
+            let fits = missing.is_empty() && !needs_steps;
+            let mut steps: Vec<String> = Vec::new();
+            for p in &placed {
+                for s in p["first"].as_array().into_iter().flatten().filter_map(|s| s.as_str()) {
+                    if !steps.iter().any(|x| x == s) {
+                        steps.push(s.to_string());
+                    }
                 }
             }
-            let fits = missing.is_empty();
+            let blocked: Vec<serde_json::Value> = candidates
+                .iter()
+                .zip(&readiness)
+                .filter_map(|(g, r)| match r {
+                    Readiness::Blocked(why) => Some(serde_json::json!({ "gpu": g, "why": why })),
+                    _ => None,
+                })
+                .collect();
             if *json {
-                print_json(&serde_json::json!({ "fits": fits, "placements": placed, "does_not_fit": missing }))?;
+                print_json(&serde_json::json!({
+                    "fits": fits,
+                    "fits_after_steps": missing.is_empty(),
+                    "steps": steps,
+                    "placements": placed,
+                    "does_not_fit": missing,
+                    "blocked": blocked,
+                }))?;
             } else {
                 let mut t = String::new();
                 for p in &placed {
-                    t.push_str(&format!("{} -> {} at slice {}\n", p["profile"].as_str().unwrap_or(""), p["gpu"].as_str().unwrap_or(""), p["start"]));
+                    let first = p["first"]
+                        .as_array()
+                        .filter(|a| !a.is_empty())
+                        .map(|a| format!("  (first: {})", a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
+                    t.push_str(&format!(
+                        "{} -> {} at slice {}{}\n",
+                        p["profile"].as_str().unwrap_or(""),
+                        p["gpu"].as_str().unwrap_or(""),
+                        p["start"],
+                        first.unwrap_or_default()
+                    ));
                 }
                 for (g, l) in candidates.iter().zip(&layouts) {
                     t.push_str(&format!("{g} [{}]\n", l.slice_map(&table)));
                 }
-                if !fits {
+                for b in &blocked {
+                    t.push_str(&format!("{} cannot take GPU instances: {}\n", b["gpu"].as_str().unwrap_or(""), b["why"].as_str().unwrap_or("")));
+                }
+                if !missing.is_empty() {
                     t.push_str(&format!("does not fit: {} (a GPU has 8 memory slices; 4g and 7g need an empty half or GPU)\n", missing.join(", ")));
+                } else if needs_steps {
+                    t.push_str(&format!("fits after: {}\n", steps.join("; ")));
                 }
                 print_out(&t);
             }
-            return Ok(if fits { super::exit::OK } else { super::exit::FAILED });
+            // Not placeable as the host stands now: refused, like a create would be.
+            return Ok(if fits { super::exit::OK } else { super::exit::REFUSED });
         }
     }
     Ok(super::exit::OK)

@@ -40,13 +40,19 @@ pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> S
             if view.vgpus.iter().any(|v| v.kind == Some(VgpuKind::TimeSliced)) {
                 return format!("{gpu} holds time-sliced vGPUs ({}); time-sliced and MIG-backed vGPUs never share a GPU", holdings(view));
             }
-            format!("no free {profile} GPU instance on {gpu}; create one (vgpuctl mig create --gpu {gpu} --profile {profile})")
+            if view.free_slots == 0 {
+                return format!("every VF of {gpu} holds a vGPU; remove one to make room (vgpuctl status lists them)");
+            }
+            // Counted from the GPU's instances (view::cap_mig_backed): none of
+            // this profile is free and none fits beside the others.
+            format!("no free {profile} GPU instance on {gpu} and no room to make one beside its other instances; vgpuctl mig status shows them (destroying those no vGPU uses frees room)")
         }
         Some(VgpuKind::TimeSliced) => {
             if view.mig_enabled() || view.holds_mig_backed() {
                 return format!(
-                    "{gpu} is in MIG mode{}; time-sliced vGPUs need MIG mode off (vgpuctl mig disable {gpu}) and never share a GPU with MIG-backed ones",
-                    if view.vgpus.is_empty() { String::new() } else { format!(" and holds {}", holdings(view)) }
+                    "{gpu} is in MIG mode{}; time-sliced vGPUs need MIG mode off and never share a GPU with MIG-backed ones: {}destroy its GPU instances (vgpuctl mig status lists them), then vgpuctl mig disable {gpu}",
+                    if view.vgpus.is_empty() { String::new() } else { format!(" and holds {}", holdings(view)) },
+                    if view.vgpus.is_empty() { "" } else { "remove those vGPUs, " }
                 );
             }
             let sizes = view.sizes_in_use();

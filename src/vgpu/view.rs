@@ -164,6 +164,12 @@ pub trait DriverFacts {
     fn heterogeneous(&self, gpu: PciAddress) -> Option<bool>;
     /// The name of a vendor type id that no VF lists any more.
     fn type_name(&self, gpu: PciAddress, id: u32) -> Option<String>;
+    /// On a GPU in MIG mode: per GPU-instance profile name, how many
+    /// MIG-backed vGPUs of it can still be made (its GPU instances holding
+    /// no vGPU, plus those that would still fit). `None` when unknown.
+    fn mig_room(&self, _gpu: PciAddress) -> Option<BTreeMap<String, u32>> {
+        None
+    }
 }
 
 /// Facts from the host: the simulated state, or nvidia-smi on a real host.
@@ -185,6 +191,17 @@ impl DriverFacts for HostFacts<'_> {
         let state = crate::sim::SimState::load(self.host).ok()?;
         let model = &state.gpus.get(&gpu)?.model;
         known::name_for_id(id).filter(|n| n.starts_with(&format!("{model}-")))
+    }
+
+    fn mig_room(&self, gpu: PciAddress) -> Option<BTreeMap<String, u32>> {
+        use crate::mig::backend;
+        // One backend, one profile table and one instance list per GPU.
+        let b = backend::backend(self.host).ok()?;
+        let table = b.profiles(gpu).ok()?;
+        let instances = b.instances(gpu).ok()?;
+        let layout = backend::layout(&instances);
+        let free_gis = |name: &str| instances.iter().filter(|i| i.profile == name && backend::vgpu_holders(self.host, gpu, i.gi).is_empty()).count() as u32;
+        Some(table.iter().map(|p| (p.name.to_string(), free_gis(&p.name.to_string()) + layout.more(p))).collect())
     }
 }
 
@@ -322,8 +339,27 @@ fn build_one(inv: &Inventory, g: &Gpu, facts: &dyn DriverFacts) -> GpuView {
         vgpus,
         types,
     };
+    cap_mig_backed(&mut view, facts);
     finish_types(&mut view);
     view
+}
+
+/// A MIG-backed vGPU needs a free VF (or mdev slot) and a GPU instance of its
+/// profile: one holding no vGPU, or one that can still be made. The driver's
+/// lists say neither how many instances there are (every free VF lists the
+/// type while one free instance exists) nor that one could be made (no VF
+/// lists it then), so the count comes from the GPU's instances and layout.
+fn cap_mig_backed(view: &mut GpuView, facts: &dyn DriverFacts) {
+    if !view.mig_enabled() || !view.types.iter().any(|t| t.kind == Some(VgpuKind::MigBacked)) {
+        return;
+    }
+    let Some(room) = facts.mig_room(view.gpu) else { return };
+    let free_slots = view.free_slots as u32;
+    let vendor = view.interface == Interface::VendorVfio;
+    for t in view.types.iter_mut().filter(|t| t.kind == Some(VgpuKind::MigBacked)) {
+        let Some(gis) = t.mig_profile.as_deref().and_then(|p| room.get(p)) else { continue };
+        t.creatable = if vendor { free_slots.min(*gis) } else { t.creatable.min(*gis) };
+    }
 }
 
 /// Caps counts with the documented maxima and fills `why_not`.
