@@ -40,6 +40,9 @@ impl Rng {
     fn exp(&mut self, mean: f64) -> f64 {
         -mean * self.unit().ln()
     }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
 
 /// The profiles requests ask for, and the two request mixes (weights in that order).
@@ -226,6 +229,10 @@ fn main() {
     let headline_only = args.iter().any(|a| a == "--headline");
     if args.iter().any(|a| a == "--sweep") {
         sweep();
+        return;
+    }
+    if args.iter().any(|a| a == "--batch") {
+        batch_bench();
         return;
     }
     if args.iter().any(|a| a == "--planner-regret") {
@@ -599,5 +606,95 @@ fn sweep() {
             }
         }
         println!("{line}");
+    }
+}
+
+/// `--batch`: `mig plan`'s exact batch placement (vgpuctl::mig::batch).
+/// 1. Its answer against a brute-force placement search on 3,000 random
+///    batches over 1–8 GPUs that already hold instances, for four profile
+///    tables (H100 80GB, the real H200's, A100 40GB, A30): disagreements.
+/// 2. Its time for 8 and 64 GPUs with `mig plan`'s step budget: random
+///    current layouts, random batches near the free room, median and
+///    slowest, and how often it gave up.
+fn batch_bench() {
+    use vgpuctl::mig::batch;
+    let h200 = vgpuctl::nvml::parse(include_str!("../tests/fixtures/h200-device-run/nvml-snapshot.json")).expect("H200 capture").gpus[0].profile_table();
+    let mut tables = vec![("H100 80GB", hopper_80gb()), ("H200", h200)];
+    tables.extend(vgpuctl::mig::profiles::reference_tables());
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let random_layouts = |rng: &mut Rng, table: &[Profile], gpus: usize, most: u64| -> Vec<Layout> {
+        let mut current = vec![Layout::default(); gpus];
+        for l in &mut current {
+            for _ in 0..rng.below(most + 1) {
+                let p = &table[rng.below(table.len() as u64) as usize];
+                let starts = l.free_starts(p);
+                if !starts.is_empty() {
+                    l.place(p, starts[rng.below(starts.len() as u64) as usize]);
+                }
+            }
+        }
+        current
+    };
+    let random_demand = |rng: &mut Rng, table: &[Profile], items: u64| -> Vec<u32> {
+        let mut d = vec![0u32; table.len()];
+        for _ in 0..items {
+            // Small profiles more likely, as requests come.
+            let n = table.len() as u64;
+            d[(rng.below(n) * rng.below(n) / n) as usize] += 1;
+        }
+        d
+    };
+    let (mut runs, mut fit, mut wrong) = (0, 0, 0);
+    let start = Instant::now();
+    let per_table = if std::env::args().any(|a| a == "--quick") { 0 } else { 750 };
+    for (model, table) in &tables {
+        for _ in 0..per_table {
+            let gpus = 1 + rng.below(8) as usize;
+            let current = random_layouts(&mut rng, table, gpus, 6);
+            let items = 1 + rng.below(2 + gpus as u64);
+            let d = random_demand(&mut rng, table, items);
+            let exact = batch::place(table, &current, &d).is_some();
+            let brute = batch::brute_force_onto(table, &current, &d);
+            runs += 1;
+            fit += usize::from(brute);
+            if exact != brute {
+                wrong += 1;
+                println!("DISAGREE {model}: {gpus} GPUs, demand {d:?}: exact {exact}, brute force {brute}");
+            }
+        }
+    }
+    println!(
+        "exact vs brute force: {runs} random batches over 1-8 GPUs and 4 tables, {fit} fit, {wrong} disagreements ({:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
+    let table = hopper_80gb();
+    for gpus in [8usize, 64] {
+        let mut times = Vec::new();
+        let mut fits = 0;
+        let mut gave_up = 0;
+        let batches = if std::env::args().any(|a| a == "--quick") { 20 } else { 200 };
+        for _ in 0..batches {
+            let current = random_layouts(&mut rng, &table, gpus, 3);
+            let free: u64 = current.iter().map(|l| u64::from(8 - l.used_mask().count_ones())).sum();
+            // Slices of the batch near the free room: some fit, some do not.
+            let items = free * 2 / 3 + rng.below(free / 3 + 1);
+            let d = random_demand(&mut rng, &table, items);
+            let t = Instant::now();
+            match batch::place_within(&table, &current, &d, batch::PLAN_BUDGET) {
+                Ok(Some(_)) => fits += 1,
+                Ok(None) => {}
+                Err(batch::GaveUp) => gave_up += 1,
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        println!(
+            "{gpus} GPUs (H100 80GB, {batches} batches, {fits} fit, {gave_up} gave up after {} steps): median {:.2} ms, p90 {:.2} ms, slowest {:.2} ms",
+            batch::PLAN_BUDGET,
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        );
     }
 }

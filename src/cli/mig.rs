@@ -572,6 +572,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 items.extend(std::iter::repeat_n(p, *n as usize));
             }
             items.sort_by_key(|p| std::cmp::Reverse(p.size));
+            let before = layouts.clone();
+            let demand: Vec<u32> = table.iter().map(|t| items.iter().filter(|p| p.id == t.id).count() as u32).collect();
             // GPUs that can take instances now first; then those that can
             // after the steps named (MIG enable, giving a passthrough GPU
             // back); never a GPU with time-sliced vGPUs.
@@ -593,6 +595,37 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     }
                 }
                 left = missing;
+            }
+            // The online planner (one instance at a time) may strand part of a
+            // batch that can be placed: then the exact search (mig::batch)
+            // places the whole batch, on GPUs ready now if it can.
+            let mut exact = if left.is_empty() { "not needed" } else { "no placement" };
+            if !left.is_empty() {
+                for allow_steps in [false, true] {
+                    let open: Vec<usize> = (0..candidates.len()).filter(|&i| readiness[i].usable(allow_steps)).collect();
+                    let current: Vec<Layout> = open.iter().map(|&i| before[i].clone()).collect();
+                    // Bounded (about a second): a plan answers, even when unproven.
+                    let found = match crate::mig::batch::place_within(&table, &current, &demand, crate::mig::batch::PLAN_BUDGET) {
+                        Ok(found) => found,
+                        Err(crate::mig::batch::GaveUp) => {
+                            exact = "gave up";
+                            None
+                        }
+                    };
+                    if let Some(adds) = found {
+                        exact = "placed";
+                        layouts = before.clone();
+                        placed.clear();
+                        for (add, &i) in adds.iter().zip(&open) {
+                            for &(k, start) in add {
+                                layouts[i].place(&table[k], start);
+                                placed.push(serde_json::json!({ "profile": table[k].name.to_string(), "gpu": candidates[i], "start": start, "first": readiness[i].steps() }));
+                            }
+                        }
+                        left.clear();
+                        break;
+                    }
+                }
             }
             let missing: Vec<String> = left.iter().map(|p| p.name.to_string()).collect();
             let needs_steps = placed.iter().any(|p| p["first"].as_array().is_some_and(|a| !a.is_empty()));
@@ -621,6 +654,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     "placements": placed,
                     "does_not_fit": missing,
                     "blocked": blocked,
+                    "exact_search": exact,
                 }))?;
             } else {
                 let mut t = String::new();
@@ -645,6 +679,9 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 }
                 if !missing.is_empty() {
                     t.push_str(&format!("does not fit: {} (a GPU has 8 memory slices; 4g and 7g need an empty half or GPU)\n", missing.join(", ")));
+                    if exact == "gave up" {
+                        t.push_str("(the exact search gave up before proving it: the batch is near what these GPUs hold)\n");
+                    }
                 } else if needs_steps {
                     t.push_str(&format!("fits after: {}\n", steps.join("; ")));
                 }

@@ -4,6 +4,7 @@
 //! helper, nvidia-smi, simulated).
 
 pub mod backend;
+pub mod batch;
 pub mod compute;
 pub mod layout;
 pub mod nvml_backend;

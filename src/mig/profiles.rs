@@ -53,6 +53,38 @@ pub fn hopper_80gb() -> Vec<Profile> {
     ]
 }
 
+/// NVIDIA's documented tables of two other MIG GPUs (MIG user guide,
+/// "Supported MIG Profiles"), for tests and benchmarks of placement across
+/// GPU models only: vgpuctl reads a real GPU's table from its driver.
+/// Placement needs ids, sizes, starts and counts; memory and SMs are left 0.
+pub fn reference_tables() -> Vec<(&'static str, Vec<Profile>)> {
+    vec![
+        (
+            "A100 40GB",
+            vec![
+                p(19, "1g.5gb", 1, &[0, 1, 2, 3, 4, 5, 6], 7, 0, 0),
+                p(20, "1g.5gb+me", 1, &[0, 1, 2, 3, 4, 5, 6], 1, 0, 0),
+                p(15, "1g.10gb", 2, &[0, 2, 4, 6], 4, 0, 0),
+                p(14, "2g.10gb", 2, &[0, 2, 4], 3, 0, 0),
+                p(9, "3g.20gb", 4, &[0, 4], 2, 0, 0),
+                p(5, "4g.20gb", 4, &[0], 1, 0, 0),
+                p(0, "7g.40gb", 8, &[0], 1, 0, 0),
+            ],
+        ),
+        (
+            // Four memory slices.
+            "A30",
+            vec![
+                p(14, "1g.6gb", 1, &[0, 1, 2, 3], 4, 0, 0),
+                p(21, "1g.6gb+me", 1, &[0, 1, 2, 3], 1, 0, 0),
+                p(5, "2g.12gb", 2, &[0, 2], 2, 0, 0),
+                p(6, "2g.12gb+me", 2, &[0, 2], 1, 0, 0),
+                p(0, "4g.24gb", 4, &[0], 1, 0, 0),
+            ],
+        ),
+    ]
+}
+
 /// The profile table for a GPU model name, when MIG-capable and known.
 pub fn for_model(name: &str) -> Option<Vec<Profile>> {
     // Other MIG GPUs (A30, H200, …) have other tables: read them from the
