@@ -286,3 +286,26 @@ fn test_planner_policy_file_mix_and_reserve() {
     h.ok(&["mig", "destroy", "--gpu", G, &a["gi"].to_string()]);
     h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "6"]);
 }
+
+#[test]
+fn test_plan_places_a_batch_the_online_planner_would_strand() {
+    // 8 H100s in MIG mode: 8×3g.40gb + 32×1g.10gb fits only as one 3g and
+    // four 1g per GPU; placing the 3g first, two to a GPU, strands the 1g.
+    let h = SimHost::new("h100x8-vfio");
+    let gpus: Vec<String> = h.json(&["mig", "status", "--json"]).as_array().unwrap().iter().map(|g| g["gpu"].as_str().unwrap().to_string()).collect();
+    for g in &gpus {
+        h.ok(&["mig", "enable", g]);
+    }
+    let v = h.json(&["mig", "plan", "--want", "8x3g.40gb,32x1g.10gb", "--json"]);
+    assert_eq!(v["fits"], true, "{v}");
+    assert_eq!(v["placements"].as_array().unwrap().len(), 40);
+    for g in &gpus {
+        let on: Vec<&serde_json::Value> = v["placements"].as_array().unwrap().iter().filter(|p| p["gpu"] == g.as_str()).collect();
+        assert_eq!(on.len(), 5, "{g}: {v}");
+    }
+    // One more 1g.10gb has no place: proven, exit 3.
+    let o = h.run(&["mig", "plan", "--want", "8x3g.40gb,33x1g.10gb", "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exact_search"], "no placement", "{v}");
+}
