@@ -194,41 +194,51 @@ impl Readiness {
 }
 
 fn readiness_of(gpu: PciAddress, mig_on: bool, state: Option<&crate::status::GpuStatus>) -> Readiness {
-    let vgpus = state.map(|s| s.devices.iter().filter(|d| matches!(d.kind, "vgpu" | "mdev")).count()).unwrap_or(0);
-    match state.map(|s| s.mode) {
-        Some("passthrough") => Readiness::After(vec![format!("vgpuctl passthrough release {gpu}"), format!("vgpuctl mig enable {gpu}")]),
-        _ if mig_on => Readiness::Now,
-        _ if vgpus > 0 => Readiness::Blocked(format!("it holds {vgpus} time-sliced vGPU(s), and time-sliced and MIG-backed vGPUs never share a GPU")),
-        _ => Readiness::After(vec![format!("vgpuctl mig enable {gpu}")]),
+    match state.and_then(mig_blocker) {
+        Some(MigBlocker::Passthrough) => Readiness::After(vec![format!("vgpuctl passthrough release {gpu}"), format!("vgpuctl mig enable {gpu}")]),
+        Some(MigBlocker::TimeSliced(v)) => {
+            Readiness::Blocked(format!("it holds {} time-sliced vGPU(s), and time-sliced and MIG-backed vGPUs never share a GPU", v.len()))
+        }
+        None if mig_on => Readiness::Now,
+        None => Readiness::After(vec![format!("vgpuctl mig enable {gpu}")]),
     }
 }
 
-/// MIG mode may go on only on a GPU nobody uses another way: time-sliced
-/// and MIG-backed vGPUs never share a GPU, and a GPU passed through to a VM
-/// is not the nvidia driver's to change. Already in MIG mode: nothing to check.
-fn refuse_if_not_free_for_mig(host: &Host, gpu: PciAddress) -> Result<(), CliError> {
-    let Some(g) = crate::status::gpu(host, gpu)? else {
-        return Ok(());
-    };
+/// What keeps a GPU out of MIG mode: the one answer `mig enable` (which
+/// refuses) and `mig plan` (which steps around it) share. Time-sliced and
+/// MIG-backed vGPUs never share a GPU, and a GPU passed through to a VM is
+/// not the nvidia driver's to change. Already in MIG mode: nothing.
+enum MigBlocker<'a> {
+    Passthrough,
+    TimeSliced(Vec<&'a crate::status::Device>),
+}
+
+fn mig_blocker(g: &crate::status::GpuStatus) -> Option<MigBlocker<'_>> {
     match g.mode {
-        "mig" => Ok(()),
-        "passthrough" => Err(CliError::Refused(format!(
+        "mig" => None,
+        "passthrough" => Some(MigBlocker::Passthrough),
+        _ => {
+            let vgpus: Vec<&crate::status::Device> = g.devices.iter().filter(|d| matches!(d.kind, "vgpu" | "mdev")).collect();
+            (!vgpus.is_empty()).then_some(MigBlocker::TimeSliced(vgpus))
+        }
+    }
+}
+
+fn refuse_if_not_free_for_mig(host: &Host, gpu: PciAddress) -> Result<(), CliError> {
+    let state = crate::status::gpu(host, gpu)?;
+    match state.as_ref().and_then(mig_blocker) {
+        None => Ok(()),
+        Some(MigBlocker::Passthrough) => Err(CliError::Refused(format!(
             "{gpu} is bound to vfio-pci for passthrough; MIG mode needs the nvidia driver: give it back first (vgpuctl passthrough release {gpu})"
         ))),
-        _ => {
-            let held: Vec<String> = g
-                .devices
+        Some(MigBlocker::TimeSliced(vgpus)) => {
+            let held: Vec<String> = vgpus
                 .iter()
-                .filter(|d| matches!(d.kind, "vgpu" | "mdev"))
                 .map(|d| {
                     format!("{} {}{}", d.type_name.as_deref().unwrap_or("vGPU"), d.id, d.vm.as_deref().map(|vm| format!(" (VM {vm})")).unwrap_or_default())
                 })
                 .collect();
-            if held.is_empty() {
-                return Ok(());
-            }
-            let removes: Vec<String> =
-                g.devices.iter().filter(|d| matches!(d.kind, "vgpu" | "mdev")).map(|d| format!("vgpuctl vgpu remove {}", d.id)).collect();
+            let removes: Vec<String> = vgpus.iter().map(|d| format!("vgpuctl vgpu remove {}", d.id)).collect();
             Err(CliError::Refused(format!(
                 "{gpu} holds time-sliced vGPUs: {}; time-sliced and MIG-backed vGPUs never share a GPU: stop their VMs, then remove them ({})",
                 held.join(", "),
