@@ -71,8 +71,11 @@ fn vgpuctl_paths() -> Vec<String> {
 }
 
 fn package_files(deb: &Path) -> Vec<String> {
-    ok("dpkg-deb", &["--fsys-tarfile", deb.to_str().unwrap()]);
-    let list = ok("sh", &["-c", &format!("dpkg-deb --fsys-tarfile '{}' | tar -t", deb.display())]);
+    // dpkg-deb's data archive, listed by tar: no shell between them.
+    let mut unpack = Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb).stdout(std::process::Stdio::piped()).spawn().expect("dpkg-deb");
+    let listed = Command::new("tar").arg("-t").stdin(unpack.stdout.take().expect("piped")).output().expect("tar");
+    assert!(unpack.wait().expect("dpkg-deb").success() && listed.status.success(), "cannot list {}", deb.display());
+    let list = String::from_utf8_lossy(&listed.stdout);
     let mut v: Vec<String> = list.lines().filter(|l| !l.ends_with('/')).map(|l| l.trim_start_matches('.').to_string()).collect();
     v.sort();
     v
