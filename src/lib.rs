@@ -17,7 +17,7 @@ pub mod logging;
 pub mod mdev;
 pub mod metrics;
 pub mod mig;
-pub mod nvctl;
+pub mod nvidia;
 pub mod nvml;
 pub mod parse;
 pub mod sim;

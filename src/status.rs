@@ -4,23 +4,18 @@
 //! nvidia-smi per GPU; absent, not an error, without NVIDIA). Read-only.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::host::{Host, HostResult, Tool};
+use crate::host::{Host, HostResult};
 use crate::ids::PciAddress;
 use crate::inventory::{Inventory, ScanOptions, VfioUsers};
+use crate::nvidia::Wants;
 use crate::parse::MigModeState;
 use crate::vgpu::view::{self, HostFacts, Interface};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Utilization {
-    pub gpu_percent: Option<u32>,
-    pub memory_percent: Option<u32>,
-    pub memory_used_mib: Option<u64>,
-    pub memory_total_mib: Option<u64>,
-}
+pub use crate::nvidia::real::parse_utilization;
+pub use crate::nvidia::Utilization;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Device {
@@ -96,57 +91,6 @@ pub struct Status {
     pub other_mdevs: Vec<Device>,
 }
 
-/// Per-GPU utilization from NVML's snapshot or nvidia-smi, keyed by
-/// address; empty without NVIDIA.
-fn utilization(host: &Host, nvml: Option<&crate::nvml::NvmlSnapshot>) -> HashMap<PciAddress, Utilization> {
-    if let Some(s) = nvml {
-        return s
-            .gpus
-            .iter()
-            .filter_map(|g| {
-                Some((
-                    g.address()?,
-                    Utilization {
-                        gpu_percent: g.utilization.map(|u| u.gpu_percent),
-                        memory_percent: g.utilization.map(|u| u.memory_percent),
-                        memory_used_mib: g.memory.map(|m| m.used_mib),
-                        memory_total_mib: g.memory.map(|m| m.total_mib),
-                    },
-                ))
-            })
-            .collect();
-    }
-    if host.is_simulated() || !host.runner().is_available(Tool::NvidiaSmi) {
-        return HashMap::new();
-    }
-    let Ok(out) = host.runner().run(
-        Tool::NvidiaSmi,
-        &["--query-gpu=pci.bus_id,utilization.gpu,utilization.memory,memory.used,memory.total", "--format=csv,noheader,nounits"],
-        Duration::from_secs(20),
-    ) else {
-        return HashMap::new();
-    };
-    parse_utilization(&out.stdout)
-}
-
-pub fn parse_utilization(text: &str) -> HashMap<PciAddress, Utilization> {
-    text.lines()
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split(',').map(str::trim).collect();
-            let [bus, g, m, used, total] = c.as_slice() else { return None };
-            Some((
-                bus.parse().ok()?,
-                Utilization {
-                    gpu_percent: g.parse().ok(),
-                    memory_percent: m.parse().ok(),
-                    memory_used_mib: used.parse().ok(),
-                    memory_total_mib: total.parse().ok(),
-                },
-            ))
-        })
-        .collect()
-}
-
 /// Which domain's start made each device, from the hook journals.
 fn journal_owners(host: &Host) -> HashMap<String, String> {
     let mut m = HashMap::new();
@@ -212,13 +156,23 @@ pub fn gpus(host: &Host) -> HostResult<Vec<GpuStatus>> {
 }
 
 fn collect_with(host: &Host, mig_room: bool, sample: bool) -> HostResult<Collected> {
-    // First, so the inventory below reads the same (sampled) snapshot: one helper run.
-    let nvml = if sample { crate::nvml::snapshot_sampled(host).ok().flatten() } else { None };
+    let driver = host.nvidia();
+    // Declared first, so one NVML session answers the inventory, the views,
+    // MIG and utilization below.
+    let mut wants = Wants::UTILIZATION | Wants::VGPU | Wants::MIG_INSTANCES;
+    if mig_room {
+        wants = wants | Wants::MIG_PROFILES;
+    }
+    if sample {
+        wants = wants | Wants::SAMPLED;
+    }
+    driver.expect(wants);
+    let nvml = if sample { driver.samples(host) } else { None };
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
     let views = view::build(&inv, &HostFacts { host });
     let users = VfioUsers::scan(host);
     let owners = journal_owners(host);
-    let util = utilization(host, nvml.as_deref());
+    let util = driver.utilization(host);
     let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
     let mig = crate::mig::backend::backend(host).ok();
     let mut gpus = Vec::new();

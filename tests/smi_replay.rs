@@ -81,12 +81,18 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     let list = json(&vgpuctl(&root, &smi, &helper, "auto", &["list", "--json"]));
     let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
     // NVML answered everything: not one nvidia-smi run, one helper run per
-    // command, and only `status` waits for a utilization sample.
+    // command asking only for what that command reads, and only `status`
+    // waits for a utilization sample.
     assert!(!log.exists(), "nvidia-smi was run: {}", std::fs::read_to_string(&log).unwrap_or_default());
     let calls = std::fs::read_to_string(&helper_log).unwrap();
     assert_eq!(
         calls.lines().collect::<Vec<_>>(),
-        ["snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 0", "snapshot --sample-ms 100"],
+        [
+            "snapshot --want profiles,instances --sample-ms 0",
+            "snapshot --want instances --sample-ms 0",
+            "snapshot --want identity --sample-ms 0",
+            "snapshot --want instances,utilization,vgpu,sampled --sample-ms 100"
+        ],
         "{calls}"
     );
     assert_eq!(status[0]["current"], "disabled");
@@ -226,6 +232,12 @@ fn test_real_helper_without_a_driver_exits_3_and_vgpuctl_falls_back() {
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("NVML is not usable"));
     assert_eq!(Command::new(&helper).arg("frobnicate").output().unwrap().status.code(), Some(2));
+    // What vgpuctl asks for is accepted; an unknown part is named, before NVML is touched.
+    let o = Command::new(&helper).args(["snapshot", "--want", "instances,utilization,vgpu,sampled", "--sample-ms", "100"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&helper).args(["snapshot", "--want", "instances,everything"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"everything\""), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = common::sim::tempdir();
     let (root, smi) = real_h100(dir.path());
     let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));

@@ -21,19 +21,24 @@ use nvml_wrapper::gpm::gpm_metrics_get;
 use nvml_wrapper::vgpu::VgpuInstance;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::*;
+use vgpuctl::nvidia::Wants;
 use vgpuctl::nvml::{
     NvmlComputeInstance, NvmlGiProfile, NvmlGpu, NvmlGpuInstance, NvmlMemory, NvmlMigMode, NvmlPlacement, NvmlProcess, NvmlSnapshot, NvmlUtilization, NvmlVgpu,
     EXIT_NO_NVML, SCHEMA_VERSION,
 };
 
-const USAGE: &str = "usage: vgpuctl-nvml snapshot [--sample-ms N]\n\
+const USAGE: &str = "usage: vgpuctl-nvml snapshot [--want LIST] [--sample-ms N]\n\
     Prints one JSON snapshot of what NVML reports (read-only). --version: which build.\n\
-    --sample-ms N  window for GPU-instance utilization (GPM), default 100, 0 skips it\n\
+    --want LIST    what to read besides each GPU's identity and MIG mode, comma-separated:\n\
+                   profiles, instances, processes, utilization, vgpu, sampled, mig, all\n\
+                   (default all; a command asks only for what it reads)\n\
+    --sample-ms N  window for GPU-instance utilization (GPM) when sampled, default 100, 0 skips it\n\
     exit 0: snapshot printed; 3: NVML not usable here; 2: bad arguments; 1: other failure";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut sample_ms: u64 = 100;
+    let mut want = Wants::ALL;
     match args.first().map(String::as_str) {
         Some("snapshot") => {}
         // What `vgpuctl --version` compares with its own line.
@@ -52,13 +57,25 @@ fn main() -> ExitCode {
     }
     let mut rest = args[1..].iter();
     while let Some(a) = rest.next() {
-        match (a.as_str(), rest.next().map(|v| v.parse::<u64>())) {
-            ("--sample-ms", Some(Ok(v))) if v <= 10_000 => sample_ms = v,
+        let value = rest.next();
+        match (a.as_str(), value) {
+            ("--sample-ms", Some(v)) if v.parse::<u64>().is_ok_and(|v| v <= 10_000) => sample_ms = v.parse().unwrap_or(100),
+            ("--want", Some(v)) => match Wants::parse(v) {
+                Ok(w) => want = w,
+                Err(word) => {
+                    eprintln!("vgpuctl-nvml: --want: unknown part {word:?}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
                 eprintln!("vgpuctl-nvml: bad argument {a:?}\n{USAGE}");
                 return ExitCode::from(2);
             }
         }
+    }
+    // No sampling window unless the caller asked for sampled utilization.
+    if !want.contains(Wants::SAMPLED) {
+        sample_ms = 0;
     }
     let nvml = match Nvml::init() {
         Ok(n) => n,
@@ -67,7 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_NO_NVML as u8);
         }
     };
-    let snap = snapshot(&nvml, Duration::from_millis(sample_ms));
+    let snap = snapshot(&nvml, want, Duration::from_millis(sample_ms));
     match serde_json::to_string_pretty(&snap) {
         Ok(text) => {
             println!("{text}");
@@ -96,7 +113,7 @@ impl Errors {
     }
 }
 
-fn snapshot(nvml: &Nvml, window: Duration) -> NvmlSnapshot {
+fn snapshot(nvml: &Nvml, want: Wants, window: Duration) -> NvmlSnapshot {
     let mut snap = NvmlSnapshot {
         schema_version: SCHEMA_VERSION,
         driver_version: nvml.sys_driver_version().ok(),
@@ -111,7 +128,7 @@ fn snapshot(nvml: &Nvml, window: Duration) -> NvmlSnapshot {
             Err(e) => snap.gpus.push(NvmlGpu { index, errors: vec![format!("device {index}: {e}")], ..Default::default() }),
         }
     }
-    let mut gpus: Vec<(NvmlGpu, &Device)> = devices.iter().map(|(i, d)| (gpu(nvml, *i, d), d)).collect();
+    let mut gpus: Vec<(NvmlGpu, &Device)> = devices.iter().map(|(i, d)| (gpu(nvml, want, *i, d), d)).collect();
     if !window.is_zero() {
         gi_utilization(nvml, &mut gpus, window);
     }
@@ -120,37 +137,49 @@ fn snapshot(nvml: &Nvml, window: Duration) -> NvmlSnapshot {
     snap
 }
 
-fn gpu(nvml: &Nvml, index: u32, d: &Device) -> NvmlGpu {
+/// One GPU: its identity and MIG mode always, the rest as `want` says
+/// (each part is NVML calls per profile, instance or process, which a
+/// command that does not read them must not pay for).
+fn gpu(nvml: &Nvml, want: Wants, index: u32, d: &Device) -> NvmlGpu {
     let mut e = Errors(Vec::new());
     let pci_bus_id = e.opt("pci info", d.pci_info()).map(|p| p.bus_id).unwrap_or_default();
     let mut g = NvmlGpu { index, pci_bus_id, uuid: e.opt("uuid", d.uuid()), name: e.opt("name", d.name()), ..Default::default() };
     g.mig = e.opt("MIG mode", d.mig_mode()).map(|m| NvmlMigMode { current: m.current == 1, pending: m.pending == 1 });
-    g.memory = e.opt("memory", d.memory_info()).map(|m| NvmlMemory { total_mib: m.total >> 20, used_mib: m.used >> 20 });
-    g.utilization = e.opt("utilization", d.utilization_rates()).map(|u| NvmlUtilization { gpu_percent: u.gpu, memory_percent: u.memory });
-    if g.mig.is_some() {
+    if want.contains(Wants::UTILIZATION) {
+        g.memory = e.opt("memory", d.memory_info()).map(|m| NvmlMemory { total_mib: m.total >> 20, used_mib: m.used >> 20 });
+        g.utilization = e.opt("utilization", d.utilization_rates()).map(|u| NvmlUtilization { gpu_percent: u.gpu, memory_percent: u.memory });
+    }
+    // Instances are listed per profile, so a GPU in MIG mode needs its
+    // profile table for them too; one with MIG off has no instances.
+    let mig_on = g.mig.is_some_and(|m| m.current);
+    if g.mig.is_some() && (want.contains(Wants::MIG_PROFILES) || want.contains(Wants::MIG_INSTANCES) && mig_on) {
         g.gi_profiles = gi_profiles(nvml, d, &mut e);
     }
-    if g.mig.is_some_and(|m| m.current) {
+    if want.contains(Wants::MIG_INSTANCES) && mig_on {
         g.gpu_instances = gpu_instances(nvml, d, &g.gi_profiles, &mut e);
         gi_memory(nvml, d, &mut g.gpu_instances, &mut e);
     }
-    g.heterogeneous = e.opt("vGPU heterogeneous mode", heterogeneous(nvml, d));
-    g.processes = e
-        .opt("compute processes", d.running_compute_processes())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| NvmlProcess {
-            pid: p.pid,
-            name: nvml.sys_process_name(p.pid, 96).ok(),
-            used_mib: match p.used_gpu_memory {
-                UsedGpuMemory::Used(b) => Some(b >> 20),
-                UsedGpuMemory::Unavailable => None,
-            },
-            gi: p.gpu_instance_id,
-            ci: p.compute_instance_id,
-        })
-        .collect();
-    g.vgpus = vgpus(nvml, d, &mut e);
+    if want.contains(Wants::PROCESSES) {
+        g.processes = e
+            .opt("compute processes", d.running_compute_processes())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| NvmlProcess {
+                pid: p.pid,
+                name: nvml.sys_process_name(p.pid, 96).ok(),
+                used_mib: match p.used_gpu_memory {
+                    UsedGpuMemory::Used(b) => Some(b >> 20),
+                    UsedGpuMemory::Unavailable => None,
+                },
+                gi: p.gpu_instance_id,
+                ci: p.compute_instance_id,
+            })
+            .collect();
+    }
+    if want.contains(Wants::VGPU) {
+        g.heterogeneous = e.opt("vGPU heterogeneous mode", heterogeneous(nvml, d));
+        g.vgpus = vgpus(nvml, d, &mut e);
+    }
     g.errors = e.0;
     g
 }
@@ -345,6 +374,7 @@ fn vgpus(nvml: &Nvml, d: &Device, e: &mut Errors) -> Vec<NvmlVgpu> {
                 vm_id: v.vm_id().ok().map(|vm| match vm {
                     VmId::Domain(s) | VmId::Uuid(s) => s,
                 }),
+                type_id: v.instance_type().ok().map(|t| t.id()),
                 type_name: v.instance_type().ok().and_then(|t| t.name().ok()),
                 fb_used_mib: v.fb_usage().ok().map(|b| b >> 20),
                 gi: v.gpu_instance_id().ok().filter(|g| *g != u32::MAX),

@@ -152,10 +152,10 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             _ => None,
         };
     }
-    if let Some(n) = e.downcast_ref::<crate::nvctl::NvctlError>() {
+    if let Some(n) = e.downcast_ref::<crate::nvidia::ControlError>() {
         return match n {
-            crate::nvctl::NvctlError::UnknownGpu { .. } => R,
-            crate::nvctl::NvctlError::Host(h) => class(h),
+            crate::nvidia::ControlError::UnknownGpu { .. } => R,
+            crate::nvidia::ControlError::Host(h) => class(h),
             _ => None,
         };
     }

@@ -162,10 +162,12 @@ fn mig_err(e: MigError) -> CliError {
 
 fn status_of(b: &dyn backend::MigBackend, gpu: PciAddress, name: Option<String>) -> Result<GpuMig, MigError> {
     let m = b.mode(gpu)?;
-    let table = b.profiles(gpu)?;
-    let instances = if m.current == MigModeState::Enabled { b.instances(gpu)? } else { Vec::new() };
+    // With MIG off there are no instances to place on the table: not read.
+    let on = m.current == MigModeState::Enabled;
+    let table = if on { b.profiles(gpu)? } else { Vec::new() };
+    let instances = if on { b.instances(gpu)? } else { Vec::new() };
     let l = layout(&instances);
-    let free = if m.current == MigModeState::Enabled { table.iter().map(|p| (p.name.to_string(), l.more(p))).collect() } else { Vec::new() };
+    let free = if on { table.iter().map(|p| (p.name.to_string(), l.more(p))).collect() } else { Vec::new() };
     Ok(GpuMig { gpu, name, current: m.current, pending: m.pending, slice_map: l.slice_map(&table), instances, free })
 }
 
@@ -420,7 +422,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 };
                 print_out(&format!(
                     "{gpu}: MIG mode change is pending.{holders} Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm / nv-hostengine, nvidia-fabricmanager, the processes above), then reset it: nvidia-smi -r -i {}\n",
-                    crate::nvctl::smi_bus_id(*gpu)
+                    crate::nvidia::smi_bus_id(*gpu)
                 ));
                 return Ok(super::exit::PENDING);
             }

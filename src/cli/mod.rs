@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::host::Host;
 use crate::ids::MdevParent;
 use crate::inventory::{Inventory, ScanOptions};
+use crate::nvidia::Wants;
 
 /// Exit codes, documented in docs/admin-guide.md.
 pub mod exit {
@@ -307,7 +308,7 @@ pub enum CliError {
     #[error(transparent)]
     Sriov(#[from] crate::sriov::SriovError),
     #[error(transparent)]
-    Nvctl(#[from] crate::nvctl::NvctlError),
+    Nvctl(#[from] crate::nvidia::ControlError),
     /// The command line itself is wrong (exit 64).
     #[error("{0}")]
     Usage(String),
@@ -344,8 +345,30 @@ pub enum CliError {
     Serve(#[from] crate::metrics::http::ServeError),
 }
 
+/// Opens the host and tells its NVIDIA driver what this command will read,
+/// so one NVML session answers all of it.
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
-    Ok(crate::open_host(cli.root.as_deref())?)
+    let host = crate::open_host(cli.root.as_deref())?;
+    host.nvidia().expect(driver_wants(&cli.command));
+    Ok(host)
+}
+
+/// What each command reads from the NVIDIA driver beyond MIG modes and
+/// UUIDs (which every inventory reads). `status` and `metrics` declare
+/// their own in `status::collect`, the hook per domain.
+fn driver_wants(cmd: &Command) -> Wants {
+    match cmd {
+        // The vGPU view: mixed-size mode, names of active types, and MIG-backed room.
+        Command::Types(_) | Command::Explain { .. } | Command::Vgpu(_) | Command::Vm(_) => Wants::VGPU | Wants::MIG_INSTANCES | Wants::MIG_PROFILES,
+        Command::Mig(m) => match m {
+            // Instances bring the profile table of each GPU in MIG mode with them.
+            mig::MigCommand::Status { .. } => Wants::MIG_INSTANCES,
+            mig::MigCommand::Profiles { .. } | mig::MigCommand::Plan { .. } => Wants::MIG_PROFILES | Wants::MIG_INSTANCES,
+            _ => Wants::MIG | Wants::VGPU,
+        },
+        Command::Plan { .. } | Command::Apply { .. } | Command::Export | Command::Sriov(_) => Wants::VGPU | Wants::MIG,
+        _ => Wants::IDENTITY,
+    }
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
@@ -431,7 +454,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let mut n = 0u64;
             loop {
                 // Every refresh asks the driver again.
-                crate::nvml::forget();
+                host.nvidia().forget();
                 let s = crate::status::status(&host)?;
                 if *json {
                     let mut text = serde_json::to_string(&s)?;

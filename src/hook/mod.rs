@@ -23,6 +23,7 @@ use crate::inventory::{read_device, Inventory, ScanOptions, VfioUsers, Warnings}
 use crate::libvirt::domain_xml::{self, DomainGpus, GpuRequest, Hostdev};
 use crate::lock::HostLock;
 use crate::mdev::{self, CreateRequest};
+use crate::nvidia::Wants;
 use crate::vgpu::alloc::Policy;
 use crate::vgpu::typename::VgpuTypeName;
 pub use journal::{Entry, Journal, State};
@@ -254,6 +255,10 @@ fn finish(host: &Host, key: &str, j: &mut Journal) -> Result<(), String> {
 /// Undoes a journal's devices, newest first; pending entries too, when the
 /// device got made before the crash. Returns the problems (devices left).
 pub fn undo(host: &Host, j: &Journal) -> Vec<String> {
+    if j.entries.iter().any(|e| matches!(e, Entry::MigGi { .. })) {
+        // Destroying a GPU instance reads its instances and their users.
+        host.nvidia().expect(Wants::MIG);
+    }
     let mut problems = Vec::new();
     for e in j.entries.iter().rev() {
         match e {
@@ -290,8 +295,22 @@ fn pid_alive(pid: u32) -> bool {
 
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What making `actions` reads from the NVIDIA driver: nothing for mdevs of
+/// other parents (the helper is never started for them), the vGPU view (and
+/// so MIG room) for vGPUs. Declared once, so a VM start costs one NVML session
+/// at most.
+pub fn driver_wants(actions: &[Action]) -> Wants {
+    let vgpu = actions.iter().any(|a| matches!(a, Action::LegacyVgpu { .. } | Action::VendorVgpu { .. }));
+    if vgpu {
+        Wants::VGPU | Wants::MIG
+    } else {
+        Wants::IDENTITY
+    }
+}
+
 pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let actions = plan(host, d)?;
+    host.nvidia().expect(driver_wants(&actions));
     let key = journal::key(&d.name, d.uuid.as_deref());
     let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
     if let Some(old) = journal::load(host, &key)? {

@@ -38,6 +38,9 @@ pub struct Host {
     runner: CommandRunner,
     behaviour: Option<Arc<dyn WriteBehaviour>>,
     fault: Option<Arc<Fault>>,
+    /// The NVIDIA driver that answers for this host, chosen when it is
+    /// opened (the real one unless `sim::attach` put the simulated one on).
+    nvidia: Arc<dyn crate::nvidia::NvidiaDriver>,
 }
 
 /// Test-only fault injection, from `VGPUCTL_FAULT=write:N:ERRNO` (the Nth
@@ -102,7 +105,7 @@ impl Fault {
 impl Host {
     /// The real host: root `/`, tools from `PATH` or their `VGPUCTL_*` overrides.
     pub fn real() -> Self {
-        Self { root: PathBuf::from("/"), runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env() }
+        Self { root: PathBuf::from("/"), runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env(), nvidia: Self::real_driver() }
     }
 
     /// A host whose files live under `root`. The root must be a readable
@@ -114,7 +117,22 @@ impl Host {
             return Err(HostError::Root { root: root.clone(), source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory") });
         }
         fs::read_dir(&root).map_err(|source| HostError::Root { root: root.clone(), source })?;
-        Ok(Self { root, runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env() })
+        Ok(Self { root, runner: CommandRunner::from_env(), behaviour: None, fault: Fault::from_env(), nvidia: Self::real_driver() })
+    }
+
+    fn real_driver() -> Arc<dyn crate::nvidia::NvidiaDriver> {
+        Arc::new(crate::nvidia::real::RealDriver::default())
+    }
+
+    /// Puts another NVIDIA driver on the host (the simulated one).
+    pub fn with_nvidia(mut self, driver: Arc<dyn crate::nvidia::NvidiaDriver>) -> Self {
+        self.nvidia = driver;
+        self
+    }
+
+    /// The host's NVIDIA driver: ask it, never whether the host is simulated.
+    pub fn nvidia(&self) -> &dyn crate::nvidia::NvidiaDriver {
+        self.nvidia.as_ref()
     }
 
     pub fn with_runner(mut self, runner: CommandRunner) -> Self {

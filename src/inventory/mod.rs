@@ -91,12 +91,12 @@ impl Inventory {
         let mdev_parents = mdev::scan_parents(host, &mut warnings)?;
         let users = if opts.usage { VfioUsers::scan(host) } else { VfioUsers::unknown() };
         let mdevs = mdev::scan_devices(host, &users, &mut warnings)?;
-        let mig = if opts.mig { nvidia::mig_modes(host, nvidia_driver.is_some(), &mut warnings) } else { None };
+        let mig = if opts.mig { nvidia::mig_modes(host, &mut warnings) } else { None };
         let gpus = pci::scan_gpus(host, &mdev_parents, mig.as_ref(), &mut warnings)?;
         Ok(Self {
             schema_version: SCHEMA_VERSION,
             root: host.root().display().to_string(),
-            simulated_profile: crate::sim::profile_name(host),
+            simulated_profile: host.nvidia().simulated_profile(host),
             nvidia_driver,
             gpus,
             mdev_parents,

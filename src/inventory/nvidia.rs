@@ -1,15 +1,15 @@
 //! NVIDIA specifics of the inventory: driver version, the vendor-specific
-//! VFIO files of a VF, and MIG mode per GPU.
+//! VFIO files of a VF, and MIG mode per GPU (asked of the host's driver).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
 use super::Warnings;
-use crate::host::{Host, Tool};
+use crate::host::Host;
 use crate::ids::PciAddress;
-use crate::parse::{self, CreatableType, MigModeState, NvidiaDriverVersion};
+pub use crate::nvidia::MigMode;
+use crate::parse::{self, CreatableType, NvidiaDriverVersion};
 
 pub(super) fn driver_version(host: &Host, w: &mut Warnings) -> Option<NvidiaDriverVersion> {
     let text = w.ok(host.read_attr_opt("/proc/driver/nvidia/version")).flatten()?;
@@ -57,41 +57,16 @@ pub(super) fn vf_vgpu(host: &Host, vf: PciAddress, w: &mut Warnings) -> Option<V
     Some(VfVgpu { current_type, current_type_name: None, creatable })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MigMode {
-    pub current: MigModeState,
-    pub pending: MigModeState,
-}
-
-/// MIG mode and GPU UUID per GPU from the simulated state or from
-/// nvidia-smi. `None` when there is no NVIDIA driver or tool: that is a
-/// normal host, not an error.
-pub(super) fn mig_modes(host: &Host, driver_loaded: bool, w: &mut Warnings) -> Option<HashMap<PciAddress, (MigMode, Option<String>)>> {
-    if host.is_simulated() {
-        return crate::sim::mig_modes(host).map(|m| m.into_iter().map(|(a, mode)| (a, (mode, Some(crate::sim::gpu_uuid(a))))).collect());
+/// MIG mode and GPU UUID per GPU, as the host's NVIDIA driver reports them
+/// (NVML, nvidia-smi or the simulated state). `None` when there is no
+/// NVIDIA driver or tool: that is a normal host, not an error.
+pub(super) fn mig_modes(host: &Host, w: &mut Warnings) -> Option<HashMap<PciAddress, (MigMode, Option<String>)>> {
+    let mut problems = Vec::new();
+    let facts = host.nvidia().gpus(host, &mut problems);
+    for p in problems {
+        w.push(p);
     }
-    if !driver_loaded {
-        return None;
-    }
-    // NVML first: one helper run answers for every GPU.
-    match crate::nvml::snapshot(host) {
-        Ok(Some(snap)) => return Some(snap.gpus.iter().filter_map(|g| Some((g.address()?, (g.mig_mode(), g.uuid.clone())))).collect()),
-        Ok(None) => {}
-        Err(e) => w.push(e.to_string()),
-    }
-    if !host.runner().is_available(Tool::NvidiaSmi) {
-        return None;
-    }
-    let out = w.ok(host.runner().run(
-        Tool::NvidiaSmi,
-        &["--query-gpu=pci.bus_id,mig.mode.current,mig.mode.pending,uuid", "--format=csv,noheader"],
-        Duration::from_secs(20),
-    ))?;
-    if !out.success() {
-        w.push(format!("nvidia-smi --query-gpu failed: {}", out.stderr.trim()));
-        return None;
-    }
-    Some(parse::mig_mode_csv(&out.stdout).into_iter().map(|r| (r.address, (MigMode { current: r.current, pending: r.pending }, r.uuid))).collect())
+    Some(facts?.into_iter().map(|(a, f)| (a, (f.mig, f.uuid))).collect())
 }
 
 /// Names each VF's current type from the creatable lists of its sibling VFs.

@@ -2,19 +2,18 @@
 //! trait: NVML (read through the vgpuctl-nvml helper; changes through
 //! nvidia-smi, as nvml-wrapper does not wrap instance creation), nvidia-smi
 //! alone (through the replaceable command runner), and the simulated host's
-//! state. `backend` picks NVML, then nvidia-smi, then says there is no
-//! driver; `VGPUCTL_NVIDIA_BACKEND` overrides the choice.
+//! state. Which one answers is the host's NVIDIA driver's choice
+//! (`crate::nvidia`), made once; `backend` only asks it.
 
 use serde::Serialize;
 
 use super::compute::CiProfile;
 use super::layout::{Layout, Placed};
 use super::profiles::Profile;
-use super::{nvml_backend::NvmlMig, sim_backend::SimMig, smi_backend::SmiMig};
-use crate::host::{Host, HostError, Tool};
+use crate::host::{Host, HostError};
 use crate::ids::PciAddress;
-use crate::inventory::MigMode;
-use crate::nvml::{self, Choice, NvmlError};
+use crate::nvidia::MigMode;
+use crate::nvml::NvmlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigError {
@@ -102,20 +101,9 @@ pub trait MigBackend {
     fn name(&self) -> &'static str;
 }
 
+/// The host's NVIDIA driver's MIG side (NVML, nvidia-smi or simulated).
 pub fn backend(host: &Host) -> Result<Box<dyn MigBackend + '_>, MigError> {
-    if host.is_simulated() {
-        return Ok(Box::new(SimMig::new(host)));
-    }
-    if let Some(snap) = nvml::snapshot(host)? {
-        return Ok(Box::new(NvmlMig::new(host, snap)));
-    }
-    if nvml::choice()? == Choice::Nvml {
-        return Err(MigError::NoDriver);
-    }
-    if host.runner().is_available(Tool::NvidiaSmi) {
-        return Ok(Box::new(SmiMig::new(host)));
-    }
-    Err(MigError::NoDriver)
+    host.nvidia().mig(host)
 }
 
 pub fn layout(instances: &[GpuInstance]) -> Layout {
@@ -237,25 +225,8 @@ pub fn vgpu_holders(host: &Host, gpu: PciAddress, gi: u32) -> Vec<PciAddress> {
     out
 }
 
-/// Every compute process on a GPU (what blocks a MIG mode change): NVML's
-/// list when the helper answers, else `nvidia-smi --query-compute-apps`.
+/// Every compute process on a GPU (what blocks a MIG mode change), as the
+/// host's NVIDIA driver reports them.
 pub fn gpu_processes(host: &Host, gpu: PciAddress) -> Vec<GiUser> {
-    if host.is_simulated() {
-        return Vec::new();
-    }
-    if let Ok(Some(s)) = nvml::snapshot(host) {
-        if let Some(g) = s.gpu(gpu) {
-            return g.processes.iter().map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect();
-        }
-    }
-    let id = crate::nvctl::smi_bus_id(gpu);
-    let Ok(out) =
-        host.runner().run(Tool::NvidiaSmi, &["--query-compute-apps=pid,process_name", "--format=csv,noheader", "-i", &id], std::time::Duration::from_secs(30))
-    else {
-        return Vec::new();
-    };
-    if !out.success() {
-        return Vec::new();
-    }
-    super::smi::compute_apps(&out.stdout).into_iter().map(|(pid, name)| GiUser { pid, name: Some(name) }).collect()
+    host.nvidia().processes(host, gpu)
 }

@@ -1,7 +1,7 @@
 //! MIG: profiles and placements, per-GPU layouts, the fragmentation-aware
 //! placement planner, compute instances, nvidia-smi output parsers, and the
 //! backends that read and change GPU/compute instances (NVML through the
-//! helper, nvidia-smi, simulated).
+//! helper, nvidia-smi; the simulated one lives in `sim::mig`).
 
 pub mod backend;
 pub mod batch;
@@ -12,7 +12,6 @@ pub mod planner;
 pub mod policy;
 pub mod profiles;
 pub mod shapes;
-pub mod sim_backend;
 pub mod smi;
 pub mod smi_backend;
 pub mod value;

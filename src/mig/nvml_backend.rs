@@ -3,7 +3,6 @@
 //! nvidia-smi prints the driver's own messages, which admins know. After a
 //! change the snapshot is taken again.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::backend::{ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
@@ -12,37 +11,37 @@ use super::profiles::Profile;
 use super::smi_backend::SmiMig;
 use crate::host::Host;
 use crate::ids::PciAddress;
-use crate::inventory::MigMode;
-use crate::nvml::{self, NvmlGpu, NvmlSnapshot};
+use crate::nvidia::{MigMode, Wants};
+use crate::nvml::{NvmlGpu, NvmlSnapshot, NvmlSource};
 
 pub struct NvmlMig<'a> {
     host: &'a Host,
-    snap: RefCell<Arc<NvmlSnapshot>>,
+    /// The driver's own source: it keeps the snapshot, and a change made
+    /// here is forgotten there.
+    source: &'a NvmlSource,
     smi: SmiMig<'a>,
 }
 
 impl<'a> NvmlMig<'a> {
-    pub fn new(host: &'a Host, snap: Arc<NvmlSnapshot>) -> Self {
-        Self { host, snap: RefCell::new(snap), smi: SmiMig::new(host) }
+    pub fn new(host: &'a Host, source: &'a NvmlSource) -> Self {
+        Self { host, source, smi: SmiMig::new(host) }
     }
 
-    /// Reads one GPU of the snapshot in place (no copy of its lists).
-    fn with_gpu<T>(&self, gpu: PciAddress, f: impl FnOnce(&NvmlGpu) -> T) -> Result<T, MigError> {
-        self.snap.borrow().gpu(gpu).map(f).ok_or(MigError::Unsupported { gpu })
+    /// Reads one GPU of a snapshot holding `need`, in place.
+    fn with_gpu<T>(&self, need: Wants, gpu: PciAddress, f: impl FnOnce(&NvmlGpu) -> T) -> Result<T, MigError> {
+        let snap: Option<Arc<NvmlSnapshot>> = self.source.snapshot(self.host, need)?;
+        snap.as_ref().and_then(|s| s.gpu(gpu).map(f)).ok_or(MigError::Unsupported { gpu })
     }
 
     fn changed<T>(&self, r: Result<T, MigError>) -> Result<T, MigError> {
-        nvml::forget();
-        if let Ok(Some(s)) = nvml::snapshot(self.host) {
-            *self.snap.borrow_mut() = s;
-        }
+        self.source.forget();
         r
     }
 }
 
 impl MigBackend for NvmlMig<'_> {
     fn mode(&self, gpu: PciAddress) -> Result<MigMode, MigError> {
-        self.with_gpu(gpu, NvmlGpu::mig_mode)
+        self.with_gpu(Wants::IDENTITY, gpu, NvmlGpu::mig_mode)
     }
 
     fn set_mode(&self, gpu: PciAddress, on: bool) -> Result<MigMode, MigError> {
@@ -52,11 +51,18 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn profiles(&self, gpu: PciAddress) -> Result<Vec<Profile>, MigError> {
-        self.with_gpu(gpu, |g| g.mig.is_some().then(|| g.profile_table()))?.ok_or(MigError::Unsupported { gpu })
+        // A snapshot with instances holds the table of every GPU in MIG mode
+        // (the helper needs it to list them): no second session for it.
+        if let Some((parts, s)) = self.source.held() {
+            if let Some(g) = s.gpu(gpu).filter(|g| parts.contains(Wants::MIG_INSTANCES) && g.mig.is_some_and(|m| m.current)) {
+                return Ok(g.profile_table());
+            }
+        }
+        self.with_gpu(Wants::MIG_PROFILES, gpu, |g| g.mig.is_some().then(|| g.profile_table()))?.ok_or(MigError::Unsupported { gpu })
     }
 
     fn instances(&self, gpu: PciAddress) -> Result<Vec<GpuInstance>, MigError> {
-        self.with_gpu(gpu, instances_of)
+        self.with_gpu(Wants::MIG_INSTANCES, gpu, instances_of)
     }
 
     fn create(&self, gpu: PciAddress, p: &Profile, start: u8) -> Result<u32, MigError> {
@@ -85,7 +91,7 @@ impl MigBackend for NvmlMig<'_> {
     }
 
     fn users(&self, gpu: PciAddress, gi: u32) -> Vec<GiUser> {
-        self.with_gpu(gpu, |g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect())
+        self.with_gpu(Wants::PROCESSES, gpu, |g| g.processes.iter().filter(|p| p.gi == Some(gi)).map(|p| GiUser { pid: p.pid, name: p.name.clone() }).collect())
             .unwrap_or_default()
     }
 

@@ -10,8 +10,7 @@ use super::profiles::Profile;
 use super::smi;
 use crate::host::{Host, Tool};
 use crate::ids::PciAddress;
-use crate::inventory::MigMode;
-use crate::nvctl::smi_bus_id;
+use crate::nvidia::{smi_bus_id, MigMode};
 use crate::parse;
 
 pub struct SmiMig<'a> {

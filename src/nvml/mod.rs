@@ -1,8 +1,9 @@
 //! NVML, through the `vgpuctl-nvml` helper (nvml-helper/). NVML is only
 //! reachable by loading the driver's `libnvidia-ml.so.1` at run time, which
 //! a static binary cannot do; the helper loads it, takes one snapshot of
-//! everything vgpuctl reads, and prints it as JSON. vgpuctl asks once per
-//! command and keeps the answer until it changes something.
+//! what the command in hand reads (`--want`), and prints it as JSON. The
+//! real driver (`nvidia::real`) asks once per command, through its own
+//! [`NvmlSource`], and keeps the answer until it changes something.
 //!
 //! Which source is used: `VGPUCTL_NVIDIA_BACKEND=auto|nvml|nvidia-smi`
 //! (auto: NVML when the helper and the driver library are there, else
@@ -10,7 +11,6 @@
 
 pub mod snapshot;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ pub use snapshot::*;
 
 use crate::host::{Host, HostError, Tool};
 use crate::ids::{MigProfile, PciAddress};
-use crate::inventory::MigMode;
 use crate::mig::profiles::Profile;
+use crate::nvidia::{MigMode, Wants};
 use crate::parse::MigModeState;
 
 /// The helper's exit status when NVML itself cannot be loaded or
@@ -56,58 +56,75 @@ pub fn choice() -> Result<Choice, NvmlError> {
     }
 }
 
-/// (host root, whether utilization was sampled, the snapshot).
-type Cached = (PathBuf, bool, Option<Arc<NvmlSnapshot>>);
-
-/// One snapshot per process and host root, until `forget` after a change.
-static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
-
-/// NVML's view of the host, or `None` when NVML is not to be used here
-/// (simulated host, no helper, no driver library, or nvidia-smi chosen).
-/// No utilization window: this is what allocation and the hook read, and
-/// they must not wait for a sample.
-pub fn snapshot(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
-    cached(host, false)
+/// NVML as one host's driver sees it: the snapshots taken so far in this
+/// process, owned by the driver object (never a global), and what the
+/// command in hand said it will read, so the first helper run asks for all
+/// of it in one NVML session.
+#[derive(Debug, Default)]
+pub struct NvmlSource {
+    cache: Mutex<Option<Cached>>,
+    declared: Mutex<Wants>,
 }
 
-/// The same, with GPU-instance utilization sampled over 100 ms (GPM needs
-/// two samples): for `status`.
-pub fn snapshot_sampled(host: &Host) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
-    cached(host, true)
+#[derive(Debug, Clone)]
+struct Cached {
+    /// What the snapshot holds (identity always).
+    parts: Wants,
+    /// `None`: NVML is not usable here; every later ask gets the same answer.
+    snap: Option<Arc<NvmlSnapshot>>,
 }
 
-fn cached(host: &Host, sampled: bool) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
-    if host.is_simulated() {
-        return Ok(None);
-    }
-    let choice = choice()?;
-    if choice == Choice::NvidiaSmi {
-        return Ok(None);
-    }
-    let root = host.root().to_path_buf();
-    if let Ok(guard) = CACHE.lock() {
-        if let Some((r, was_sampled, s)) = guard.as_ref() {
-            // A sampled snapshot answers both; an unsampled one only unsampled asks.
-            if *r == root && (*was_sampled || !sampled) {
-                return Ok(s.clone());
-            }
+impl NvmlSource {
+    /// Adds to what the next helper run asks for.
+    pub fn expect(&self, wants: Wants) {
+        if let Ok(mut d) = self.declared.lock() {
+            *d = d.union(wants);
         }
     }
-    let fresh = take(host, choice, sampled)?.map(Arc::new);
-    if let Ok(mut guard) = CACHE.lock() {
-        *guard = Some((root, sampled, fresh.clone()));
+
+    /// NVML's view with at least `need` in it, or `None` when NVML is not to
+    /// be used here (no helper, no driver library, or nvidia-smi chosen).
+    /// A snapshot already taken answers when it holds `need`; otherwise one
+    /// helper run asks for `need`, everything declared and everything held.
+    pub fn snapshot(&self, host: &Host, need: Wants) -> Result<Option<Arc<NvmlSnapshot>>, NvmlError> {
+        let choice = choice()?;
+        if choice == Choice::NvidiaSmi {
+            return Ok(None);
+        }
+        let held = match self.cache.lock() {
+            Ok(guard) => guard.clone(),
+            Err(_) => None,
+        };
+        if let Some(c) = &held {
+            if c.snap.is_none() || c.parts.contains(need) {
+                return Ok(c.snap.clone());
+            }
+        }
+        let declared = self.declared.lock().map(|d| *d).unwrap_or_default();
+        let parts = need.union(declared).union(held.map(|c| c.parts).unwrap_or_default());
+        let fresh = take(host, choice, parts)?.map(Arc::new);
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = Some(Cached { parts, snap: fresh.clone() });
+        }
+        Ok(fresh)
     }
-    Ok(fresh)
+
+    /// The snapshot already taken, with what it holds, without asking.
+    pub fn held(&self) -> Option<(Wants, Arc<NvmlSnapshot>)> {
+        let guard = self.cache.lock().ok()?;
+        let c = guard.as_ref()?;
+        Some((c.parts, c.snap.clone()?))
+    }
+
+    /// Drops the snapshot after a change: the next read asks the driver again.
+    pub fn forget(&self) {
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = None;
+        }
+    }
 }
 
-/// Drops the cached snapshot: the next read asks the driver again.
-pub fn forget() {
-    if let Ok(mut guard) = CACHE.lock() {
-        *guard = None;
-    }
-}
-
-fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapshot>, NvmlError> {
+fn take(host: &Host, choice: Choice, parts: Wants) -> Result<Option<NvmlSnapshot>, NvmlError> {
     let runner = host.runner();
     if !runner.is_available(Tool::NvmlHelper) {
         return match choice {
@@ -115,8 +132,10 @@ fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapsho
             _ => Ok(None),
         };
     }
-    let window = if sampled { "100" } else { "0" };
-    let out = runner.run(Tool::NvmlHelper, &["snapshot", "--sample-ms", window], Duration::from_secs(30))?;
+    // The GPU-instance utilization window is waited for only when sampled.
+    let window = if parts.contains(Wants::SAMPLED) { "100" } else { "0" };
+    let want = parts.to_arg();
+    let out = runner.run(Tool::NvmlHelper, &["snapshot", "--want", &want, "--sample-ms", window], Duration::from_secs(30))?;
     match out.status {
         Some(0) => parse(&out.stdout).map(Some),
         Some(EXIT_NO_NVML) if choice == Choice::Auto => {
@@ -130,7 +149,7 @@ fn take(host: &Host, choice: Choice, sampled: bool) -> Result<Option<NvmlSnapsho
 
 pub fn parse(text: &str) -> Result<NvmlSnapshot, NvmlError> {
     let s: NvmlSnapshot = serde_json::from_str(text).map_err(|e| NvmlError::Parse(e.to_string()))?;
-    if s.schema_version != SCHEMA_VERSION {
+    if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&s.schema_version) {
         return Err(NvmlError::Parse(format!(
             "schema_version {} (this vgpuctl reads {SCHEMA_VERSION}): install matching vgpuctl and vgpuctl-nvml",
             s.schema_version

@@ -1,11 +1,13 @@
-//! What the `vgpuctl-nvml` helper reports: one JSON document with every
-//! NVML fact vgpuctl reads, taken in one run (NVML's init costs more than
-//! all the queries together, so one call per vgpuctl command, not one per
-//! question). Fields the driver does not support are absent, not errors.
+//! What the `vgpuctl-nvml` helper reports: one JSON document with the NVML
+//! facts a command reads (`--want`), taken in one run: one NVML session per
+//! vgpuctl command, not one per question. Fields the driver does not
+//! support, and parts not asked for, are absent, not errors.
 
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema still read (version 1 had no `type_id` on vGPUs).
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NvmlSnapshot {
@@ -135,6 +137,9 @@ pub struct NvmlVgpu {
     pub mdev_uuid: Option<String>,
     #[serde(default)]
     pub vm_id: Option<String>,
+    /// The vGPU type id (what a VF's `current_vgpu_type` holds); schema 2 on.
+    #[serde(default)]
+    pub type_id: Option<u32>,
     #[serde(default)]
     pub type_name: Option<String>,
     #[serde(default)]

@@ -6,12 +6,13 @@
 //! plugs into the host layer through [`crate::host::WriteBehaviour`].
 
 mod behaviour;
+pub mod driver;
+pub mod mig;
 mod profiles;
 mod state;
 mod tree;
 pub mod vfs;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 pub use behaviour::{refresh_gpu, SimBehaviour, IN_USE_MARKER};
@@ -21,7 +22,6 @@ pub use tree::{relative, Tree};
 
 use crate::host::Host;
 use crate::ids::PciAddress;
-use crate::inventory::MigMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -45,20 +45,10 @@ pub fn create(dir: &Path, profile: &str) -> Result<SimState, SimError> {
     Ok(state)
 }
 
-pub fn profile_name(host: &Host) -> Option<String> {
-    host.is_simulated().then(|| SimState::load(host).ok().map(|s| s.profile)).flatten()
-}
-
-/// What nvidia-smi would report for MIG mode on a simulated host.
-pub fn mig_modes(host: &Host) -> Option<HashMap<PciAddress, MigMode>> {
-    let state = SimState::load(host).ok()?;
-    Some(state.gpus.iter().map(|(a, g)| (*a, MigMode { current: g.mig_current, pending: g.mig_pending })).collect())
-}
-
 /// Attaches simulated kernel behaviour when the host's root is a simulated host.
 pub fn attach(host: Host) -> Host {
     if host.is_simulated() {
-        host.with_behaviour(std::sync::Arc::new(SimBehaviour))
+        host.with_behaviour(std::sync::Arc::new(SimBehaviour)).with_nvidia(std::sync::Arc::new(driver::SimDriver))
     } else {
         host
     }

@@ -42,7 +42,7 @@ pub enum VgpuError {
     #[error(transparent)]
     Mode(ModeError),
     #[error(transparent)]
-    Nvctl(#[from] crate::nvctl::NvctlError),
+    Nvctl(#[from] crate::nvidia::ControlError),
     #[error(transparent)]
     Mdev(#[from] MdevError),
     #[error(transparent)]
@@ -447,7 +447,7 @@ pub fn set_heterogeneous(host: &Host, gpu: PciAddress, on: bool, lock_timeout: D
     if on && v.mig_enabled() {
         return Err(VgpuError::Mode(ModeError::MigOn { gpu }));
     }
-    crate::nvctl::backend(host).set_heterogeneous(gpu, on)?;
+    host.nvidia().set_heterogeneous(host, gpu, on)?;
     Ok(ModeChange { gpu, heterogeneous: on, changed: true })
 }
 

@@ -172,25 +172,19 @@ pub trait DriverFacts {
     }
 }
 
-/// Facts from the host: the simulated state, or nvidia-smi on a real host.
+/// Facts from the host's NVIDIA driver (real or simulated: the view reads
+/// both the same way).
 pub struct HostFacts<'a> {
     pub host: &'a crate::host::Host,
 }
 
 impl DriverFacts for HostFacts<'_> {
     fn heterogeneous(&self, gpu: PciAddress) -> Option<bool> {
-        crate::nvctl::backend(self.host).heterogeneous(gpu).ok().flatten()
+        self.host.nvidia().heterogeneous(self.host, gpu).ok().flatten()
     }
 
     fn type_name(&self, gpu: PciAddress, id: u32) -> Option<String> {
-        // Simulated ids are vgpuctl's own; a real host's ids are the driver's
-        // and must not be guessed from our table.
-        if !self.host.is_simulated() {
-            return None;
-        }
-        let state = crate::sim::SimState::load(self.host).ok()?;
-        let model = &state.gpus.get(&gpu)?.model;
-        known::name_for_id(id).filter(|n| n.starts_with(&format!("{model}-")))
+        self.host.nvidia().type_name(self.host, gpu, id)
     }
 
     fn mig_room(&self, gpu: PciAddress) -> Option<BTreeMap<String, u32>> {

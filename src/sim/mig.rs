@@ -2,15 +2,15 @@
 //! the profile table is the real H100 one; what the driver refuses (no
 //! room, instance in use) is refused the same way.
 
-use super::backend::{layout, vgpu_holders, ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
-use super::compute::{self, CiProfile};
-use super::layout::mask;
-use super::profiles::{self, Profile};
+use super::SimState;
 use crate::host::Host;
 use crate::ids::PciAddress;
-use crate::inventory::MigMode;
+use crate::mig::backend::{layout, vgpu_holders, ComputeInstance, GiUser, GpuInstance, MigBackend, MigError};
+use crate::mig::compute::{self, CiProfile};
+use crate::mig::layout::mask;
+use crate::mig::profiles::{self, Profile};
+use crate::nvidia::MigMode;
 use crate::parse::MigModeState;
-use crate::sim::SimState;
 
 pub struct SimMig<'a> {
     host: &'a Host,
@@ -59,7 +59,7 @@ impl MigBackend for SimMig<'_> {
             g.gis.clear();
         }
         st.save(self.host.root()).map_err(MigError::Sim)?;
-        crate::sim::refresh_gpu(self.host, gpu).map_err(MigError::Sim)?;
+        super::refresh_gpu(self.host, gpu).map_err(MigError::Sim)?;
         self.mode(gpu)
     }
 
@@ -114,7 +114,7 @@ impl MigBackend for SimMig<'_> {
         self.host.fault_point("mig create").map_err(MigError::Sim)?;
         g.gis.push((gi, p.id, start));
         st.save(self.host.root()).map_err(MigError::Sim)?;
-        crate::sim::refresh_gpu(self.host, gpu).map_err(MigError::Sim)?;
+        super::refresh_gpu(self.host, gpu).map_err(MigError::Sim)?;
         Ok(gi)
     }
 
@@ -132,7 +132,7 @@ impl MigBackend for SimMig<'_> {
         g.cis.retain(|(x, ..)| *x != gi);
         g.gis.retain(|(x, _, _)| *x != gi);
         st.save(self.host.root()).map_err(MigError::Sim)?;
-        crate::sim::refresh_gpu(self.host, gpu).map_err(MigError::Sim)
+        super::refresh_gpu(self.host, gpu).map_err(MigError::Sim)
     }
 
     fn ci_profiles(&self, gpu: PciAddress, gi: &GpuInstance) -> Result<Vec<CiProfile>, MigError> {
