@@ -155,18 +155,23 @@ pub fn gpus(host: &Host) -> HostResult<Vec<GpuStatus>> {
     Ok(collect_with(host, false, false)?.status.gpus)
 }
 
+/// What a status read asks the NVIDIA driver.
+pub fn wants(mig_room: bool, sample: bool) -> Wants {
+    let mut w = Wants::UTILIZATION | Wants::VGPU | Wants::MIG_INSTANCES;
+    if mig_room {
+        w = w | Wants::MIG_PROFILES;
+    }
+    if sample {
+        w = w | Wants::SAMPLED;
+    }
+    w
+}
+
 fn collect_with(host: &Host, mig_room: bool, sample: bool) -> HostResult<Collected> {
     let driver = host.nvidia();
     // Declared first, so one NVML session answers the inventory, the views,
     // MIG and utilization below.
-    let mut wants = Wants::UTILIZATION | Wants::VGPU | Wants::MIG_INSTANCES;
-    if mig_room {
-        wants = wants | Wants::MIG_PROFILES;
-    }
-    if sample {
-        wants = wants | Wants::SAMPLED;
-    }
-    driver.expect(wants);
+    driver.expect(wants(mig_room, sample));
     let nvml = if sample { driver.samples(host) } else { None };
     let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
     let views = view::build(&inv, &HostFacts { host });

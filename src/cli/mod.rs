@@ -349,15 +349,23 @@ pub enum CliError {
 /// so one NVML session answers all of it.
 fn open_host(cli: &Cli) -> Result<Host, CliError> {
     let host = crate::open_host(cli.root.as_deref())?;
-    host.nvidia().expect(driver_wants(&cli.command));
+    if let Some(wants) = driver_wants(&cli.command) {
+        host.nvidia().expect(wants);
+        // These commands will ask: NVML starts while sysfs is read.
+        host.nvidia().prefetch(&host);
+    }
     Ok(host)
 }
 
 /// What each command reads from the NVIDIA driver beyond MIG modes and
-/// UUIDs (which every inventory reads). `status` and `metrics` declare
-/// their own in `status::collect`, the hook per domain.
-fn driver_wants(cmd: &Command) -> Wants {
-    match cmd {
+/// UUIDs (which every inventory reads); `None` for commands that may not
+/// ask it at all (the hook declares per domain).
+fn driver_wants(cmd: &Command) -> Option<Wants> {
+    Some(match cmd {
+        Command::List(_) => Wants::IDENTITY,
+        // What `status::collect` reads (and declares again itself).
+        Command::Status { .. } => crate::status::wants(false, true),
+        Command::Metrics { .. } => crate::status::wants(true, true),
         // The vGPU view: mixed-size mode, names of active types, and MIG-backed room.
         Command::Types(_) | Command::Explain { .. } | Command::Vgpu(_) | Command::Vm(_) => Wants::VGPU | Wants::MIG_INSTANCES | Wants::MIG_PROFILES,
         Command::Mig(m) => match m {
@@ -367,8 +375,8 @@ fn driver_wants(cmd: &Command) -> Wants {
             _ => Wants::MIG | Wants::VGPU,
         },
         Command::Plan { .. } | Command::Apply { .. } | Command::Export | Command::Sriov(_) => Wants::VGPU | Wants::MIG,
-        _ => Wants::IDENTITY,
-    }
+        _ => return None,
+    })
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
@@ -453,8 +461,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             let mut n = 0u64;
             loop {
-                // Every refresh asks the driver again.
-                host.nvidia().forget();
+                // Every refresh asks the driver again (the first one's answer
+                // was started ahead, with the host).
+                if n > 0 {
+                    host.nvidia().forget();
+                }
                 let s = crate::status::status(&host)?;
                 if *json {
                     let mut text = serde_json::to_string(&s)?;

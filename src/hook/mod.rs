@@ -310,7 +310,12 @@ pub fn driver_wants(actions: &[Action]) -> Wants {
 
 pub fn prepare(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let actions = plan(host, d)?;
-    host.nvidia().expect(driver_wants(&actions));
+    let wants = driver_wants(&actions);
+    if wants != Wants::IDENTITY {
+        host.nvidia().expect(wants);
+        // It will be asked: NVML starts while the lock is taken and the journal read.
+        host.nvidia().prefetch(host);
+    }
     let key = journal::key(&d.name, d.uuid.as_deref());
     let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
     if let Some(old) = journal::load(host, &key)? {

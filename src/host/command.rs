@@ -140,6 +140,13 @@ impl CommandRunner {
     /// Runs the tool with `args`, waiting at most `timeout`. A tool that hangs
     /// (nvidia-smi does, when the driver is wedged) is killed, not waited on forever.
     pub fn run(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
+        self.start(tool, args)?.finish(timeout)
+    }
+
+    /// Starts the tool and returns at once; [`Running::finish`] collects its
+    /// output. What a command will surely need can so run while vgpuctl reads
+    /// sysfs (the NVML helper's start is most of its cost).
+    pub fn start(&self, tool: Tool, args: &[&str]) -> HostResult<Running> {
         let program = self.locate(tool).ok_or_else(|| HostError::ToolMissing {
             tool: tool.program(),
             looked_for: self.explicit(tool).map(|p| p.display().to_string()).unwrap_or_else(|| "PATH".to_string()),
@@ -153,29 +160,76 @@ impl CommandRunner {
             .env("LC_ALL", "C")
             .spawn()
             .map_err(|source| HostError::ToolSpawn { tool: tool.program(), source })?;
-        // Drain both pipes on threads so a chatty tool cannot block on a full pipe.
+        // Drain both pipes on threads so a chatty tool cannot block on a full
+        // pipe; stdout's end (the tool exited, as a rule) is what is waited for.
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();
-        let out_t = std::thread::spawn(move || read_all(out.as_mut()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_all(out.as_mut()));
+        });
         let err_t = std::thread::spawn(move || read_all(err.as_mut()));
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
+        Ok(Running { tool, child: Some(child), stdout: rx, stderr: Some(err_t), started: Instant::now() })
+    }
+}
+
+/// A tool started by [`CommandRunner::start`]. Dropped unfinished, it is
+/// killed and reaped.
+#[derive(Debug)]
+pub struct Running {
+    tool: Tool,
+    child: Option<std::process::Child>,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    started: Instant,
+}
+
+impl Running {
+    /// Waits for the tool, at most `timeout` from its start. Returns as soon
+    /// as it exits (no polling interval added to a 20 ms tool).
+    pub fn finish(mut self, timeout: Duration) -> HostResult<CommandOutput> {
+        let tool = self.tool.program();
+        let deadline = self.started + timeout;
+        let timed_out = || HostError::ToolTimeout { tool, seconds: timeout.as_secs() };
+        let Some(mut child) = self.child.take() else { return Err(timed_out()) };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stdout = match self.stdout.recv_timeout(left) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(timed_out());
+            }
+        };
+        // stdout is closed: the tool has exited, or is about to (or closed it
+        // early and goes on, which the deadline still bounds).
+        let mut pause = Duration::from_micros(200);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if start.elapsed() >= timeout => {
+                Ok(None) if Instant::now() >= deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(HostError::ToolTimeout { tool: tool.program(), seconds: timeout.as_secs() });
+                    return Err(timed_out());
                 }
                 Ok(None) => {
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
-                Err(source) => return Err(HostError::ToolSpawn { tool: tool.program(), source }),
+                Err(source) => return Err(HostError::ToolSpawn { tool, source }),
             }
         };
-        Ok(CommandOutput { status: status.code(), stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() })
+        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        Ok(CommandOutput { status: status.code(), stdout, stderr })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -251,5 +305,27 @@ mod tests {
         let err = r.run(Tool::NvidiaSmi, &[], Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, HostError::ToolTimeout { .. }));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn test_started_tools_run_side_by_side_and_one_dropped_unfinished_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let slow = script(dir.path(), &format!("echo $$ >{}\nexec sleep 30", pidfile.display()));
+        let quick = dir.path().join("quick");
+        std::fs::write(&quick, "#!/bin/sh\necho \"$@\"; echo oops >&2; exit 3\n").unwrap();
+        std::fs::set_permissions(&quick, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let r = CommandRunner::none().with_program(Tool::NvidiaSmi, &slow).with_program(Tool::Mdevctl, &quick);
+        let running = r.start(Tool::NvidiaSmi, &[]).unwrap();
+        let out = r.start(Tool::Mdevctl, &["a b", "c"]).unwrap().finish(Duration::from_secs(10)).unwrap();
+        assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (Some(3), "a b c\n", "oops\n"));
+        let t = Instant::now();
+        while !pidfile.exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(running);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed and reaped");
     }
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-pub use command::{CommandOutput, CommandRunner, Tool, HELPER_HINT, LIBEXEC_FROM_PREFIX};
+pub use command::{CommandOutput, CommandRunner, Running, Tool, HELPER_HINT, LIBEXEC_FROM_PREFIX};
 pub use error::{HostError, HostResult};
 
 /// Kernel semantics for writes into a simulated tree. The real host has none:

@@ -145,6 +145,11 @@ pub trait NvidiaDriver: Send + Sync + std::fmt::Debug {
     /// Declares what the command in hand will read, before it reads any of it.
     fn expect(&self, _wants: Wants) {}
 
+    /// Starts asking the driver for what was declared, to be collected at
+    /// the first question: for commands that will surely ask, so the
+    /// driver's start overlaps vgpuctl's own reading of sysfs.
+    fn prefetch(&self, _host: &Host) {}
+
     /// MIG mode and UUID per GPU; `None` when there is no NVIDIA driver (a
     /// normal host, not an error). Problems reading it go to `warnings`.
     fn gpus(&self, host: &Host, warnings: &mut Vec<String>) -> Option<HashMap<PciAddress, GpuFacts>>;

@@ -28,6 +28,9 @@ impl RealDriver {
     /// NVML's snapshot holding `need`, or `None` where NVML does not answer
     /// (a failure is logged: every caller then tries nvidia-smi).
     fn nvml(&self, host: &Host, need: Wants) -> Option<Arc<NvmlSnapshot>> {
+        if !loaded(host) {
+            return None;
+        }
         match self.nvml.snapshot(host, need) {
             Ok(s) => s,
             Err(e) => {
@@ -57,9 +60,16 @@ impl NvidiaDriver for RealDriver {
         self.nvml.expect(wants);
     }
 
+    fn prefetch(&self, host: &Host) {
+        // Without a loaded driver nothing will be asked.
+        if loaded(host) {
+            self.nvml.prefetch(host);
+        }
+    }
+
     fn gpus(&self, host: &Host, warnings: &mut Vec<String>) -> Option<HashMap<PciAddress, GpuFacts>> {
         // No loaded driver: nothing to ask, and no helper run on a host without NVIDIA.
-        if !host.exists("/proc/driver/nvidia/version") {
+        if !loaded(host) {
             return None;
         }
         // NVML first: one helper run answers for every GPU.
@@ -187,7 +197,7 @@ impl NvidiaDriver for RealDriver {
     }
 
     fn mig<'a>(&'a self, host: &'a Host) -> Result<Box<dyn MigBackend + 'a>, MigError> {
-        if self.nvml.snapshot(host, Wants::IDENTITY)?.is_some() {
+        if loaded(host) && self.nvml.snapshot(host, Wants::IDENTITY)?.is_some() {
             return Ok(Box::new(NvmlMig::new(host, &self.nvml)));
         }
         if nvml::choice()? == Choice::Nvml {
@@ -202,6 +212,12 @@ impl NvidiaDriver for RealDriver {
     fn forget(&self) {
         self.nvml.forget();
     }
+}
+
+/// Whether the NVIDIA kernel driver is loaded: without it NVML has nothing
+/// to say, and the helper is not started.
+fn loaded(host: &Host) -> bool {
+    host.exists("/proc/driver/nvidia/version")
 }
 
 /// nvidia-smi's `--query-gpu=pci.bus_id,utilization.gpu,utilization.memory,memory.used,memory.total` rows.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use snapshot::*;
 
-use crate::host::{Host, HostError, Tool};
+use crate::host::{CommandOutput, Host, HostError, Running, Tool};
 use crate::ids::{MigProfile, PciAddress};
 use crate::mig::profiles::Profile;
 use crate::nvidia::{MigMode, Wants};
@@ -64,6 +64,8 @@ pub fn choice() -> Result<Choice, NvmlError> {
 pub struct NvmlSource {
     cache: Mutex<Option<Cached>>,
     declared: Mutex<Wants>,
+    /// A helper run started ahead ([`NvmlSource::prefetch`]), with what it asks for.
+    pending: Mutex<Option<(Wants, Choice, Running)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,28 @@ impl NvmlSource {
     pub fn expect(&self, wants: Wants) {
         if let Ok(mut d) = self.declared.lock() {
             *d = d.union(wants);
+        }
+    }
+
+    /// Starts the helper now for everything declared, so NVML's start runs
+    /// while vgpuctl reads sysfs; the next [`NvmlSource::snapshot`] collects
+    /// it. Nothing happens when a snapshot is held or NVML is not to be used.
+    pub fn prefetch(&self, host: &Host) {
+        let Ok(choice) = choice() else { return };
+        if choice == Choice::NvidiaSmi || !host.runner().is_available(Tool::NvmlHelper) {
+            return;
+        }
+        if self.cache.lock().map(|c| c.is_some()).unwrap_or(true) {
+            return;
+        }
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if pending.is_some() {
+            return;
+        }
+        let parts = self.declared.lock().map(|d| *d).unwrap_or_default();
+        match host.runner().start(Tool::NvmlHelper, &helper_args(parts).iter().map(String::as_str).collect::<Vec<_>>()) {
+            Ok(r) => *pending = Some((parts, choice, r)),
+            Err(e) => tracing::debug!("cannot start vgpuctl-nvml ahead: {e}"),
         }
     }
 
@@ -98,6 +122,18 @@ impl NvmlSource {
         if let Some(c) = &held {
             if c.snap.is_none() || c.parts.contains(need) {
                 return Ok(c.snap.clone());
+            }
+        }
+        // A run started ahead answers when it asks for enough (else it is
+        // reaped, and one run asks for all of it).
+        let ahead = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some((parts, ahead_choice, running)) = ahead {
+            if parts.contains(need) && ahead_choice == choice && held.is_none() {
+                let fresh = answer(choice, running.finish(HELPER_TIMEOUT)?)?.map(Arc::new);
+                if let Ok(mut guard) = self.cache.lock() {
+                    *guard = Some(Cached { parts, snap: fresh.clone() });
+                }
+                return Ok(fresh);
             }
         }
         let declared = self.declared.lock().map(|d| *d).unwrap_or_default();
@@ -121,6 +157,9 @@ impl NvmlSource {
         if let Ok(mut guard) = self.cache.lock() {
             *guard = None;
         }
+        if let Ok(mut p) = self.pending.lock() {
+            *p = None;
+        }
     }
 }
 
@@ -132,10 +171,21 @@ fn take(host: &Host, choice: Choice, parts: Wants) -> Result<Option<NvmlSnapshot
             _ => Ok(None),
         };
     }
+    let args = helper_args(parts);
+    let out = runner.run(Tool::NvmlHelper, &args.iter().map(String::as_str).collect::<Vec<_>>(), HELPER_TIMEOUT)?;
+    answer(choice, out)
+}
+
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn helper_args(parts: Wants) -> Vec<String> {
     // The GPU-instance utilization window is waited for only when sampled.
     let window = if parts.contains(Wants::SAMPLED) { "100" } else { "0" };
-    let want = parts.to_arg();
-    let out = runner.run(Tool::NvmlHelper, &["snapshot", "--want", &want, "--sample-ms", window], Duration::from_secs(30))?;
+    ["snapshot", "--want", &parts.to_arg(), "--sample-ms", window].map(String::from).to_vec()
+}
+
+/// The helper's answer: a snapshot, "no NVML here" (`None`, under auto), or an error.
+fn answer(choice: Choice, out: CommandOutput) -> Result<Option<NvmlSnapshot>, NvmlError> {
     match out.status {
         Some(0) => parse(&out.stdout).map(Some),
         Some(EXIT_NO_NVML) if choice == Choice::Auto => {
