@@ -65,8 +65,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
     echo "/bin/true                      $(ms "$t_true") ms"
     echo "nvidia-smi --query-gpu (mode)  $(ms "$t_query") ms"
     echo "nvidia-smi -L                  $(ms "$t_L") ms"
-    echo "helper identity only           $(ms "$(med "$H" snapshot --want identity --sample-ms 0)") ms"
-    echo "helper everything              $(ms "$(med "$H" snapshot --want all --sample-ms 0)") ms"
+    for part in identity profiles instances processes utilization vgpu all; do
+        printf 'helper --want %-16s %s ms\n' "$part" "$(ms "$(med "$H" snapshot --want "$part" --sample-ms 0)")"
+    done
     printf '%-44s %9s %7s %7s' "command" "ms" "/query" "/-L"
     [ -n "$BASE_B" ] && printf ' %12s %7s %7s' "baseline ms" "/query" "new/base"
     echo

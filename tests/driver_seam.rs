@@ -98,7 +98,7 @@ fn test_a_vm_start_with_a_vgpu_costs_one_nvml_session_and_one_without_gpus_none(
     let (rc, err) = h.hook(&["vm1", "prepare", "begin", "-"], &xml);
     assert_eq!(rc, 0, "{err}");
     assert_eq!(vf_type(&h.sim.root, "0000:18:00.4"), "1215");
-    assert_eq!(h.asked(), ["snapshot --want profiles,instances,processes,vgpu --sample-ms 0"]);
+    assert_eq!(h.asked(), ["snapshot --want instances,vgpu --sample-ms 0"]);
     // release clears the type from sysfs alone.
     assert_eq!(h.hook(&["vm1", "release", "end", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h.sim.root, "0000:18:00.4"), "0");
@@ -114,8 +114,8 @@ fn test_a_vm_start_with_a_vgpu_costs_one_nvml_session_and_one_without_gpus_none(
     // Each read command: one session, its own parts.
     for (args, want) in [
         (&["list", "--json"][..], "identity"),
-        (&["types", "--json"][..], "profiles,instances,vgpu"),
-        (&["explain", "--type", "H100-20C", "--json"][..], "profiles,instances,vgpu"),
+        (&["types", "--json"][..], "instances,vgpu"),
+        (&["explain", "--type", "H100-20C", "--json"][..], "instances,vgpu"),
         (&["mig", "status", "--json"][..], "instances"),
         // GPU-instance utilization is sampled (the helper waits only where there are instances).
         (&["status", "--json"][..], "instances,utilization,vgpu,sampled --sample-ms 100"),

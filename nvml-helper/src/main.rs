@@ -13,6 +13,7 @@ use std::os::raw::c_uint;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use nvml_wrapper::enum_wrappers::device::GpuVirtualizationMode;
 use nvml_wrapper::enum_wrappers::vgpu::VmId;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::enums::gpm::GpmMetricId;
@@ -176,7 +177,10 @@ fn gpu(nvml: &Nvml, want: Wants, index: u32, d: &Device) -> NvmlGpu {
             })
             .collect();
     }
-    if want.contains(Wants::VGPU) {
+    // Only a GPU the vGPU manager runs has vGPUs and a mixed-size mode; the
+    // others are not asked (a failed mode query asks anyway).
+    let host_vgpu = || !matches!(d.virtualization_mode(), Ok(GpuVirtualizationMode::Bare | GpuVirtualizationMode::PassThrough | GpuVirtualizationMode::Vgpu));
+    if want.contains(Wants::VGPU) && host_vgpu() {
         g.heterogeneous = e.opt("vGPU heterogeneous mode", heterogeneous(nvml, d));
         g.vgpus = vgpus(nvml, d, &mut e);
     }

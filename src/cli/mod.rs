@@ -366,8 +366,10 @@ fn driver_wants(cmd: &Command) -> Option<Wants> {
         // What `status::collect` reads (and declares again itself).
         Command::Status { .. } => crate::status::wants(false, true),
         Command::Metrics { .. } => crate::status::wants(true, true),
-        // The vGPU view: mixed-size mode, names of active types, and MIG-backed room.
-        Command::Types(_) | Command::Explain { .. } | Command::Vgpu(_) | Command::Vm(_) => Wants::VGPU | Wants::MIG_INSTANCES | Wants::MIG_PROFILES,
+        // The vGPU view: mixed-size mode, names of active types, and
+        // MIG-backed room (asked only of GPUs in MIG mode, whose profile
+        // tables come with their instances).
+        Command::Types(_) | Command::Explain { .. } | Command::Vgpu(_) | Command::Vm(_) => Wants::VGPU | Wants::MIG_INSTANCES,
         Command::Mig(m) => match m {
             // Instances bring the profile table of each GPU in MIG mode with them.
             mig::MigCommand::Status { .. } => Wants::MIG_INSTANCES,

@@ -302,7 +302,8 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 pub fn driver_wants(actions: &[Action]) -> Wants {
     let vgpu = actions.iter().any(|a| matches!(a, Action::LegacyVgpu { .. } | Action::VendorVgpu { .. }));
     if vgpu {
-        Wants::VGPU | Wants::MIG
+        // MIG room is asked only of GPUs in MIG mode: their instances bring their tables.
+        Wants::VGPU | Wants::MIG_INSTANCES
     } else {
         Wants::IDENTITY
     }
