@@ -341,3 +341,36 @@ fn test_a_relative_hook_link_is_judged_by_what_it_points_to() {
     std::os::unix::fs::symlink("../../../../usr/bin/vgpuctl", &entry).unwrap();
     h.ok(&["hook", "uninstall"]);
 }
+
+/// A live attach makes its device with the hook's own code: a MIG-backed
+/// vGPU gets its GPU instance exactly as at a VM start (same profile, same
+/// placement), journaled for the domain, so its release frees both; with no
+/// room it fails with nothing left behind.
+#[test]
+fn test_live_attach_makes_a_mig_backed_vgpu_exactly_as_a_start_does() {
+    use vgpuctl::hook::{self, Action};
+    use vgpuctl::libvirt::generate::DeviceSpec;
+    let h = SimHost::new("h100x8-vfio");
+    h.ok(&["sriov", "enable", "0000:18:00.0"]);
+    h.ok(&["mig", "enable", "0000:18:00.0"]);
+    let host = vgpuctl::open_host(Some(&h.root)).unwrap();
+    let spec = DeviceSpec::VendorVgpu { vf: "0000:18:00.4".parse().unwrap(), type_name: "H100-3-40C".into(), policy: Default::default(), gpu: None };
+    let made = hook::make_live(&host, "m1", None, &Action::from(&spec)).unwrap();
+    assert_eq!(made.len(), 2, "a GPU instance and the VF's type: {made:?}");
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!((s[0]["instances"][0]["profile"].as_str(), s[0]["instances"][0]["start"].as_u64()), (Some("3g.40gb"), Some(4)), "placed as the hook places it");
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
+    assert_eq!(journals(&h), 1);
+    // The domain's release (its XML no longer matters: the journal does) frees both.
+    let xml = "<domain type='qemu'><name>m1</name><memory>1024</memory><os><type>hvm</type></os></domain>";
+    assert_eq!(h.hook(&["m1", "release", "end", "-"], xml).0, 0);
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(journals(&h), 0);
+    // No room: the GPU is full of 7g; refused as no-room, nothing made, no journal.
+    h.ok(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "7g.80gb"]);
+    let before = h.snapshot();
+    let e = hook::make_live(&host, "m1", None, &Action::from(&spec)).unwrap_err();
+    assert!(matches!(e, hook::HookError::NoRoom(_)), "{e}");
+    h.assert_unchanged(&before, "a live attach with no room");
+}

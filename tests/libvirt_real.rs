@@ -128,3 +128,29 @@ fn test_unknown_domain_and_bad_input_are_clear_errors() {
     assert!(text(&o).contains("Linux guests only"), "{}", text(&o));
     sim.assert_unchanged(&before, "a refused attach");
 }
+
+/// `vm attach --live` of a MIG-backed vGPU to a running domain makes its GPU
+/// instance and the VF's type exactly as the domain's start would (the hook's
+/// own code), and when libvirt then refuses the device (this machine has no
+/// such VF) rolls both back: no instance, no type, no journal, no ledger entry.
+#[test]
+#[ignore = "needs this machine's libvirtd and the vgpuctl-libvirt helper; scripts/test.sh starts them and runs it"]
+fn test_live_attach_of_a_mig_backed_vgpu_makes_its_instance_and_rolls_back_on_refusal() {
+    ready();
+    let sim = common::sim::SimHost::new("h100x8-vfio");
+    sim.ok(&["sriov", "enable", "0000:18:00.0"]);
+    sim.ok(&["mig", "enable", "0000:18:00.0"]);
+    let name = format!("vgpuctl-live-{}", std::process::id());
+    let _c = Cleanup(name.clone());
+    let o = vgpuctl(&sim.root, &["vm", "define", "--name", &name, "--domain-type", "qemu", "--memory", "64", "--vcpus", "1", "--disk", "none"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(virsh(&["start", &name]).status.success());
+    let before = sim.snapshot();
+    let o = vgpuctl(&sim.root, &["vm", "attach", &name, "--vgpu", "H100-3-40C", "--live"]);
+    assert!(!o.status.success());
+    // Made (else the helper would have failed before libvirt: no GPU instance
+    // of the profile existed), then refused by libvirt, then rolled back.
+    assert!(text(&o).contains("libvirt refused to attach"), "{}", text(&o));
+    sim.assert_unchanged(&before, "a live attach libvirt refused");
+    assert_eq!(sim.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+}

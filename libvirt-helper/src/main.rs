@@ -16,7 +16,6 @@ use vgpuctl::libvirt::domain_xml::{self, GpuRequest, NAMESPACE};
 use vgpuctl::libvirt::generate::{self, DeviceSpec};
 use vgpuctl::libvirt::templates::Templates;
 use vgpuctl::lock::HostLock;
-use vgpuctl::mdev::{self, CreateRequest};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -79,53 +78,6 @@ fn specs_from_requests(reqs: &[GpuRequest]) -> Vec<DeviceSpec> {
         .collect()
 }
 
-/// Makes a device now, for a live attach; returns the journal entry to adopt.
-fn make_now(host: &Host, d: &DeviceSpec) -> Result<Option<Entry>, HelperError> {
-    let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
-    match d {
-        DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => {
-            if host.exists(&format!("/sys/bus/mdev/devices/{uuid}")) {
-                return Ok(None);
-            }
-            let parent = match parent {
-                Some(p) => p.clone(),
-                None => {
-                    let inv = vgpuctl::inventory::Inventory::scan_with(host, &vgpuctl::inventory::ScanOptions { usage: false, mig: false })
-                        .map_err(|e| any_err(&e))?;
-                    inv.mdev_parents
-                        .iter()
-                        .find(|p| p.types.iter().any(|t| t.id == *mdev_type && t.available_instances.unwrap_or(0) > 0))
-                        .map(|p| p.name.clone())
-                        .ok_or_else(|| HelperError::Msg(format!("no room for an mdev of type {mdev_type}")))?
-                }
-            };
-            mdev::create_locked(host, &CreateRequest { parent, mdev_type: mdev_type.to_string(), uuid: Some(*uuid), persist: None, attrs: vec![] })
-                .map_err(|e| any_err(&e))?;
-            Ok(Some(Entry::Mdev { uuid: *uuid, done: true }))
-        }
-        DeviceSpec::LegacyVgpu { uuid, type_name, policy, gpu, .. } => {
-            let t = type_name.parse().map_err(|e: vgpuctl::vgpu::typename::TypeNameError| any_err(&e))?;
-            vgpuctl::vgpu::create_locked(host, &vgpuctl::vgpu::VgpuCreateRequest { type_name: t, gpu: *gpu, uuid: Some(*uuid), policy: *policy })
-                .map_err(|e| any_err(&e))?;
-            Ok(Some(Entry::Mdev { uuid: *uuid, done: true }))
-        }
-        DeviceSpec::VendorVgpu { vf, type_name, .. } => {
-            let t = type_name.parse().map_err(|e: vgpuctl::vgpu::typename::TypeNameError| any_err(&e))?;
-            Ok(vgpuctl::vgpu::ensure_vf_type(host, *vf, &t).map_err(|e| any_err(&e))?.map(|id| Entry::VfType { vf: *vf, type_id: id, done: true }))
-        }
-        DeviceSpec::Passthrough { .. } => Ok(None),
-    }
-}
-
-fn undo_now(host: &Host, e: &Entry) {
-    let j = hook::Journal { entries: vec![e.clone()], ..hook::Journal::new("rollback", None) };
-    if let Ok(_l) = HostLock::acquire(host, hook::LOCK_TIMEOUT) {
-        for p in hook::undo(host, &j) {
-            eprintln!("vgpuctl: rollback: {p}");
-        }
-    }
-}
-
 fn explain_attach_error(msg: &str) -> String {
     let hint = if msg.contains("PCI") && (msg.contains("slot") || msg.contains("hotplug") || msg.contains("hot-plug")) {
         "; the guest has no free hot-pluggable PCI slot (q35 guests need an empty pcie-root-port per hot-plugged device) or does not support hot-plug: attach with --config and restart the VM"
@@ -182,7 +134,9 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             vgpuctl::libvirt::guest::check(parsed.guest_os(), &devices.vgpu).map_err(|e| HelperError::Msg(format!("{domain}: {e}")))?;
             let uuid = dom.uuid_string().ok();
             for (i, d) in specs.iter().enumerate() {
-                let made = if live { make_now(host, d)? } else { None };
+                // Made exactly as a VM start would make it, journaled for this domain.
+                let made =
+                    if live { hook::make_live(host, &parsed.name, uuid.as_deref(), &hook::Action::from(d)).map_err(|e| any_err(&e))? } else { Vec::new() };
                 let mut failed = None;
                 for h in generate::hostdevs(&t, d, 0x18 + i as u8).map_err(|e| any_err(&e))? {
                     if let Err(e) = dom.attach_device_flags(&h, flags(live, config)) {
@@ -191,13 +145,13 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                     }
                 }
                 if let Some(msg) = failed {
-                    if let Some(e) = &made {
-                        undo_now(host, e);
+                    if !made.is_empty() {
+                        let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
+                        if let Err(e) = hook::release_one(host, &parsed.name, uuid.as_deref(), &|e| made.contains(e)) {
+                            eprintln!("vgpuctl: rollback: {}", vgpuctl::error_chain(&e));
+                        }
                     }
                     return Err(HelperError::Libvirt(format!("libvirt refused to attach to {domain}: {msg}")));
-                }
-                if let Some(e) = made {
-                    hook::adopt(host, &parsed.name, uuid.as_deref(), e).map_err(|e| any_err(&e))?;
                 }
             }
             if config {

@@ -106,6 +106,16 @@ pub fn save(host: &Host, key: &str, j: &mut Journal) -> Result<(), JournalError>
     Ok(host.write_state(&file(key), text.as_bytes(), 0o600)?)
 }
 
+/// Whether any domain has a journal (one directory listing, no lock).
+pub fn any(host: &Host) -> bool {
+    host.list_dir(DIR).is_ok_and(|v| v.iter().any(|n| n.ends_with(".json")))
+}
+
+/// Whether the domain has a journal (one stat, no lock).
+pub fn exists(host: &Host, key: &str) -> bool {
+    host.exists(&file(key))
+}
+
 pub fn delete(host: &Host, key: &str) -> Result<(), JournalError> {
     host.remove_state(&file(key))?;
     Ok(())

@@ -404,7 +404,12 @@ pub fn run_qemu(host: &Host, args: &[String], stdin: &mut dyn std::io::Read) -> 
         }
         return 0;
     }
-    if !wanted || !(xml.contains(domain_xml::NAMESPACE) || xml.contains("mdev")) {
+    let gpu_xml = xml.contains(domain_xml::NAMESPACE) || xml.contains("mdev");
+    // Devices attached live without --config are not in the XML libvirt
+    // passes at release, only in the domain's journal: looked for when any
+    // journal exists.
+    let maybe_journaled = op == "release" && !gpu_xml && journal::any(host);
+    if !wanted || !(gpu_xml || maybe_journaled) {
         return 0; // no GPU work: the common case, kept cheap
     }
     let counted = if op == "prepare" { counters::Op::Prepare } else { counters::Op::Release };
@@ -416,7 +421,9 @@ pub fn run_qemu(host: &Host, args: &[String], stdin: &mut dyn std::io::Read) -> 
             return 1;
         }
     };
-    if d.requests.is_empty() && !d.hostdevs.iter().any(|h| matches!(h, Hostdev::Mdev { .. })) {
+    // A domain without GPU devices is left alone, unless it has a journal.
+    let journaled = op == "release" && journal::exists(host, &journal::key(&d.name, d.uuid.as_deref()));
+    if !journaled && d.requests.is_empty() && !d.hostdevs.iter().any(|h| matches!(h, Hostdev::Mdev { .. })) {
         return 0;
     }
     let r = if op == "prepare" { prepare(host, &d).map(|_| ()) } else { release(host, &d) };
@@ -512,18 +519,51 @@ fn running_guests(host: &Host) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// A device made outside a VM start (a live attach) that the domain's
-/// release must free: added to its journal, creating one if needed.
-pub fn adopt(host: &Host, domain: &str, uuid: Option<&str>, entry: Entry) -> Result<(), HookError> {
+impl From<&crate::libvirt::generate::DeviceSpec> for Action {
+    /// What a VM start would make for a device `vm xml`/`vm attach` resolved.
+    fn from(d: &crate::libvirt::generate::DeviceSpec) -> Self {
+        use crate::libvirt::generate::DeviceSpec;
+        match d {
+            DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => Action::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone() },
+            DeviceSpec::LegacyVgpu { uuid, type_name, policy, gpu, .. } => {
+                Action::LegacyVgpu { uuid: *uuid, type_name: type_name.clone(), policy: *policy, gpu: *gpu }
+            }
+            DeviceSpec::VendorVgpu { vf, type_name, .. } => Action::VendorVgpu { vf: *vf, type_name: type_name.clone() },
+            DeviceSpec::Passthrough { address, .. } => Action::Note { what: format!("passthrough {address}: libvirt binds it to vfio-pci (managed='yes')") },
+        }
+    }
+}
+
+/// Makes a device for a running domain now (a live attach), exactly as its
+/// start would (the same `perform`: every candidate parent, a GPU instance
+/// for a MIG-backed vGPU), journaled in the domain's journal as it goes, so
+/// its release frees it and a crash leaves nothing `gc` cannot find.
+/// Returns the entries it added, for [`release_one`] if libvirt then refuses
+/// the device; on failure, what it made is freed again.
+pub fn make_live(host: &Host, domain: &str, uuid: Option<&str>, a: &Action) -> Result<Vec<Entry>, HookError> {
+    let _lock = HostLock::acquire(host, LOCK_TIMEOUT)?;
+    host.nvidia().expect(driver_wants(std::slice::from_ref(a)));
     let key = journal::key(domain, uuid);
     let mut j = journal::load(host, &key)?.unwrap_or_else(|| {
         let mut j = Journal::new(domain, uuid);
         j.state = State::Prepared;
         j
     });
-    j.entries.push(entry);
-    journal::save(host, &key, &mut j)?;
-    Ok(())
+    let before = j.entries.len();
+    match perform(host, a, &mut j, &key) {
+        Ok(()) => Ok(j.entries[before..].to_vec()),
+        Err(e) => {
+            let mine = Journal { entries: j.entries.split_off(before), ..j.clone() };
+            let mut problems = vec![e.msg];
+            problems.extend(undo(host, &mine));
+            let saved = if j.entries.is_empty() { journal::delete(host, &key) } else { journal::save(host, &key, &mut j) };
+            if let Err(err) = saved {
+                problems.push(crate::error_chain(&err));
+            }
+            let msg = problems.join("; ");
+            Err(if e.no_room { HookError::NoRoom(msg) } else { HookError::Failed(msg) })
+        }
+    }
 }
 
 /// After a detach: frees the device if vgpuctl made it for this domain, and
