@@ -86,6 +86,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
         worst=$(awk -v a="$r" -v w="$worst" 'BEGIN { print (a > w) ? a : w }')
     done
     echo "worst command / one nvidia-smi query: $worst (goal 1.2)"
+    echo "## without the helper (VGPUCTL_NVIDIA_BACKEND=nvidia-smi)"
+    for c in "list" "status --json" "mig status --json"; do
+        # shellcheck disable=SC2086
+        t=$(VGPUCTL_NVIDIA_BACKEND=nvidia-smi med "$B" $c)
+        printf '%-44s %9s %7s' "$c" "$(ms "$t")" "$(ratio "$t" "$t_query")"
+        if [ -n "$BASE_B" ]; then
+            # shellcheck disable=SC2086
+            tb=$(VGPUCTL_NVIDIA_BACKEND=nvidia-smi med "$BASE_B" $c)
+            printf ' %12s %7s %7s' "$(ms "$tb")" "$(ratio "$tb" "$t_query")" "$(ratio "$t" "$tb")"
+        fi
+        echo
+    done
     echo "## NVML helper runs per command (what each asked for)"
     wrap="$O/helper-wrap.sh"
     printf '#!/bin/sh\necho "$*" >>%s/helper-calls.txt\nexec %s "$@"\n' "$O" "$H" >"$wrap"

@@ -207,3 +207,22 @@ fn test_mode_change_over_existing_vgpus_is_refused_and_names_them() {
     std::fs::remove_file(h.path("/cfg.toml")).unwrap();
     h.assert_unchanged(&before, "a refused mode change");
 }
+
+/// apply plans a MIG layout with the GPU's own profile table or not at all:
+/// a MIG GPU whose driver reports no profiles stops the plan with a message
+/// naming the GPU, instead of planning with the H100's slices.
+#[test]
+fn test_mig_layout_without_the_gpus_own_profile_table_is_refused() {
+    let h = SimHost::new("h100x8-vfio");
+    // The simulated driver knows no profile table for a model it has never seen.
+    let state = h.path("/.vgpuctl-sim.json");
+    let text = std::fs::read_to_string(&state).unwrap().replacen("\"model\": \"H100\"", "\"model\": \"X900\"", 1);
+    assert!(text.contains("X900"), "the state file names the model");
+    std::fs::write(&state, text).unwrap();
+    let before = h.snapshot();
+    let f = cfg(&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"3g.40gb\" }]\n");
+    let e = h.fails(&["plan", "-f", &f], 3);
+    assert!(e.contains("0000:18:00.0") && e.contains("no MIG profiles"), "{e}");
+    std::fs::remove_file(h.path("/cfg.toml")).unwrap();
+    h.assert_unchanged(&before, "a refused plan");
+}

@@ -304,8 +304,25 @@ fn plan_vgpu(
         if current_mig != Some(MigModeState::Enabled) {
             steps.push(Step::SetMig { gpu, on: true });
         }
-        // The layout must fit; say which profile does not and a layout that would.
-        let table = mig.and_then(|b| b.profiles(gpu).ok()).unwrap_or_else(crate::mig::profiles::hopper_80gb);
+        // The layout must fit the GPU's own profile table; without it apply
+        // stops here rather than plan with another model's slices.
+        let table = match mig.map(|b| b.profiles(gpu)) {
+            Some(Ok(t)) if !t.is_empty() => t,
+            Some(Err(e)) => {
+                problems.push(format!("{at}: cannot read the MIG profile table of {gpu} ({e}); apply does not plan a layout with another GPU's"));
+                return;
+            }
+            Some(Ok(_)) => {
+                problems.push(format!("{at}: the NVIDIA driver reports no MIG profiles for {gpu}; apply does not plan a layout with another GPU's"));
+                return;
+            }
+            _ => {
+                problems.push(format!(
+                    "{at}: no MIG profile table for {gpu} (no NVIDIA driver answers for MIG here); apply does not plan a layout with another GPU's"
+                ));
+                return;
+            }
+        };
         let existing = if current_mig == Some(MigModeState::Enabled) { mig.and_then(|b| b.instances(gpu).ok()).unwrap_or_default() } else { Vec::new() };
         let mut l = Layout::default();
         let mut want: Vec<(&crate::mig::profiles::Profile, Option<u8>)> = Vec::new();
@@ -422,10 +439,11 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
             }
             Step::CreateGi { gpu, profile, placement } => {
                 let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
-                let b = crate::mig::backend::backend(host).map_err(|e| err(Box::new(e)))?;
-                let table = b.profiles(*gpu).map_err(|e| err(Box::new(e)))?;
+                // The declared layout's: the admin's, as if made with `mig create`.
+                let m = crate::mig::instances::Instances::open(host).map_err(|e| err(Box::new(e)))?;
+                let table = m.backend().profiles(*gpu).map_err(|e| err(Box::new(e)))?;
                 let pr = crate::mig::profiles::find(&table, profile).ok_or_else(|| err(format!("unknown profile {profile}").into()))?;
-                b.create(*gpu, pr, placement.unwrap_or(0)).map_err(|e| err(Box::new(e)))?;
+                m.create(*gpu, pr, placement.unwrap_or(0), crate::mig::instances::Owner::Admin).map_err(|e| err(Box::new(e)))?;
             }
             Step::SetHeterogeneous { gpu, on } => {
                 crate::vgpu::set_heterogeneous(host, *gpu, *on, lock).map_err(|e| err(Box::new(e)))?;

@@ -136,7 +136,8 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             | MigError::NoRoom { .. }
             | MigError::NoInstance { .. }
             | MigError::InUse { .. }
-            | MigError::CiNoRoom { .. } => R,
+            | MigError::CiNoRoom { .. }
+            | MigError::HasComputeInstances { .. } => R,
             MigError::UnknownProfile { .. } | MigError::UnknownCiProfile { .. } => Some(exit::USAGE),
             MigError::Nvml(n) => class(n),
             MigError::Policy(_) => Some(exit::USAGE),

@@ -12,6 +12,7 @@ use crate::inventory::{Inventory, ScanOptions};
 use crate::lock::HostLock;
 use crate::mig::backend::{self, layout, GpuInstance, MigError};
 use crate::mig::compute::{self, CiRequest};
+use crate::mig::instances::{DestroyOptions, Instances, Owner};
 use crate::mig::layout::Layout;
 use crate::mig::profiles::{self, Profile};
 use crate::parse::MigModeState;
@@ -281,46 +282,6 @@ fn make_cis(b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, req: &CiReque
     Ok(made)
 }
 
-/// Destroys a GPU instance after checking who uses it: a vGPU (with its
-/// VM), a process, or compute instances (only with --force).
-fn destroy(host: &Host, b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, force: bool) -> Result<(), CliError> {
-    if b.mode(gpu).map_err(mig_err)?.current != MigModeState::Enabled {
-        return Err(mig_err(MigError::Off { gpu }));
-    }
-    let inst = b.instances(gpu).map_err(mig_err)?.into_iter().find(|i| i.gi == gi).ok_or(mig_err(MigError::NoInstance { gpu, gi }))?;
-    let holders = backend::vgpu_holders(host, gpu, gi);
-    if !holders.is_empty() {
-        let users = crate::inventory::VfioUsers::scan(host);
-        let list: Vec<String> = holders
-            .iter()
-            .map(|vf| {
-                let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
-                match group.and_then(|g| users.user_of(g)) {
-                    Some(u) => format!("vGPU on VF {vf} used by {u}"),
-                    None => format!("vGPU on VF {vf}"),
-                }
-            })
-            .collect();
-        return Err(mig_err(MigError::InUse { gpu, gi, users: list.join(", "), hint: " (vgpuctl vgpu remove <vf> after the VM has stopped)" }));
-    }
-    let procs = b.users(gpu, gi);
-    if !procs.is_empty() {
-        return Err(mig_err(MigError::InUse { gpu, gi, users: procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), hint: "" }));
-    }
-    if !inst.compute_instances.is_empty() && !force {
-        let cis: Vec<String> = inst.compute_instances.iter().map(|c| format!("{} ({})", c.ci, c.profile)).collect();
-        return Err(CliError::Refused(format!("GPU instance {gi} on {gpu} has compute instances {}: add --force to destroy them with it", cis.join(", "))));
-    }
-    if !inst.compute_instances.is_empty() {
-        b.destroy_cis(gpu, gi).map_err(mig_err)?;
-    }
-    b.destroy(gpu, gi).map_err(mig_err)?;
-    if let Err(e) = backend::ledger::forget(host, gpu, gi) {
-        tracing::warn!("destroyed GPU instance {gi} on {gpu}, but {e}");
-    }
-    Ok(())
-}
-
 fn parse_want(s: &str) -> Result<Vec<(String, u32)>, CliError> {
     s.split(',')
         .map(|part| {
@@ -338,13 +299,14 @@ fn parse_want(s: &str) -> Result<Vec<(String, u32)>, CliError> {
 }
 
 pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
-    let b = backend::backend(host).map_err(mig_err)?;
+    let instances = Instances::open(host).map_err(mig_err)?;
+    let b = instances.backend();
     let lock = Duration::from_secs(60);
     match cmd {
         MigCommand::Status { json } => {
             let mut all = Vec::new();
             for (g, name) in mig_gpus(host)? {
-                all.push(status_of(b.as_ref(), g, name).map_err(mig_err)?);
+                all.push(status_of(b, g, name).map_err(mig_err)?);
             }
             if *json {
                 print_json(&all)?;
@@ -523,12 +485,12 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             let gi_slices = p.compute_slices();
             compute::resolve(&compute::modeled(p), compute_instances, gi_slices, &[])
                 .map_err(|why| mig_err(MigError::CiNoRoom { gi: 0, profile: p.name.to_string(), why }))?;
-            let gi = b.create(g, p, start).map_err(mig_err)?;
-            let cis = match make_cis(b.as_ref(), g, gi, compute_instances) {
+            let gi = instances.create(g, p, start, Owner::Admin).map_err(mig_err)?;
+            let cis = match make_cis(b, g, gi, compute_instances) {
                 Ok(c) => c,
                 Err(e) => {
                     // Nothing half-done: the instance goes again, its compute instances first.
-                    if let Err(undo) = b.destroy(g, gi) {
+                    if let Err(undo) = instances.roll_back(g, gi) {
                         tracing::error!(gpu = %g, gi, "could not roll back the GPU instance: {undo}");
                     }
                     return Err(mig_err(e));
@@ -548,7 +510,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
         MigCommand::Destroy { gpu, gi, force } => {
             let gpu = resolve(host, gpu)?;
             let _l = HostLock::acquire(host, lock)?;
-            destroy(host, b.as_ref(), gpu, *gi, *force)?;
+            instances.destroy(gpu, *gi, DestroyOptions { with_compute_instances: *force }).map_err(mig_err)?;
             print_out(&format!("GPU instance {gi} on {gpu} destroyed\n"));
         }
         MigCommand::Plan { want, gpu, json } => {

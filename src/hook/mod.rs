@@ -272,18 +272,19 @@ pub fn undo(host: &Host, j: &Journal) -> Vec<String> {
                     problems.push(crate::error_chain(&err));
                 }
             }
-            Entry::MigGi { gpu, gi, .. } => match crate::mig::backend::backend(host) {
-                Ok(b) => match b.destroy(*gpu, *gi) {
-                    Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {
-                        // Gone: off the ledger of instances vgpuctl made too.
-                        if let Err(err) = crate::mig::backend::ledger::forget(host, *gpu, *gi) {
-                            problems.push(crate::error_chain(&err));
-                        }
-                    }
-                    Err(err) => problems.push(crate::error_chain(&err)),
-                },
-                Err(err) => problems.push(crate::error_chain(&err)),
-            },
+            // The journal proves this start made it: destroyed after the
+            // checks every destroy makes (its vGPU went just before), and off
+            // the ledger; one already gone is fine.
+            Entry::MigGi { gpu, gi, .. } => {
+                let opts = crate::mig::instances::DestroyOptions { with_compute_instances: true };
+                let gone = |m: &crate::mig::instances::Instances| match m.destroy(*gpu, *gi, opts) {
+                    Err(crate::mig::backend::MigError::NoInstance { .. }) => m.forget(*gpu, *gi).map(|_| ()),
+                    r => r,
+                };
+                if let Err(err) = crate::mig::instances::Instances::open(host).and_then(|m| gone(&m)) {
+                    problems.push(crate::error_chain(&err));
+                }
+            }
         }
     }
     problems
@@ -490,7 +491,7 @@ pub fn gc(host: &Host, grace: Duration) -> Result<Vec<GcItem>, HookError> {
         };
         out.push(GcItem { domain: j.domain, key, action });
     }
-    match crate::vgpu::sweep_made_gis(host) {
+    match crate::mig::instances::Instances::open(host).and_then(|m| m.sweep()) {
         Ok(swept) => {
             for (key, action) in swept {
                 out.push(GcItem { domain: "-".into(), key, action });

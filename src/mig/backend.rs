@@ -35,6 +35,10 @@ pub enum MigError {
     UnknownCiProfile { gi: u32, gi_profile: String, wanted: String, known: String },
     #[error("compute instance {profile} does not fit in GPU instance {gi}: {why}")]
     CiNoRoom { gi: u32, profile: String, why: String },
+    #[error("GPU instance {gi} on {gpu} has compute instances {cis}: add --force to destroy them with it")]
+    HasComputeInstances { gpu: PciAddress, gi: u32, cis: String },
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
     #[error(transparent)]
     Nvml(#[from] NvmlError),
     #[error(transparent)]

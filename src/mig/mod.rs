@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod batch;
 pub mod compute;
+pub mod instances;
 pub mod layout;
 pub mod nvml_backend;
 pub mod planner;

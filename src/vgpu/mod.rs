@@ -10,6 +10,6 @@ pub mod typename;
 pub mod view;
 
 pub use ops::{
-    clear_vf_type, create, create_locked, ensure_vf_type, make_gi_for, remove, remove_locked, set_heterogeneous, sweep_made_gis, views, ModeChange, ModeError,
+    clear_vf_type, create, create_locked, ensure_vf_type, make_gi_for, remove, remove_locked, set_heterogeneous, views, ModeChange, ModeError,
     VgpuCreateRequest, VgpuCreated, VgpuError, VgpuRemoved,
 };

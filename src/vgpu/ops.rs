@@ -13,6 +13,8 @@ use crate::ids::{MdevParent, MdevUuid, PciAddress};
 use crate::inventory::{Inventory, ScanOptions, VfioUsers};
 use crate::lock::{HostLock, LockError};
 use crate::mdev::{self, CreateRequest, MdevError};
+use crate::mig::backend::MigError;
+use crate::mig::instances::{Instances, Owner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VgpuError {
@@ -128,100 +130,29 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
     Ok(c)
 }
 
-/// Destroys a GPU instance vgpuctl made (and takes it off the ledger).
+/// Rolls back a GPU instance made for a vGPU whose creation then failed.
 fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
-    match crate::mig::backend::backend(host).and_then(|b| b.destroy(gpu, gi)) {
-        Ok(()) | Err(crate::mig::backend::MigError::NoInstance { .. }) => {
-            if let Err(e) = crate::mig::backend::ledger::forget(host, gpu, gi) {
-                tracing::warn!(%gpu, gi, "destroyed the GPU instance, but {e}");
-            }
-        }
+    match Instances::open(host).and_then(|m| m.roll_back(gpu, gi)) {
+        Ok(()) => {}
         Err(e) => tracing::error!(%gpu, gi, "could not destroy the GPU instance made for the vGPU (vgpuctl gc retries): {e}"),
     }
 }
 
-/// GPU instances vgpuctl made that hold no vGPU any more (a crash between
-/// making one and placing the vGPU on it): destroyed. Call under the host lock.
-/// Returns (what, what happened) per ledger entry it acted on.
-pub fn sweep_made_gis(host: &Host) -> Result<Vec<(String, String)>, crate::mig::backend::ledger::LedgerError> {
-    use crate::mig::backend::ledger;
-    let mut out = Vec::new();
-    let entries = ledger::load(host)?;
-    if entries.is_empty() {
-        return Ok(out);
-    }
-    let Ok(b) = crate::mig::backend::backend(host) else { return Ok(out) };
-    let mut keep = Vec::new();
-    for mut m in entries {
-        let Ok(instances) = b.instances(m.gpu) else {
-            keep.push(m);
-            continue;
-        };
-        // An intent without an id (a crash while the driver was asked):
-        // the instance of that profile at that start, if one was made.
-        if m.gi.is_none() {
-            match instances.iter().find(|i| i.profile_id == m.profile_id && i.start == m.start) {
-                Some(i) => m.gi = Some(i.gi),
-                None => {
-                    out.push((format!("{} GPU instance of profile {} at slice {}", m.gpu, m.profile_id, m.start), "never made; forgotten".to_string()));
-                    continue;
-                }
-            }
-        }
-        let Some(gi) = m.gi else { continue };
-        if !instances.iter().any(|i| i.gi == gi) {
-            out.push((format!("{} GPU instance {gi}", m.gpu), "gone already; forgotten".to_string()));
-        } else if crate::mig::backend::vgpu_holders(host, m.gpu, gi).is_empty() && b.users(m.gpu, gi).is_empty() {
-            match b.destroy(m.gpu, gi) {
-                Ok(()) => out.push((format!("{} GPU instance {gi}", m.gpu), "held no vGPU; destroyed".to_string())),
-                Err(e) => {
-                    out.push((format!("{} GPU instance {gi}", m.gpu), format!("could not destroy: {e}")));
-                    keep.push(m);
-                }
-            }
-        } else {
-            keep.push(m);
-        }
-    }
-    ledger::save(host, &keep)?;
-    Ok(out)
-}
-
-/// Creates a GPU instance for a MIG-backed type on a GPU in MIG mode whose
-/// vGPU model matches, at the planner's placement.
-/// Makes a GPU instance for a MIG-backed type where the planner says, with
-/// the intent in the ledger first; `Ok(None)` when no GPU can take one.
+/// Makes a GPU instance for a MIG-backed type where the planner says, as
+/// vgpuctl's own (ledgered); `Ok(None)` when no GPU can take one or the
+/// driver would not make it.
 pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Result<Option<(PciAddress, u32)>, VgpuError> {
-    // One backend for the placement, the create and a rollback: it reads
-    // the driver once and keeps what it changed.
-    let Ok(b) = crate::mig::backend::backend(host) else { return Ok(None) };
-    let Some((gpu, p, start)) = gi_placement(host, &*b, views, t, only) else { return Ok(None) };
-    use crate::mig::backend::ledger;
-    ledger::intend(host, gpu, p.id, start)?;
-    let made = b.create(gpu, &p, start);
-    let gi = match made {
-        Ok(gi) => gi,
+    // One manager for the placement and the create: it reads the driver once.
+    let Ok(m) = Instances::open(host) else { return Ok(None) };
+    let Some((gpu, p, start)) = gi_placement(host, m.backend(), views, t, only) else { return Ok(None) };
+    match m.create(gpu, &p, start, Owner::Vgpuctl) {
+        Ok(gi) => Ok(Some((gpu, gi))),
+        Err(MigError::Ledger(e)) => Err(e.into()),
         Err(e) => {
             tracing::warn!(%gpu, "could not create a {} GPU instance at slice {start}: {e}", p.name);
-            ledger::settle(host, gpu, p.id, start, None)?;
-            return Ok(None);
+            Ok(None)
         }
-    };
-    if let Err(e) = ledger::settle(host, gpu, p.id, start, Some(gi)) {
-        // Not kept without its id on record: destroyed, and the intent
-        // dropped (should that fail too, gc resolves it by profile and start).
-        match b.destroy(gpu, gi) {
-            Ok(()) => {
-                if let Err(x) = ledger::settle(host, gpu, p.id, start, None) {
-                    tracing::warn!(%gpu, "{x}");
-                }
-            }
-            Err(d) => tracing::error!(%gpu, gi, "could not destroy the GPU instance that could not be recorded (vgpuctl gc retries): {d}"),
-        }
-        return Err(e.into());
     }
-    tracing::info!(%gpu, gi, "created a {} GPU instance for a vGPU", p.name);
-    Ok(Some((gpu, gi)))
 }
 
 /// Where the planner would put a GPU instance for a MIG-backed type.
@@ -376,29 +307,20 @@ pub fn remove_locked_keep(host: &Host, target: &str, if_exists: bool, keep_gi: b
     })?;
     let mut gi_removed = None;
     if let (Some(gi), Some(pf)) = (gi, host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten().and_then(|p| p.parse::<PciAddress>().ok())) {
-        // Only an instance the ledger proves vgpuctl made goes with the vGPU;
-        // with the ledger unreadable, none is taken for vgpuctl's.
-        let made = match crate::mig::backend::ledger::holds(host, pf, gi) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!("{e}: GPU instance {gi} on {pf} is left in place");
-                false
-            }
-        };
-        if made && keep_gi {
-            // Kept: it is the admin's now, never vgpuctl's to remove.
-            if let Err(e) = crate::mig::backend::ledger::forget(host, pf, gi) {
-                tracing::warn!("{e}");
-            }
-        } else if made {
-            if let Ok(b) = crate::mig::backend::backend(host) {
-                if b.destroy(pf, gi).is_ok() {
-                    if let Err(e) = crate::mig::backend::ledger::forget(host, pf, gi) {
-                        tracing::warn!("destroyed GPU instance {gi} on {pf}, but {e}");
-                    }
-                    gi_removed = Some(gi);
+        // Only an instance the ledger proves vgpuctl made goes with the vGPU,
+        // after the checks every destroy makes; --keep-gi hands it to the admin.
+        match Instances::open(host) {
+            Ok(m) if keep_gi => {
+                if let Err(e) = m.hand_over(pf, gi) {
+                    tracing::warn!("{e}");
                 }
             }
+            Ok(m) => match m.destroy_if_made(pf, gi) {
+                Ok(true) => gi_removed = Some(gi),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("the vGPU is removed, but its GPU instance {gi} on {pf} stays: {e}"),
+            },
+            Err(e) => tracing::warn!("the vGPU is removed, but its GPU instance {gi} on {pf} was not looked at: {e}"),
         }
     }
     Ok(VgpuRemoved { vf: Some(vf), uuid: None, removed: true, gi_removed })
