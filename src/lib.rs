@@ -23,6 +23,7 @@ pub mod parse;
 pub mod sim;
 pub mod sriov;
 pub mod status;
+pub mod table;
 pub mod types;
 pub mod units;
 pub mod version;

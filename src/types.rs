@@ -5,10 +5,10 @@
 
 use serde::Serialize;
 
-use crate::cli::table::{opt, Table};
 use crate::ids::{MdevParent, MdevTypeId};
 use crate::inventory::Inventory;
 use crate::parse::VgpuDescription;
+use crate::table::{opt, Table};
 use crate::vgpu::typename::VgpuKind;
 use crate::vgpu::view::{GpuView, Interface};
 

@@ -4,7 +4,7 @@ pub mod exit_code;
 pub mod mdev;
 pub mod mig;
 pub mod render;
-pub mod table;
+pub use crate::table;
 pub mod vgpu;
 pub mod vm;
 pub mod vm_libvirt;

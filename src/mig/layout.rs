@@ -75,12 +75,7 @@ impl Layout {
     }
 }
 
-pub fn mask(size: u8, start: u8) -> u8 {
-    let bits = if size >= 8 { 0xffu16 } else { (1u16 << size) - 1 };
-    // A start past the last slice (only from a driver answer that is
-    // garbage) selects nothing rather than overflowing.
-    (bits.checked_shl(u32::from(start)).unwrap_or(0) & 0xff) as u8
-}
+pub use crate::nvidia::profiles::mask;
 
 #[cfg(test)]
 mod tests {

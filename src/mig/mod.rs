@@ -11,7 +11,8 @@ pub mod layout;
 pub mod nvml_backend;
 pub mod planner;
 pub mod policy;
-pub mod profiles;
+/// GPU-instance profile tables: shared NVIDIA domain types, in the leaf `nvidia` module.
+pub use crate::nvidia::profiles;
 pub mod shapes;
 pub mod smi;
 pub mod smi_backend;

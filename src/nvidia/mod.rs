@@ -13,6 +13,7 @@
 //! driver, as mig-parted's code above its `Manager` interfaces never knows
 //! whether NVML is mocked.
 
+pub mod profiles;
 pub mod real;
 
 use std::collections::HashMap;

@@ -18,7 +18,7 @@ pub use snapshot::*;
 
 use crate::host::{CommandOutput, Host, HostError, Running, Tool};
 use crate::ids::{MigProfile, PciAddress};
-use crate::mig::profiles::Profile;
+use crate::nvidia::profiles::Profile;
 use crate::nvidia::{MigMode, Wants};
 use crate::parse::MigModeState;
 

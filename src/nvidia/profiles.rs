@@ -32,7 +32,7 @@ impl Profile {
 
     /// Slice mask of this profile placed at `start`.
     pub fn mask(&self, start: u8) -> u8 {
-        super::layout::mask(self.size, start)
+        mask(self.size, start)
     }
 }
 
@@ -100,4 +100,12 @@ pub fn find<'a>(table: &'a [Profile], wanted: &str) -> Option<&'a Profile> {
     }
     let w: MigProfile = wanted.parse().ok()?;
     table.iter().find(|p| p.name == w)
+}
+
+/// The slice bits a profile of `size` slices at `start` takes.
+pub fn mask(size: u8, start: u8) -> u8 {
+    let bits = if size >= 8 { 0xffu16 } else { (1u16 << size) - 1 };
+    // A start past the last slice (only from a driver answer that is
+    // garbage) selects nothing rather than overflowing.
+    (bits.checked_shl(u32::from(start)).unwrap_or(0) & 0xff) as u8
 }
