@@ -361,6 +361,12 @@ fn test_live_attach_makes_a_mig_backed_vgpu_exactly_as_a_start_does() {
     assert_eq!((s[0]["instances"][0]["profile"].as_str(), s[0]["instances"][0]["start"].as_u64()), (Some("3g.40gb"), Some(4)), "placed as the hook places it");
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
     assert_eq!(journals(&h), 1);
+    // A live detach frees what the attach made: the VF's type and the GPU instance under it.
+    assert!(hook::release_one(&host, "m1", None, &hook::made_for(&host, &spec)).unwrap());
+    assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
+    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(journals(&h), 0);
+    assert_eq!(hook::make_live(&host, "m1", None, &Action::from(&spec)).unwrap().len(), 2);
     // The domain's release (its XML no longer matters: the journal does) frees both.
     let xml = "<domain type='qemu'><name>m1</name><memory>1024</memory><os><type>hvm</type></os></domain>";
     assert_eq!(h.hook(&["m1", "release", "end", "-"], xml).0, 0);

@@ -10,9 +10,9 @@ use clap::Parser;
 use vgpuctl::cli::print_out;
 use vgpuctl::cli::vm::{render_report, report};
 use vgpuctl::cli::vm_libvirt::{Cmd, LibvirtCli as Cli};
-use vgpuctl::hook::{self, Entry};
+use vgpuctl::hook;
 use vgpuctl::host::Host;
-use vgpuctl::libvirt::domain_xml::{self, GpuRequest, NAMESPACE};
+use vgpuctl::libvirt::domain_xml::{self, NAMESPACE};
 use vgpuctl::libvirt::generate::{self, DeviceSpec};
 use vgpuctl::libvirt::templates::Templates;
 use vgpuctl::lock::HostLock;
@@ -55,27 +55,6 @@ fn flags(live: bool, config: bool) -> u32 {
 fn metadata_fragment(t: &Templates, devices: &[DeviceSpec]) -> Result<String, HelperError> {
     let with_ns = generate::metadata(t, devices).map_err(|e| any_err(&e))?;
     Ok(with_ns.replace(&format!(" xmlns:vgpuctl='{NAMESPACE}'"), "").replace("vgpuctl:", ""))
-}
-
-/// The persistent GPU requests as DeviceSpecs (for rewriting the metadata).
-fn specs_from_requests(reqs: &[GpuRequest]) -> Vec<DeviceSpec> {
-    reqs.iter()
-        .filter_map(|r| match r {
-            GpuRequest::Mdev { uuid, mdev_type, parent } => {
-                Some(DeviceSpec::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone(), display: None, ramfb: None })
-            }
-            GpuRequest::Vgpu { type_name, policy, gpu, vf: Some(vf), .. } => {
-                Some(DeviceSpec::VendorVgpu { vf: *vf, type_name: type_name.clone(), policy: *policy, gpu: *gpu })
-            }
-            GpuRequest::Vgpu { type_name, policy, gpu, uuid: Some(u), .. } => {
-                Some(DeviceSpec::LegacyVgpu { uuid: *u, type_name: type_name.clone(), policy: *policy, gpu: *gpu, display: None })
-            }
-            GpuRequest::Vgpu { .. } => None,
-            GpuRequest::Passthrough { address, companions } => {
-                Some(DeviceSpec::Passthrough { address: *address, companions: companions.clone(), rom_file: None, rom_bar: None })
-            }
-        })
-        .collect()
 }
 
 fn explain_attach_error(msg: &str) -> String {
@@ -155,7 +134,7 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 }
             }
             if config {
-                let mut all = specs_from_requests(&parsed.requests);
+                let mut all = parsed.requests.clone();
                 all.extend(specs.iter().cloned());
                 let frag = metadata_fragment(&t, &all)?;
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
@@ -199,30 +178,15 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             let uuid = dom.uuid_string().ok();
             if live {
                 let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
-                let freed = hook::release_one(host, &parsed.name, uuid.as_deref(), &|e| match (e, &spec) {
-                    (Entry::Mdev { uuid, .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid == u,
-                    (Entry::VfType { vf, .. }, DeviceSpec::VendorVgpu { vf: v, .. }) => vf == v,
-                    _ => false,
-                })
-                .map_err(|e| any_err(&e))?;
+                let freed = hook::release_one(host, &parsed.name, uuid.as_deref(), &hook::made_for(host, &spec)).map_err(|e| any_err(&e))?;
                 if freed {
                     print_out(&format!("freed the device vgpuctl made for {domain}\n"));
                 }
             }
             if config {
-                let remaining: Vec<GpuRequest> = parsed
-                    .requests
-                    .iter()
-                    .filter(|r| match (r, &spec) {
-                        (GpuRequest::Mdev { uuid, .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid != u,
-                        (GpuRequest::Vgpu { uuid: Some(uuid), .. }, DeviceSpec::Mdev { uuid: u, .. }) => uuid != u,
-                        (GpuRequest::Vgpu { vf: Some(vf), .. }, DeviceSpec::VendorVgpu { vf: v, .. }) => vf != v,
-                        (GpuRequest::Passthrough { address, .. }, DeviceSpec::Passthrough { address: a, .. }) => address != a,
-                        _ => true,
-                    })
-                    .cloned()
-                    .collect();
-                let frag = metadata_fragment(&t, &specs_from_requests(&remaining))?;
+                // The one model: a request is the detached device when it puts the same hostdev in.
+                let remaining: Vec<DeviceSpec> = parsed.requests.iter().filter(|r| !r.hostdev().same_device(&spec.hostdev())).cloned().collect();
+                let frag = metadata_fragment(&t, &remaining)?;
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
                     .map_err(lv("metadata"))?;
             }

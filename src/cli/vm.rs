@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{print_json, print_out, CliError};
 use crate::host::Host;
 use crate::ids::{MdevParent, MdevUuid, PciAddress};
-use crate::libvirt::domain_xml::{self, DomainGpus, GpuRequest, Hostdev};
+use crate::libvirt::domain_xml::{self, DomainGpus, Hostdev};
 use crate::libvirt::generate::{self, DeviceSpec, DomainName, DomainSpec};
 use crate::libvirt::templates::Templates;
 use crate::vgpu::alloc::Policy;
@@ -198,7 +198,7 @@ fn exec_helper(root: Option<&std::path::Path>) -> Result<i32, CliError> {
 
 #[derive(Debug, Serialize)]
 pub struct DeviceState {
-    pub request: Option<GpuRequest>,
+    pub request: Option<DeviceSpec>,
     pub hostdev: Option<Hostdev>,
     pub state: String,
 }
@@ -218,16 +218,16 @@ pub fn report(host: &Host, d: &DomainGpus) -> VmReport {
     let mut covered = Vec::new();
     for r in &d.requests {
         let hostdev = r.hostdev();
-        covered.extend(hostdev.clone());
+        covered.push(hostdev.clone());
         let state = match r {
-            GpuRequest::Mdev { uuid, mdev_type, parent } => {
+            DeviceSpec::Mdev { uuid, mdev_type, parent, .. } => {
                 if mdev_exists(uuid) {
                     "mdev exists".to_string()
                 } else {
                     format!("created by the hook at start ({mdev_type}{})", parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default())
                 }
             }
-            GpuRequest::Vgpu { type_name, vf: Some(vf), .. } => {
+            DeviceSpec::VendorVgpu { type_name, vf, .. } => {
                 let cur = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type")).ok().flatten();
                 match cur.as_deref().map(str::trim) {
                     None => format!("VF {vf} is not present (VFs enabled?)"),
@@ -235,20 +235,19 @@ pub fn report(host: &Host, d: &DomainGpus) -> VmReport {
                     Some(t) => format!("VF {vf} holds type {t}"),
                 }
             }
-            GpuRequest::Vgpu { type_name, uuid: Some(u), .. } => {
+            DeviceSpec::LegacyVgpu { type_name, uuid: u, .. } => {
                 if mdev_exists(u) {
                     "mdev exists".into()
                 } else {
                     format!("{type_name} created by the hook at start on a GPU with room")
                 }
             }
-            GpuRequest::Vgpu { .. } => "incomplete request".into(),
-            GpuRequest::Passthrough { address, .. } => {
+            DeviceSpec::Passthrough { address, .. } => {
                 let drv = host.link_name(&format!("/sys/bus/pci/devices/{address}/driver")).ok().flatten();
                 format!("bound to {}", drv.unwrap_or_else(|| "no driver".into()))
             }
         };
-        devices.push(DeviceState { request: Some(r.clone()), hostdev, state });
+        devices.push(DeviceState { request: Some(r.clone()), hostdev: Some(hostdev), state });
     }
     for h in &d.hostdevs {
         if covered.contains(h) {
@@ -279,9 +278,9 @@ pub fn render_report(r: &VmReport) -> String {
     }
     for d in &r.devices {
         let what = match (&d.request, &d.hostdev) {
-            (Some(GpuRequest::Vgpu { type_name, .. }), _) => format!("vGPU {type_name}"),
-            (Some(GpuRequest::Mdev { mdev_type, uuid, .. }), _) => format!("mdev {uuid} ({mdev_type})"),
-            (Some(GpuRequest::Passthrough { address, companions }), _) => {
+            (Some(DeviceSpec::LegacyVgpu { type_name, .. } | DeviceSpec::VendorVgpu { type_name, .. }), _) => format!("vGPU {type_name}"),
+            (Some(DeviceSpec::Mdev { mdev_type, uuid, .. }), _) => format!("mdev {uuid} ({mdev_type})"),
+            (Some(DeviceSpec::Passthrough { address, companions, .. }), _) => {
                 format!("passthrough {address}{}", if companions.is_empty() { String::new() } else { format!(" (+{} functions)", companions.len()) })
             }
             (None, Some(Hostdev::Mdev { uuid })) => format!("mdev hostdev {uuid}"),

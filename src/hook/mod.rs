@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::host::Host;
 use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
 use crate::inventory::{read_device, Inventory, ScanOptions, VfioUsers, Warnings};
-use crate::libvirt::domain_xml::{self, DomainGpus, GpuRequest, Hostdev};
+use crate::libvirt::domain_xml::{self, DomainGpus, Hostdev};
 use crate::lock::HostLock;
 use crate::mdev::{self, CreateRequest};
 use crate::nvidia::Wants;
@@ -67,32 +67,17 @@ pub fn plan(host: &Host, d: &DomainGpus) -> Result<Vec<Action>, HookError> {
     let mut actions = Vec::new();
     let mut covered: Vec<Hostdev> = Vec::new();
     for r in &d.requests {
-        if let Some(dev) = r.hostdev() {
-            // One device, one request: a second one would be silently "already
-            // there" and the VM would start with fewer GPUs than it asked for.
-            if covered.iter().any(|c| c.same_device(&dev)) {
-                return Err(HookError::Failed(format!(
-                    "the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)",
-                    dev.label()
-                )));
-            }
-            covered.push(dev);
+        let dev = r.hostdev();
+        // One device, one request: a second one would be silently "already
+        // there" and the VM would start with fewer GPUs than it asked for.
+        if covered.iter().any(|c| c.same_device(&dev)) {
+            return Err(HookError::Failed(format!(
+                "the domain's vgpuctl metadata names {} twice: each GPU request needs its own device (regenerate it with vgpuctl vm xml)",
+                dev.label()
+            )));
         }
-        match r {
-            GpuRequest::Mdev { uuid, mdev_type, parent } => {
-                actions.push(Action::Mdev { uuid: *uuid, mdev_type: mdev_type.clone(), parent: parent.clone() });
-            }
-            GpuRequest::Vgpu { type_name, policy, gpu, uuid: Some(u), .. } => {
-                actions.push(Action::LegacyVgpu { uuid: *u, type_name: type_name.clone(), policy: *policy, gpu: *gpu });
-            }
-            GpuRequest::Vgpu { type_name, vf: Some(vf), .. } => {
-                actions.push(Action::VendorVgpu { vf: *vf, type_name: type_name.clone() });
-            }
-            GpuRequest::Vgpu { .. } => {}
-            GpuRequest::Passthrough { address, .. } => {
-                actions.push(Action::Note { what: format!("passthrough {address}: libvirt binds it to vfio-pci (managed='yes')") });
-            }
-        }
+        covered.push(dev);
+        actions.push(Action::from(r));
     }
     for h in &d.hostdevs {
         let Hostdev::Mdev { uuid } = h else { continue };
@@ -564,6 +549,28 @@ pub fn make_live(host: &Host, domain: &str, uuid: Option<&str>, a: &Action) -> R
             let msg = problems.join("; ");
             Err(if e.no_room { HookError::NoRoom(msg) } else { HookError::Failed(msg) })
         }
+    }
+}
+
+/// Which journal entries a device of a domain stands for: its mdev, its VF's
+/// type, and the GPU instance under a MIG-backed vGPU on that VF (read from
+/// the VF before anything is freed).
+pub fn made_for(host: &Host, spec: &crate::libvirt::generate::DeviceSpec) -> impl Fn(&Entry) -> bool {
+    use crate::libvirt::generate::DeviceSpec;
+    let (uuid, vf) = match spec {
+        DeviceSpec::Mdev { uuid, .. } | DeviceSpec::LegacyVgpu { uuid, .. } => (Some(*uuid), None),
+        DeviceSpec::VendorVgpu { vf, .. } => (None, Some(*vf)),
+        DeviceSpec::Passthrough { .. } => (None, None),
+    };
+    let gi = vf.and_then(|vf| {
+        let pf = host.link_name(&format!("/sys/bus/pci/devices/{vf}/physfn")).ok().flatten()?.parse::<PciAddress>().ok()?;
+        let gi = host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/gpu_instance_id")).ok().flatten()?.trim().parse::<u32>().ok()?;
+        Some((pf, gi))
+    });
+    move |e: &Entry| match e {
+        Entry::Mdev { uuid: u, .. } => uuid == Some(*u),
+        Entry::VfType { vf: v, .. } => vf == Some(*v),
+        Entry::MigGi { gpu, gi: g, .. } => gi == Some((*gpu, *g)),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
+use crate::ids::{MdevUuid, PciAddress};
 use crate::vgpu::alloc::Policy;
 use crate::vgpu::typename::VgpuTypeName;
 
@@ -13,49 +13,15 @@ pub const NAMESPACE: &str = "https://vgpuctl.dev/xmlns/libvirt/domain/1";
 /// Domain XML larger than this is refused before parsing (real ones are a few KiB).
 pub const MAX_XML_BYTES: usize = 4 << 20;
 
-/// What a VM asked vgpuctl for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum GpuRequest {
-    /// A vGPU by type. Legacy mdev: `uuid` set, created on any GPU with room.
-    /// Vendor VFIO: `vf` set (the VF the domain's hostdev names).
-    Vgpu {
-        #[serde(rename = "type")]
-        type_name: String,
-        policy: Policy,
-        gpu: Option<PciAddress>,
-        vf: Option<PciAddress>,
-        uuid: Option<MdevUuid>,
-    },
-    /// An mdev of a given type (any mdev driver), on `parent` or any parent offering it.
-    Mdev {
-        #[serde(rename = "type")]
-        mdev_type: MdevTypeId,
-        parent: Option<MdevParent>,
-        uuid: MdevUuid,
-    },
-    /// A whole GPU (and its companion functions) through vfio-pci.
-    Passthrough { address: PciAddress, companions: Vec<PciAddress> },
-}
+/// What a VM asked vgpuctl for: the one device model (`vm xml`, `vm
+/// define`/`attach` and the hook read and write the same type).
+pub use super::generate::DeviceSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Hostdev {
     Mdev { uuid: MdevUuid },
     Pci { address: PciAddress, managed: bool },
-}
-
-impl GpuRequest {
-    /// The hostdev this request puts in the domain (none for a vGPU request
-    /// that names neither a VF nor a UUID).
-    pub fn hostdev(&self) -> Option<Hostdev> {
-        match self {
-            GpuRequest::Mdev { uuid, .. } | GpuRequest::Vgpu { uuid: Some(uuid), .. } => Some(Hostdev::Mdev { uuid: *uuid }),
-            GpuRequest::Vgpu { vf: Some(vf), .. } => Some(Hostdev::Pci { address: *vf, managed: false }),
-            GpuRequest::Passthrough { address, .. } => Some(Hostdev::Pci { address: *address, managed: true }),
-            GpuRequest::Vgpu { .. } => None,
-        }
-    }
 }
 
 impl DomainGpus {
@@ -69,7 +35,7 @@ impl DomainGpus {
         self.requests
             .iter()
             .filter_map(|r| match r {
-                GpuRequest::Vgpu { type_name, .. } => type_name.parse().ok(),
+                DeviceSpec::LegacyVgpu { type_name, .. } | DeviceSpec::VendorVgpu { type_name, .. } => type_name.parse().ok(),
                 _ => None,
             })
             .collect()
@@ -98,7 +64,7 @@ impl Hostdev {
 pub struct DomainGpus {
     pub name: String,
     pub uuid: Option<String>,
-    pub requests: Vec<GpuRequest>,
+    pub requests: Vec<DeviceSpec>,
     pub hostdevs: Vec<Hostdev>,
     /// The `<os>` type hints a Windows guest (libosinfo id).
     pub os_hint: Option<String>,
@@ -236,7 +202,7 @@ pub fn parse(xml: &str) -> Result<DomainGpus, DomainXmlError> {
     Ok(DomainGpus { name, uuid, requests, hostdevs, os_hint })
 }
 
-fn parse_request(d: &roxmltree::Node, el: &str) -> Result<GpuRequest, DomainXmlError> {
+fn parse_request(d: &roxmltree::Node, el: &str) -> Result<DeviceSpec, DomainXmlError> {
     let known: &[&str] = match el {
         "vgpu" => &["type", "policy", "gpu", "vf", "uuid"],
         "mdev" => &["type", "parent", "uuid"],
@@ -257,17 +223,20 @@ fn parse_request(d: &roxmltree::Node, el: &str) -> Result<GpuRequest, DomainXmlE
                 Some("spread") => Policy::Spread,
                 Some(p) => return Err(meta_err(el, format!("policy {p:?} (expected pack or spread)"))),
             };
-            let vf = parse_opt(d, el, "vf")?;
-            let uuid = parse_opt(d, el, "uuid")?;
-            if vf.is_some() == uuid.is_some() {
-                return Err(meta_err(el, "needs exactly one of vf (vendor-specific VFIO) or uuid (mdev)"));
+            let gpu = parse_opt(d, el, "gpu")?;
+            let type_name = parsed.to_string();
+            match (parse_opt(d, el, "vf")?, parse_opt(d, el, "uuid")?) {
+                (Some(vf), None) => DeviceSpec::VendorVgpu { vf, type_name, policy, gpu },
+                (None, Some(uuid)) => DeviceSpec::LegacyVgpu { uuid, type_name, policy, gpu, display: None },
+                _ => return Err(meta_err(el, "needs exactly one of vf (vendor-specific VFIO) or uuid (mdev)")),
             }
-            GpuRequest::Vgpu { type_name: parsed.to_string(), policy, gpu: parse_opt(d, el, "gpu")?, vf, uuid }
         }
-        "mdev" => GpuRequest::Mdev {
+        "mdev" => DeviceSpec::Mdev {
             mdev_type: parse_opt(d, el, "type")?.ok_or_else(|| meta_err(el, "missing type"))?,
             parent: parse_opt(d, el, "parent")?,
             uuid: parse_opt(d, el, "uuid")?.ok_or_else(|| meta_err(el, "missing uuid"))?,
+            display: None,
+            ramfb: None,
         },
         _ => {
             let companions = match attr(d, "companions") {
@@ -276,7 +245,12 @@ fn parse_request(d: &roxmltree::Node, el: &str) -> Result<GpuRequest, DomainXmlE
                     list.split(',').map(|a| a.trim().parse().map_err(|e: crate::ids::IdError| meta_err(el, e.to_string()))).collect::<Result<_, _>>()?
                 }
             };
-            GpuRequest::Passthrough { address: parse_opt(d, el, "address")?.ok_or_else(|| meta_err(el, "missing address"))?, companions }
+            DeviceSpec::Passthrough {
+                address: parse_opt(d, el, "address")?.ok_or_else(|| meta_err(el, "missing address"))?,
+                companions,
+                rom_file: None,
+                rom_bar: None,
+            }
         }
     })
 }
@@ -300,7 +274,7 @@ mod tests {
         let d = parse(&x).unwrap();
         assert_eq!(d.name, "vm1");
         assert_eq!(d.requests.len(), 3);
-        assert!(matches!(&d.requests[1], GpuRequest::Vgpu { type_name, vf: Some(_), .. } if type_name == "H100-10C"));
+        assert!(matches!(&d.requests[1], DeviceSpec::VendorVgpu { type_name, .. } if type_name == "H100-10C"));
         assert_eq!(d.hostdevs.len(), 2);
         assert_eq!(d.hostdevs[1], Hostdev::Pci { address: "0000:18:00.4".parse().unwrap(), managed: false });
     }

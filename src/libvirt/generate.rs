@@ -48,7 +48,11 @@ impl DomainName {
     }
 }
 
-/// A device a generated domain (or an attach) gets.
+/// A GPU device of a domain, the one model of it: what `vm xml`, `vm
+/// define` and `vm attach` generate, what the domain's vgpuctl metadata
+/// records (read back by `domain_xml`), and what the hook and a live attach
+/// make (`hook::Action::from`). Presentation options (display, ramfb, ROM)
+/// go into the hostdev only; read back from metadata they are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceSpec {
@@ -60,6 +64,18 @@ pub enum DeviceSpec {
     VendorVgpu { vf: PciAddress, type_name: String, policy: Policy, gpu: Option<PciAddress> },
     /// A whole GPU through vfio-pci, with its companion functions.
     Passthrough { address: PciAddress, companions: Vec<PciAddress>, rom_file: Option<String>, rom_bar: Option<bool> },
+}
+
+impl DeviceSpec {
+    /// The hostdev this device puts in the domain.
+    pub fn hostdev(&self) -> super::domain_xml::Hostdev {
+        use super::domain_xml::Hostdev;
+        match self {
+            DeviceSpec::Mdev { uuid, .. } | DeviceSpec::LegacyVgpu { uuid, .. } => Hostdev::Mdev { uuid: *uuid },
+            DeviceSpec::VendorVgpu { vf, .. } => Hostdev::Pci { address: *vf, managed: false },
+            DeviceSpec::Passthrough { address, .. } => Hostdev::Pci { address: *address, managed: true },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
