@@ -13,8 +13,10 @@
 //! driver, as mig-parted's code above its `Manager` interfaces never knows
 //! whether NVML is mocked.
 
+pub mod known;
 pub mod profiles;
 pub mod real;
+pub mod typename;
 
 use std::collections::HashMap;
 

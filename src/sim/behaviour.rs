@@ -266,7 +266,7 @@ fn current_vgpu_type(host: &Host, dev: &str, value: &str) -> io::Result<()> {
     if wanted == 0 {
         let _ = fs::remove_file(&gi_file);
         let _ = fs::remove_file(vf_dir.join("nvidia/placement_id"));
-    } else if let Some(t) = crate::vgpu::known::catalog(&gpu.model).unwrap_or_default().iter().find(|t| t.id == wanted && t.mig_profile.is_some()) {
+    } else if let Some(t) = crate::nvidia::known::catalog(&gpu.model).unwrap_or_default().iter().find(|t| t.id == wanted && t.mig_profile.is_some()) {
         let pf_dir = fs::canonicalize(vf_dir.join("physfn"))?;
         let mut busy = Vec::new();
         for e in fs::read_dir(&pf_dir)?.flatten() {

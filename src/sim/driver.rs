@@ -8,8 +8,8 @@ use super::{gpu_uuid, refresh_gpu, SimState};
 use crate::host::Host;
 use crate::ids::PciAddress;
 use crate::mig::backend::{GiUser, MigBackend, MigError};
+use crate::nvidia::known;
 use crate::nvidia::{smi_bus_id, ControlError, GpuFacts, MigMode, NvidiaDriver, Utilization};
-use crate::vgpu::known;
 
 #[derive(Debug, Default)]
 pub struct SimDriver;

@@ -9,8 +9,8 @@ use std::io;
 use super::state::{SimGpu, SimInterface};
 use super::tree::{PciFn, Tree};
 use crate::ids::PciAddress;
+use crate::nvidia::known::{self, KnownType};
 use crate::parse::{self, MigModeState};
-use crate::vgpu::known::{self, KnownType};
 
 /// Routing id of VF `n` (0-based) with NVIDIA's first-VF offset 4 and stride 1.
 pub fn vf_address(pf: PciAddress, n: u32) -> PciAddress {

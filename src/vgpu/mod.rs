@@ -4,9 +4,11 @@
 
 pub mod alloc;
 pub mod explain;
-pub mod known;
+/// NVIDIA's documented vGPU type tables and type names: shared NVIDIA domain
+/// types, in the leaf `nvidia` module.
+pub use crate::nvidia::known;
 mod ops;
-pub mod typename;
+pub use crate::nvidia::typename;
 pub mod view;
 
 pub use ops::{
