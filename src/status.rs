@@ -172,11 +172,12 @@ fn collect_with(host: &Host, mig_room: bool, sample: bool) -> HostResult<Collect
     // Declared first, so one NVML session answers the inventory, the views,
     // MIG and utilization below.
     driver.expect(wants(mig_room, sample));
-    let nvml = if sample { driver.samples(host) } else { None };
-    let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
-    let views = view::build(&inv, &HostFacts { host });
     let users = VfioUsers::scan(host);
     let owners = journal_owners(host);
+    // The driver's answers are read after sysfs and /proc, while they arrive.
+    let inv = Inventory::scan_with(host, &ScanOptions { usage: true, mig: true })?;
+    let views = view::build(&inv, &HostFacts { host });
+    let nvml = if sample { driver.samples(host) } else { None };
     let util = driver.utilization(host);
     let group_of = |addr: &str| host.link_name(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
     let mig = crate::mig::backend::backend(host).ok();

@@ -91,8 +91,19 @@ impl Inventory {
         let mdev_parents = mdev::scan_parents(host, &mut warnings)?;
         let users = if opts.usage { VfioUsers::scan(host) } else { VfioUsers::unknown() };
         let mdevs = mdev::scan_devices(host, &users, &mut warnings)?;
-        let mig = if opts.mig { nvidia::mig_modes(host, &mut warnings) } else { None };
-        let gpus = pci::scan_gpus(host, &mdev_parents, mig.as_ref(), &mut warnings)?;
+        let mut gpus = pci::scan_gpus(host, &mdev_parents, &mut warnings)?;
+        // The driver last: its answer (an NVML helper started with the host)
+        // has had all of the sysfs reading above to arrive.
+        if opts.mig {
+            if let Some(modes) = nvidia::mig_modes(host, &mut warnings) {
+                for g in &mut gpus {
+                    if let Some((mode, uuid)) = modes.get(&g.address) {
+                        g.mig = Some(*mode);
+                        g.uuid = uuid.clone();
+                    }
+                }
+            }
+        }
         Ok(Self {
             schema_version: SCHEMA_VERSION,
             root: host.root().display().to_string(),

@@ -114,7 +114,6 @@ fn hex_attr(host: &Host, addr: &str, attr: &str, w: &mut Warnings) -> Option<u32
 pub(super) fn scan_gpus(
     host: &Host,
     parents: &[MdevParentInfo],
-    mig: Option<&HashMap<PciAddress, (MigMode, Option<String>)>>,
     w: &mut Warnings,
 ) -> HostResult<Vec<Gpu>> {
     let parent_names: std::collections::HashSet<&str> = parents.iter().map(|p| p.name.as_str()).collect();
@@ -203,8 +202,9 @@ pub(super) fn scan_gpus(
             iommu_group,
             sriov,
             mdev_parent: parent_names.contains(name.as_str()),
-            mig: mig.and_then(|m| m.get(&addr)).map(|(m, _)| *m),
-            uuid: mig.and_then(|m| m.get(&addr)).and_then(|(_, u)| u.clone()),
+            // Filled from the NVIDIA driver once every GPU is read (see `Inventory::scan_with`).
+            mig: None,
+            uuid: None,
         };
         gpus.insert(addr, gpu);
     }
