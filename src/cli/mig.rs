@@ -436,34 +436,9 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
                 })
             })?;
-            let (gi_index, start) = if placement == "auto" {
-                let ls: Vec<Layout> = layouts.iter().map(|(_, _, l)| l.clone()).collect();
-                let policy = crate::mig::policy::load(host).map_err(|e| mig_err(e.into()))?;
-                let map = || layouts.iter().map(|(g, _, l)| format!("{g} [{}]", l.slice_map(&table))).collect::<Vec<_>>().join(", ");
-                match policy.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p) {
-                    Some(c) => c,
-                    None => {
-                        // Say which policy rule turned it away when it would fit without it.
-                        let unrestricted =
-                            crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, admission: false, ..policy.clone() };
-                        let at = if unrestricted.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_some() {
-                            let unreserved = crate::mig::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, ..policy.clone() };
-                            if policy.admission && unreserved.planner(&table).map_err(|e| mig_err(e.into()))?.choose(&ls, p).is_none() {
-                                format!(" now: admission = true in {} turns it away, since it is worth less than the room it would take; --placement places it anyway", crate::mig::policy::FILE)
-                            } else {
-                                format!(
-                                    " without breaking the reserve in {} (reserve_whole_gpus = {}, reserve_half_gpus = {}); --placement places it anyway",
-                                    crate::mig::policy::FILE,
-                                    policy.reserve_whole_gpus,
-                                    policy.reserve_half_gpus
-                                )
-                            }
-                        } else {
-                            String::new()
-                        };
-                        return Err(mig_err(MigError::NoRoom { gpu: layouts[0].0, profile: p.name.to_string(), at, map: map() }));
-                    }
-                }
+            let (g, start) = if placement == "auto" {
+                let gpus: Vec<PciAddress> = layouts.iter().map(|(g, _, _)| *g).collect();
+                instances.place(&gpus, &table, p).map_err(mig_err)?
             } else {
                 let s: u8 = placement.parse().map_err(|_| CliError::Usage(format!("--placement {placement:?}: a start slice 0-7 or auto")))?;
                 if layouts.len() != 1 {
@@ -477,9 +452,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                         map: layouts[0].2.slice_map(&table),
                     }));
                 }
-                (0, s)
+                (layouts[0].0, s)
             };
-            let g = layouts[gi_index].0;
             // Refuse a compute-instance request that cannot be met before
             // anything is made (the table is the modeled one until the GI exists).
             let gi_slices = p.compute_slices();

@@ -111,11 +111,7 @@ fn hex_attr(host: &Host, addr: &str, attr: &str, w: &mut Warnings) -> Option<u32
     v
 }
 
-pub(super) fn scan_gpus(
-    host: &Host,
-    parents: &[MdevParentInfo],
-    w: &mut Warnings,
-) -> HostResult<Vec<Gpu>> {
+pub(super) fn scan_gpus(host: &Host, parents: &[MdevParentInfo], w: &mut Warnings) -> HostResult<Vec<Gpu>> {
     let parent_names: std::collections::HashSet<&str> = parents.iter().map(|p| p.name.as_str()).collect();
     let mut groups = Groups { host, cache: HashMap::new() };
     let mut gpus = BTreeMap::new();

@@ -43,6 +43,44 @@ impl<'a> Instances<'a> {
         self.backend.as_ref()
     }
 
+    /// Where the placement planner, with the admin's policy
+    /// (/etc/vgpuctl/mig-planner.toml), puts a GPU instance of `p` among
+    /// `gpus` (all in MIG mode, sharing `table`): the GPU and start, or why
+    /// not (a slice map per GPU, and which policy rule turned it away when
+    /// it would fit without it).
+    pub fn place(&self, gpus: &[PciAddress], table: &[Profile], p: &Profile) -> Result<(PciAddress, u8), MigError> {
+        let first = *gpus.first().ok_or(MigError::NoDriver)?;
+        let mut layouts = Vec::with_capacity(gpus.len());
+        for g in gpus {
+            layouts.push(super::backend::layout(&self.backend.instances(*g)?));
+        }
+        let policy = super::policy::load(self.host)?;
+        if let Some((i, start)) = policy.planner(table)?.choose(&layouts, p) {
+            return Ok((gpus[i], start));
+        }
+        let unrestricted = super::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, admission: false, ..policy.clone() };
+        let at = if unrestricted.planner(table)?.choose(&layouts, p).is_some() {
+            let unreserved = super::policy::PlannerConfig { reserve_whole_gpus: 0, reserve_half_gpus: 0, ..policy.clone() };
+            if policy.admission && unreserved.planner(table)?.choose(&layouts, p).is_none() {
+                format!(
+                    " now: admission = true in {} turns it away, since it is worth less than the room it would take; --placement places it anyway",
+                    super::policy::FILE
+                )
+            } else {
+                format!(
+                    " without breaking the reserve in {} (reserve_whole_gpus = {}, reserve_half_gpus = {}); --placement places it anyway",
+                    super::policy::FILE,
+                    policy.reserve_whole_gpus,
+                    policy.reserve_half_gpus
+                )
+            }
+        } else {
+            String::new()
+        };
+        let map = gpus.iter().zip(&layouts).map(|(g, l)| format!("{g} [{}]", l.slice_map(table))).collect::<Vec<_>>().join(", ");
+        Err(MigError::NoRoom { gpu: first, profile: p.name.to_string(), at, map })
+    }
+
     /// Creates a GPU instance of `p` at `start` on `gpu`. For vgpuctl's own,
     /// the intent is recorded first and the id after; an instance whose id
     /// cannot be recorded is destroyed again rather than kept unrecorded.

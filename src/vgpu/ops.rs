@@ -144,7 +144,7 @@ fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
 pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Result<Option<(PciAddress, u32)>, VgpuError> {
     // One manager for the placement and the create: it reads the driver once.
     let Ok(m) = Instances::open(host) else { return Ok(None) };
-    let Some((gpu, p, start)) = gi_placement(host, m.backend(), views, t, only) else { return Ok(None) };
+    let Some((gpu, p, start)) = gi_placement(&m, views, t, only) else { return Ok(None) };
     match m.create(gpu, &p, start, Owner::Vgpuctl) {
         Ok(gi) => Ok(Some((gpu, gi))),
         Err(MigError::Ledger(e)) => Err(e.into()),
@@ -155,32 +155,26 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
     }
 }
 
-/// Where the planner would put a GPU instance for a MIG-backed type.
-fn gi_placement(
-    host: &Host,
-    b: &dyn crate::mig::backend::MigBackend,
-    views: &[GpuView],
-    t: &VgpuTypeName,
-    only: Option<PciAddress>,
-) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
+/// Where the planner would put a GPU instance for a MIG-backed type: among
+/// the GPUs in MIG mode of the type's model that hold no time-sliced vGPU.
+fn gi_placement(m: &Instances, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
     let profile = t.mig_profile()?;
-    let gpus: Vec<&GpuView> = views
+    let gpus: Vec<PciAddress> = views
         .iter()
         .filter(|v| only.is_none_or(|g| g == v.gpu) && v.mig_enabled() && v.model.as_deref() == Some(t.model.as_str()))
         .filter(|v| !v.vgpus.iter().any(|x| x.kind == Some(super::typename::VgpuKind::TimeSliced)))
+        .map(|v| v.gpu)
         .collect();
-    let table = b.profiles(gpus.first()?.gpu).ok()?;
+    let table = m.backend().profiles(*gpus.first()?).ok()?;
     let p = crate::mig::profiles::find(&table, &profile.to_string())?;
-    let layouts: Vec<crate::mig::layout::Layout> = gpus.iter().map(|v| crate::mig::backend::layout(&b.instances(v.gpu).unwrap_or_default())).collect();
-    let planner = match crate::mig::policy::planner(host, &table) {
-        Ok(p) => p,
+    match m.place(&gpus, &table, p) {
+        Ok((gpu, start)) => Some((gpu, p.clone(), start)),
+        Err(MigError::NoRoom { .. }) => None,
         Err(e) => {
             tracing::error!("{e}");
-            return None;
+            None
         }
-    };
-    let (i, start) = planner.choose(&layouts, p)?;
-    Some((gpus[i].gpu, p.clone(), start))
+    }
 }
 
 fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<VgpuCreated, VgpuError> {
