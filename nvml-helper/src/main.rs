@@ -34,6 +34,7 @@ const USAGE: &str = "usage: vgpuctl-nvml snapshot [--want LIST] [--sample-ms N]\
                    profiles, instances, processes, utilization, vgpu, sampled, mig, all\n\
                    (default all; a command asks only for what it reads)\n\
     --sample-ms N  window for GPU-instance utilization (GPM) when sampled, default 100, 0 skips it\n\
+    --timing       print how long each NVML call took to stderr (for benchmarks)\n\
     exit 0: snapshot printed; 3: NVML not usable here; 2: bad arguments; 1: other failure";
 
 fn main() -> ExitCode {
@@ -58,6 +59,10 @@ fn main() -> ExitCode {
     }
     let mut rest = args[1..].iter();
     while let Some(a) = rest.next() {
+        if a == "--timing" {
+            TIMING.store(true, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let value = rest.next();
         match (a.as_str(), value) {
             ("--sample-ms", Some(v)) if v.parse::<u64>().is_ok_and(|v| v <= 10_000) => sample_ms = v.parse().unwrap_or(100),
@@ -78,7 +83,7 @@ fn main() -> ExitCode {
     if !want.contains(Wants::SAMPLED) {
         sample_ms = 0;
     }
-    let nvml = match Nvml::init() {
+    let nvml = match timed("nvmlInit", Nvml::init) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("NVML is not usable here: {e}");
@@ -96,6 +101,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+static TIMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs one NVML call, printing how long it took with --timing.
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    if !TIMING.load(std::sync::atomic::Ordering::Relaxed) {
+        return f();
+    }
+    let t = std::time::Instant::now();
+    let v = f();
+    eprintln!("timing {what}: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+    v
 }
 
 /// Collects "not supported" as absent and anything else as a reported error.
@@ -121,10 +139,10 @@ fn snapshot(nvml: &Nvml, want: Wants, window: Duration) -> NvmlSnapshot {
         nvml_version: nvml.sys_nvml_version().ok(),
         gpus: Vec::new(),
     };
-    let count = nvml.device_count().unwrap_or(0);
+    let count = timed("device count", || nvml.device_count()).unwrap_or(0);
     let mut devices = Vec::new();
     for index in 0..count {
-        match nvml.device_by_index(index) {
+        match timed("device by index", || nvml.device_by_index(index)) {
             Ok(d) => devices.push((index, d)),
             Err(e) => snap.gpus.push(NvmlGpu { index, errors: vec![format!("device {index}: {e}")], ..Default::default() }),
         }
@@ -143,18 +161,21 @@ fn snapshot(nvml: &Nvml, want: Wants, window: Duration) -> NvmlSnapshot {
 /// command that does not read them must not pay for).
 fn gpu(nvml: &Nvml, want: Wants, index: u32, d: &Device) -> NvmlGpu {
     let mut e = Errors(Vec::new());
-    let pci_bus_id = e.opt("pci info", d.pci_info()).map(|p| p.bus_id).unwrap_or_default();
-    let mut g = NvmlGpu { index, pci_bus_id, uuid: e.opt("uuid", d.uuid()), name: e.opt("name", d.name()), ..Default::default() };
-    g.mig = e.opt("MIG mode", d.mig_mode()).map(|m| NvmlMigMode { current: m.current == 1, pending: m.pending == 1 });
+    let pci_bus_id = e.opt("pci info", timed("pci info", || d.pci_info())).map(|p| p.bus_id).unwrap_or_default();
+    let uuid = e.opt("uuid", timed("uuid", || d.uuid()));
+    let name = e.opt("name", timed("name", || d.name()));
+    let mut g = NvmlGpu { index, pci_bus_id, uuid, name, ..Default::default() };
+    g.mig = e.opt("MIG mode", timed("MIG mode", || d.mig_mode())).map(|m| NvmlMigMode { current: m.current == 1, pending: m.pending == 1 });
     if want.contains(Wants::UTILIZATION) {
-        g.memory = e.opt("memory", d.memory_info()).map(|m| NvmlMemory { total_mib: m.total >> 20, used_mib: m.used >> 20 });
-        g.utilization = e.opt("utilization", d.utilization_rates()).map(|u| NvmlUtilization { gpu_percent: u.gpu, memory_percent: u.memory });
+        g.memory = e.opt("memory", timed("memory", || d.memory_info())).map(|m| NvmlMemory { total_mib: m.total >> 20, used_mib: m.used >> 20 });
+        g.utilization =
+            e.opt("utilization", timed("utilization", || d.utilization_rates())).map(|u| NvmlUtilization { gpu_percent: u.gpu, memory_percent: u.memory });
     }
     // Instances are listed per profile, so a GPU in MIG mode needs its
     // profile table for them too; one with MIG off has no instances.
     let mig_on = g.mig.is_some_and(|m| m.current);
     if g.mig.is_some() && (want.contains(Wants::MIG_PROFILES) || want.contains(Wants::MIG_INSTANCES) && mig_on) {
-        g.gi_profiles = gi_profiles(nvml, d, &mut e);
+        g.gi_profiles = timed("GI profiles", || gi_profiles(nvml, d, &mut e));
     }
     if want.contains(Wants::MIG_INSTANCES) && mig_on {
         g.gpu_instances = gpu_instances(nvml, d, &g.gi_profiles, &mut e);
@@ -162,7 +183,7 @@ fn gpu(nvml: &Nvml, want: Wants, index: u32, d: &Device) -> NvmlGpu {
     }
     if want.contains(Wants::PROCESSES) {
         g.processes = e
-            .opt("compute processes", d.running_compute_processes())
+            .opt("compute processes", timed("compute processes", || d.running_compute_processes()))
             .unwrap_or_default()
             .into_iter()
             .map(|p| NvmlProcess {
@@ -179,10 +200,15 @@ fn gpu(nvml: &Nvml, want: Wants, index: u32, d: &Device) -> NvmlGpu {
     }
     // Only a GPU the vGPU manager runs has vGPUs and a mixed-size mode; the
     // others are not asked (a failed mode query asks anyway).
-    let host_vgpu = || !matches!(d.virtualization_mode(), Ok(GpuVirtualizationMode::Bare | GpuVirtualizationMode::PassThrough | GpuVirtualizationMode::Vgpu));
+    let host_vgpu = || {
+        !matches!(
+            timed("virtualization mode", || d.virtualization_mode()),
+            Ok(GpuVirtualizationMode::Bare | GpuVirtualizationMode::PassThrough | GpuVirtualizationMode::Vgpu)
+        )
+    };
     if want.contains(Wants::VGPU) && host_vgpu() {
-        g.heterogeneous = e.opt("vGPU heterogeneous mode", heterogeneous(nvml, d));
-        g.vgpus = vgpus(nvml, d, &mut e);
+        g.heterogeneous = e.opt("vGPU heterogeneous mode", timed("heterogeneous mode", || heterogeneous(nvml, d)));
+        g.vgpus = timed("vGPUs", || vgpus(nvml, d, &mut e));
     }
     g.errors = e.0;
     g
