@@ -123,3 +123,39 @@ fn test_json_errors_and_no_escapes_into_pipes() {
     assert!(o.status.success() && log.contains("INFO"), "{log}");
     assert!(!o.stderr.contains(&0x1b), "colour codes written into a pipe: {log}");
 }
+
+/// A GPU is named the same way in every command that takes one: PCI address
+/// (also as lspci prints it), GPU UUID or nvidia-smi index, not only in `mig`.
+#[test]
+fn test_every_command_takes_a_gpu_by_address_uuid_or_index() {
+    let h = SimHost::new("h100x8-vfio");
+    let list = h.json(&["list", "--json"]);
+    let gpus: Vec<(&str, &str)> = list["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["driver"] == "nvidia")
+        .map(|g| (g["address"].as_str().unwrap(), g["uuid"].as_str().unwrap()))
+        .collect();
+    let (first, first_uuid) = gpus[0];
+    let (second, second_uuid) = gpus[1];
+    // sriov by UUID, vgpu create by index, vgpu mode by lspci form.
+    h.ok(&["sriov", "enable", first_uuid]);
+    h.ok(&["sriov", "enable", "1"]);
+    let c = h.json(&["vgpu", "create", "--type", "H100-20C", "--gpu", "1", "--json"]);
+    assert_eq!(c["gpu"], second, "index 1 is the second NVIDIA GPU in PCI order");
+    let c = h.json(&["vgpu", "create", "--type", "H100-20C", "--gpu", first_uuid, "--json"]);
+    assert_eq!(c["gpu"], first);
+    let m = h.json(&["vgpu", "mode", "--heterogeneous", "off", &first[5..], "--json"]);
+    assert_eq!(m["gpu"], first);
+    // vm xml and passthrough check name the same GPUs.
+    let xml = h.ok(&["vm", "xml", "--name", "v", "--vgpu", "H100-20C", "--gpu", second_uuid]);
+    assert!(xml.contains(&format!("gpu=\"{second}\"")) || xml.contains(&format!("gpu='{second}'")), "{xml}");
+    let by_index = h.json(&["passthrough", "check", "0", "--json"]);
+    let by_address = h.json(&["passthrough", "check", first, "--json"]);
+    assert_eq!(by_index, by_address);
+    // A GPU that is not there: exit 3, named, no debug value.
+    let (rc, err) = code(&h, &["vgpu", "create", "--type", "H100-20C", "--gpu", "GPU-00000000-0000-0000-0000-000000000000"], &[]);
+    assert_eq!(rc, 3);
+    assert!(err.contains("no NVIDIA GPU GPU-00000000-0000-0000-0000-000000000000 here"), "{err}");
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::gpu_ref::{gpu_ref, resolve, GpuRef};
 use super::{print_json, print_out, CliError};
 use crate::host::Host;
 use crate::ids::PciAddress;
@@ -16,54 +17,6 @@ use crate::mig::instances::{DestroyOptions, Instances, Owner};
 use crate::mig::layout::Layout;
 use crate::mig::profiles::{self, Profile};
 use crate::parse::MigModeState;
-
-/// A GPU as the admin names it: PCI address, GPU UUID (`GPU-…`), or the
-/// nvidia-smi index as a convenience (indexes follow PCI order).
-#[derive(Debug, Clone)]
-pub enum GpuRef {
-    Pci(PciAddress),
-    Uuid(String),
-    Index(u32),
-}
-
-impl std::fmt::Display for GpuRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GpuRef::Pci(a) => write!(f, "{a}"),
-            GpuRef::Uuid(u) => write!(f, "{u}"),
-            GpuRef::Index(i) => write!(f, "with index {i}"),
-        }
-    }
-}
-
-fn gpu_ref(s: &str) -> Result<GpuRef, String> {
-    if let Ok(a) = s.parse::<PciAddress>() {
-        return Ok(GpuRef::Pci(a));
-    }
-    if let Some(u) = crate::parse::gpu_uuid(s) {
-        return Ok(GpuRef::Uuid(u));
-    }
-    if !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map(GpuRef::Index).map_err(|e| e.to_string());
-    }
-    Err(format!("{s:?} is not a GPU: give a PCI address (0000:1b:00.0), a GPU UUID (GPU-…) or an index"))
-}
-
-fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
-    if let GpuRef::Pci(a) = r {
-        return Ok(*a);
-    }
-    let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
-    // nvidia-smi numbers the GPUs the nvidia driver drives, in PCI order.
-    let mut nvidia: Vec<_> = inv.gpus.iter().filter(|g| g.is_nvidia() && g.driver.as_deref() == Some("nvidia")).collect();
-    nvidia.sort_by_key(|g| g.address);
-    let found = match r {
-        GpuRef::Uuid(u) => inv.gpus.iter().find(|g| g.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))),
-        GpuRef::Index(i) => nvidia.get(*i as usize).copied(),
-        GpuRef::Pci(_) => None,
-    };
-    found.map(|g| g.address).ok_or_else(|| CliError::Refused(format!("no NVIDIA GPU {r} here (vgpuctl list shows them)")))
-}
 
 #[derive(Debug, Subcommand)]
 pub enum MigCommand {

@@ -1,6 +1,7 @@
 //! Command-line front end: clap definitions, dispatch and exit codes.
 
 pub mod exit_code;
+pub mod gpu_ref;
 pub mod mdev;
 pub mod mig;
 pub mod render;
@@ -180,9 +181,9 @@ pub enum Command {
 pub enum PassthroughCommand {
     /// Is the GPU's IOMMU group viable, and what blocks it (sysfs only; --probe opens it through VFIO).
     Check {
-        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
-        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
-        gpu: crate::ids::PciAddress,
+        /// The GPU: PCI address (0000:18:00.0 or 18:00.0), GPU UUID or nvidia-smi index.
+        #[arg(value_parser = gpu_ref::gpu_ref)]
+        gpu: gpu_ref::GpuRef,
         /// Also open the device through VFIO and report regions and IRQs (needs it on vfio-pci).
         #[arg(long)]
         probe: bool,
@@ -192,9 +193,9 @@ pub enum PassthroughCommand {
     },
     /// Move the GPU and its slot's other functions to vfio-pci.
     Prepare {
-        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
-        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
-        gpu: crate::ids::PciAddress,
+        /// The GPU: PCI address (0000:18:00.0 or 18:00.0), GPU UUID or nvidia-smi index.
+        #[arg(value_parser = gpu_ref::gpu_ref)]
+        gpu: gpu_ref::GpuRef,
         /// Allow the host's boot display.
         #[arg(long)]
         force: bool,
@@ -204,9 +205,9 @@ pub enum PassthroughCommand {
     },
     /// Give the GPU and its functions back to their previous drivers.
     Release {
-        /// The GPU, by PCI address (0000:18:00.0 or 18:00.0).
-        #[arg(value_parser = |s: &str| s.parse::<crate::ids::PciAddress>().map_err(|e| e.to_string()))]
-        gpu: crate::ids::PciAddress,
+        /// The GPU: PCI address (0000:18:00.0 or 18:00.0), GPU UUID or nvidia-smi index.
+        #[arg(value_parser = gpu_ref::gpu_ref)]
+        gpu: gpu_ref::GpuRef,
         /// Print the result as JSON (schema in docs/json-schema.md).
         #[arg(long)]
         json: bool,
@@ -740,8 +741,9 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
     let lock = std::time::Duration::from_secs(60);
     match cmd {
         PassthroughCommand::Check { gpu, probe, json } => {
-            let r = passthrough::check(host, *gpu)?;
-            let p = if *probe { Some(crate::vfio::probe::probe(*gpu).map_err(CliError::Failed)?) } else { None };
+            let gpu = gpu_ref::resolve(host, gpu)?;
+            let r = passthrough::check(host, gpu)?;
+            let p = if *probe { Some(crate::vfio::probe::probe(gpu).map_err(CliError::Failed)?) } else { None };
             if *json {
                 print_json(&serde_json::json!({ "group": r, "probe": p }))?;
             } else {
@@ -757,7 +759,7 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
             Ok(if r.viable { exit::OK } else { exit::FAILED })
         }
         PassthroughCommand::Prepare { gpu, force, json } => {
-            let r = passthrough::prepare(host, *gpu, *force, lock)?;
+            let r = passthrough::prepare(host, gpu_ref::resolve(host, gpu)?, *force, lock)?;
             if *json {
                 print_json(&r)?;
             } else {
@@ -766,7 +768,7 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
             Ok(exit::OK)
         }
         PassthroughCommand::Release { gpu, json } => {
-            let r = passthrough::release(host, *gpu, lock)?;
+            let r = passthrough::release(host, gpu_ref::resolve(host, gpu)?, lock)?;
             if *json {
                 print_json(&r)?;
             } else {

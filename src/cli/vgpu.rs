@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use super::gpu_ref::{gpu_ref, resolve, resolve_opt, GpuRef};
 use super::mdev::Common;
 use super::table::{opt, Table};
 use super::{print_json, print_out, CliError};
@@ -17,10 +18,6 @@ fn parse_type(s: &str) -> Result<VgpuTypeName, String> {
     s.parse().map_err(|e: crate::vgpu::typename::TypeNameError| e.to_string())
 }
 
-fn parse_pci(s: &str) -> Result<PciAddress, String> {
-    s.parse().map_err(|e: crate::ids::IdError| e.to_string())
-}
-
 fn parse_uuid(s: &str) -> Result<MdevUuid, String> {
     s.parse().map_err(|e: crate::ids::IdError| e.to_string())
 }
@@ -32,9 +29,9 @@ pub enum VgpuCommand {
         /// vGPU type name: H100-10C, NVIDIA H100-1-10C, GRID A100D-4C.
         #[arg(long = "type", value_parser = parse_type)]
         type_name: VgpuTypeName,
-        /// Only this GPU (PCI address of the physical GPU).
-        #[arg(long, value_parser = parse_pci)]
-        gpu: Option<PciAddress>,
+        /// Only this GPU: PCI address, GPU UUID or nvidia-smi index.
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: Option<GpuRef>,
         /// mdev UUID (legacy interface only).
         #[arg(long, value_parser = parse_uuid)]
         uuid: Option<MdevUuid>,
@@ -62,9 +59,9 @@ pub enum VgpuCommand {
         /// on: vGPUs of different framebuffer sizes may share the GPU; off: one size per GPU.
         #[arg(long, value_parser = ["on", "off"])]
         heterogeneous: String,
-        /// The physical GPU, by PCI address.
-        #[arg(value_parser = parse_pci)]
-        gpu: PciAddress,
+        /// The physical GPU: PCI address, GPU UUID or nvidia-smi index.
+        #[arg(value_parser = gpu_ref)]
+        gpu: GpuRef,
         #[command(flatten)]
         common: Common,
     },
@@ -74,7 +71,7 @@ pub enum VgpuCommand {
 pub enum SriovCommand {
     /// Enable VFs on a GPU (or `all`), and wait until they and their NVIDIA files are there.
     Enable {
-        /// PCI address of the physical GPU, or `all`.
+        /// The physical GPU (PCI address, GPU UUID or nvidia-smi index), or `all`.
         target: String,
         /// How many VFs (default: all the GPU supports).
         #[arg(long)]
@@ -87,7 +84,7 @@ pub enum SriovCommand {
     },
     /// Disable the VFs of a GPU (or `all`); refused while a VF holds a vGPU or a VM.
     Disable {
-        /// PCI address of the physical GPU, or `all`.
+        /// The physical GPU (PCI address, GPU UUID or nvidia-smi index), or `all`.
         target: String,
         /// Longest wait for the VFs to go, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -103,17 +100,18 @@ pub enum SriovCommand {
     },
 }
 
-fn targets(t: &str) -> Result<Option<Vec<PciAddress>>, CliError> {
+fn targets(host: &Host, t: &str) -> Result<Option<Vec<PciAddress>>, CliError> {
     if t == "all" {
         return Ok(None);
     }
-    Ok(Some(vec![t.parse().map_err(|e: crate::ids::IdError| CliError::Usage(e.to_string()))?]))
+    Ok(Some(vec![resolve(host, &gpu_ref(t).map_err(CliError::Usage)?)?]))
 }
 
 pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
     match cmd {
         VgpuCommand::Create { type_name, gpu, uuid, policy, common } => {
-            let c = vgpu::create(host, &VgpuCreateRequest { type_name: type_name.clone(), gpu: *gpu, uuid: *uuid, policy: *policy }, common.timeout())?;
+            let gpu = resolve_opt(host, gpu.as_ref())?;
+            let c = vgpu::create(host, &VgpuCreateRequest { type_name: type_name.clone(), gpu, uuid: *uuid, policy: *policy }, common.timeout())?;
             if common.json {
                 print_json(&c)?;
             } else {
@@ -135,7 +133,7 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
         }
         VgpuCommand::Mode { heterogeneous, gpu, common } => {
             let on = heterogeneous == "on";
-            let r = vgpu::set_heterogeneous(host, *gpu, on, common.timeout())?;
+            let r = vgpu::set_heterogeneous(host, resolve(host, gpu)?, on, common.timeout())?;
             if common.json {
                 print_json(&r)?;
             } else if !r.changed {
@@ -149,7 +147,7 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
 pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
     match cmd {
         SriovCommand::Enable { target, num, wait, common } => {
-            let r = crate::sriov::set(host, targets(target)?.as_deref(), *num, Duration::from_secs(*wait), common.timeout())?;
+            let r = crate::sriov::set(host, targets(host, target)?.as_deref(), *num, Duration::from_secs(*wait), common.timeout())?;
             if common.json {
                 print_json(&r)?;
             } else {
@@ -167,7 +165,7 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
             }
         }
         SriovCommand::Disable { target, wait, common } => {
-            let r = crate::sriov::set(host, targets(target)?.as_deref(), Some(0), Duration::from_secs(*wait), common.timeout())?;
+            let r = crate::sriov::set(host, targets(host, target)?.as_deref(), Some(0), Duration::from_secs(*wait), common.timeout())?;
             if common.json {
                 print_json(&r)?;
             } else {

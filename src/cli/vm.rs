@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{print_json, print_out, CliError};
 use crate::host::Host;
-use crate::ids::{MdevParent, MdevUuid, PciAddress};
+use crate::ids::{MdevParent, MdevUuid};
 use crate::libvirt::domain_xml::{self, DomainGpus, Hostdev};
 use crate::libvirt::generate::{self, DeviceSpec, DomainName, DomainSpec};
 use crate::libvirt::templates::Templates;
@@ -30,9 +30,9 @@ pub struct DeviceArgs {
     /// A vGPU by type name (repeatable): H100-10C, A100D-3-40C, T4-4Q.
     #[arg(long, value_parser = super::vgpu::parse_type_arg)]
     pub vgpu: Vec<VgpuTypeName>,
-    /// With --vgpu: only this GPU.
-    #[arg(long, value_parser = |s: &str| s.parse::<PciAddress>().map_err(|e| e.to_string()))]
-    pub gpu: Option<PciAddress>,
+    /// With --vgpu: only this GPU (PCI address, GPU UUID or nvidia-smi index).
+    #[arg(long, value_parser = super::gpu_ref::gpu_ref)]
+    pub gpu: Option<super::gpu_ref::GpuRef>,
     /// With --vgpu: which GPU when several can take it: pack (most vGPUs of this size) or spread (fewest vGPUs).
     #[arg(long, value_enum, default_value_t = Policy::Pack)]
     pub policy: Policy,
@@ -45,9 +45,9 @@ pub struct DeviceArgs {
     /// With --mdev-type: only this parent.
     #[arg(long, value_parser = |s: &str| s.parse::<MdevParent>().map_err(|e| e.to_string()))]
     pub parent: Option<MdevParent>,
-    /// A whole GPU by PCI address, with the other functions of its slot (repeatable).
-    #[arg(long, value_parser = |s: &str| s.parse::<PciAddress>().map_err(|e| e.to_string()))]
-    pub passthrough: Vec<PciAddress>,
+    /// A whole GPU (PCI address, GPU UUID or nvidia-smi index), with the other functions of its slot (repeatable).
+    #[arg(long, value_parser = super::gpu_ref::gpu_ref)]
+    pub passthrough: Vec<super::gpu_ref::GpuRef>,
     /// With --passthrough: allow the host's boot display.
     #[arg(long)]
     pub force: bool,
@@ -69,7 +69,8 @@ impl DeviceArgs {
     pub fn resolve(&self, host: &Host) -> Result<Vec<DeviceSpec>, CliError> {
         let mut out = Vec::new();
         if !self.vgpu.is_empty() {
-            out.extend(generate::resolve_vgpus(host, &self.vgpu, self.gpu, self.policy, self.display)?);
+            let gpu = super::gpu_ref::resolve_opt(host, self.gpu.as_ref())?;
+            out.extend(generate::resolve_vgpus(host, &self.vgpu, gpu, self.policy, self.display)?);
         }
         for u in &self.mdev {
             out.push(generate::resolve_mdev(host, *u, self.display, self.ramfb)?);
@@ -78,7 +79,8 @@ impl DeviceArgs {
             out.push(generate::resolve_mdev_type(host, t, self.parent.clone(), self.display, self.ramfb)?);
         }
         for a in &self.passthrough {
-            out.push(generate::resolve_passthrough(host, *a, self.force, self.rom_file.clone(), self.rom_bar)?);
+            let a = super::gpu_ref::resolve(host, a)?;
+            out.push(generate::resolve_passthrough(host, a, self.force, self.rom_file.clone(), self.rom_bar)?);
         }
         Ok(out)
     }
