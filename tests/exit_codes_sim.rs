@@ -159,3 +159,38 @@ fn test_every_command_takes_a_gpu_by_address_uuid_or_index() {
     assert_eq!(rc, 3);
     assert!(err.contains("no NVIDIA GPU GPU-00000000-0000-0000-0000-000000000000 here"), "{err}");
 }
+
+/// Type names and MIG profiles as admins type them: any case, lists split by
+/// commas or spaces, a near miss answered with the name meant, and a type
+/// that does not exist said so (exit 64) instead of explained, planned or
+/// created as if it did.
+#[test]
+fn test_type_and_profile_names_did_you_mean_and_types_that_do_not_exist() {
+    let h = SimHost::new("h100x8-vfio");
+    let before = h.snapshot();
+    for (args, needle) in [
+        (&["explain", "--type", "H100-21C"][..], "no vGPU type H100-21C: did you mean H100-20C?"),
+        (&["explain", "--type", "H10O-20C"][..], "did you mean H100-20C?"),
+        (&["vgpu", "create", "--type", "H100-21C"][..], "no vGPU type H100-21C: did you mean H100-20C?"),
+        (&["vm", "xml", "--name", "v", "--vgpu", "H100-21C"][..], "did you mean H100-20C?"),
+    ] {
+        let (rc, err) = code(&h, args, &[]);
+        assert_eq!(rc, 64, "{args:?}: {err}");
+        assert!(err.contains(needle) && err.contains("H100-10C"), "{args:?}: {err}");
+    }
+    h.assert_unchanged(&before, "refused names");
+    let t4 = SimHost::new("t4x2-mdev");
+    let (rc, err) = code(&t4, &["explain", "--type", "T4-5Q"], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains("no vGPU type T4-5Q") && err.contains("T4-4Q"), "{err}");
+    // Lower case is the same type; a real one is explained as before.
+    assert!(h.ok(&["explain", "--type", "h100-20c"]).starts_with("H100-20C"));
+    // MIG profiles: any case, space-separated lists, near misses named.
+    h.ok(&["mig", "enable", "0000:18:00.0"]);
+    let plan = h.json(&["mig", "plan", "--gpu", "0000:18:00.0", "--want", "3G.40GB 2x1g.10gb", "--json"]);
+    assert_eq!(plan["fits"], true, "{plan}");
+    assert_eq!(plan["placements"].as_array().unwrap().len(), 3, "{plan}");
+    let (rc, err) = code(&h, &["mig", "create", "--gpu", "0000:18:00.0", "--profile", "3g.4gb"], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains("did you mean 3g.40gb?"), "{err}");
+}

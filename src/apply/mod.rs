@@ -239,6 +239,10 @@ fn plan_vgpu(
     for c in &spec.vgpus {
         match c.type_name.parse::<VgpuTypeName>() {
             Ok(t) => {
+                if let Err(e) = crate::vgpu::exists::check(v.map(std::slice::from_ref).unwrap_or_default(), &t) {
+                    problems.push(format!("{at}: {e}"));
+                    continue;
+                }
                 if want_mig != (t.kind() == VgpuKind::MigBacked) {
                     problems.push(format!(
                         "{at}: {} is {} but the GPU's mode is {}; time-sliced and MIG-backed vGPUs never share a GPU",

@@ -120,6 +120,7 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             | V::VfBusy { .. }
             | V::VfChanged { .. }
             | V::Mode(_) => R,
+            V::UnknownType(_) => Some(exit::USAGE),
             V::Mdev(m) => class(m),
             V::Lock(l) => class(l),
             V::Ledger(_) => None,
@@ -182,7 +183,7 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
         use crate::libvirt::generate::GenerateError as G;
         return match g {
             G::NoRoom { .. } | G::UnknownMdev { .. } | G::NoSuchDevice { .. } | G::NotAGpu { .. } | G::BootVga { .. } | G::NoMdevType { .. } => R,
-            G::BadPath { .. } => Some(exit::USAGE),
+            G::BadPath { .. } | G::UnknownType(_) => Some(exit::USAGE),
             G::Host(h) => class(h),
             _ => None,
         };

@@ -235,8 +235,10 @@ fn make_cis(b: &dyn backend::MigBackend, gpu: PciAddress, gi: u32, req: &CiReque
     Ok(made)
 }
 
+/// `3g.40gb,4x1g.10gb` or the same separated by spaces.
 fn parse_want(s: &str) -> Result<Vec<(String, u32)>, CliError> {
-    s.split(',')
+    s.split([',', ' ', '\t'])
+        .filter(|p| !p.trim().is_empty())
         .map(|part| {
             let part = part.trim();
             let (n, name) = match part.split_once(['x', '×']) {
@@ -382,13 +384,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 _ => (profile.clone(), compute_instances.clone()),
             };
             let (profile, compute_instances) = (&gi_profile, &ci_request);
-            let p = profiles::find(&table, profile).ok_or_else(|| {
-                mig_err(MigError::UnknownProfile {
-                    gpu: layouts[0].0,
-                    wanted: profile.clone(),
-                    known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
-                })
-            })?;
+            let p = profiles::find(&table, profile).ok_or_else(|| mig_err(MigError::unknown_profile(layouts[0].0, profile, &table)))?;
             let (g, start) = if placement == "auto" {
                 let gpus: Vec<PciAddress> = layouts.iter().map(|(g, _, _)| *g).collect();
                 instances.place(&gpus, &table, p).map_err(mig_err)?
@@ -463,13 +459,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             // Largest first, as a layout is best built.
             let mut items: Vec<&Profile> = Vec::new();
             for (name, n) in &wanted {
-                let p = profiles::find(&table, name).ok_or_else(|| {
-                    mig_err(MigError::UnknownProfile {
-                        gpu: candidates[0],
-                        wanted: name.clone(),
-                        known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
-                    })
-                })?;
+                let p = profiles::find(&table, name).ok_or_else(|| mig_err(MigError::unknown_profile(candidates[0], name, &table)))?;
                 items.extend(std::iter::repeat_n(p, *n as usize));
             }
             items.sort_by_key(|p| std::cmp::Reverse(p.size));

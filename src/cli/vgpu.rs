@@ -191,6 +191,7 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
 
 pub fn run_explain(host: &Host, type_name: &VgpuTypeName, json: bool) -> Result<i32, CliError> {
     let (_, views) = vgpu::views(host)?;
+    crate::vgpu::exists::check(&views, type_name).map_err(|e| CliError::Usage(e.to_string()))?;
     let e = crate::vgpu::explain::explain(&views, type_name);
     if json {
         print_json(&e)?;

@@ -84,6 +84,8 @@ pub enum GenerateError {
     Template(#[from] TemplateError),
     #[error("no GPU can take a {wanted} now:\n{reasons}")]
     NoRoom { wanted: String, reasons: String },
+    #[error(transparent)]
+    UnknownType(#[from] crate::vgpu::exists::UnknownType),
     #[error("{uuid} is neither an existing mdev nor a definition in /etc/mdevctl.d; create or define it first, or use --mdev-type")]
     UnknownMdev { uuid: MdevUuid },
     #[error("{address} is not a PCI device on this host")]
@@ -273,6 +275,7 @@ pub fn resolve_vgpus(
     let mut views = view::build(&inv, &HostFacts { host });
     let mut out = Vec::new();
     for w in wanted {
+        crate::vgpu::exists::check(&views, w)?;
         let d = resolve_one_vgpu(&views, w, gpu, policy, display)?;
         let (g, slot) = match &d {
             DeviceSpec::VendorVgpu { vf, .. } => (

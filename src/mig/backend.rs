@@ -23,8 +23,8 @@ pub enum MigError {
     Unsupported { gpu: PciAddress },
     #[error("MIG mode is off on {gpu}: vgpuctl mig enable {gpu}")]
     Off { gpu: PciAddress },
-    #[error("{gpu} has no MIG profile {wanted:?} (profiles: {known})")]
-    UnknownProfile { gpu: PciAddress, wanted: String, known: String },
+    #[error("{gpu} has no MIG profile {wanted:?}{hint} (profiles: {known})")]
+    UnknownProfile { gpu: PciAddress, wanted: String, hint: String, known: String },
     #[error("{profile} does not fit on {gpu}{at}: slice map {map}")]
     NoRoom { gpu: PciAddress, profile: String, at: String, map: String },
     #[error("no GPU instance {gi} on {gpu}")]
@@ -49,6 +49,27 @@ pub enum MigError {
     Sim(#[source] std::io::Error),
     #[error(transparent)]
     Host(#[from] HostError),
+}
+
+impl MigError {
+    /// A profile name the GPU's table does not have, with the closest one
+    /// when it is a near miss (`3g.4gb` → 3g.40gb).
+    pub fn unknown_profile(gpu: PciAddress, wanted: &str, table: &[Profile]) -> Self {
+        let closest = table
+            .iter()
+            .map(|p| p.name.to_string())
+            .map(|n| (strsim::levenshtein(&n, &wanted.to_ascii_lowercase()), n))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, n)| format!(": did you mean {n}?"))
+            .unwrap_or_default();
+        MigError::UnknownProfile {
+            gpu,
+            wanted: wanted.to_string(),
+            hint: closest,
+            known: table.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", "),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

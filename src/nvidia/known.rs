@@ -92,6 +92,9 @@ pub const T4: &[KnownType] = &[
     ts(321, "16C", 16, 1),
 ];
 
+/// The models vgpuctl has NVIDIA's type table for.
+pub const MODELS: &[&str] = &["H100", "A100D", "T4"];
+
 /// The catalog of a simulated model, by the model part of its type names.
 pub fn catalog(model: &str) -> Option<&'static [KnownType]> {
     match model {

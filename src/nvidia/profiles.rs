@@ -98,7 +98,8 @@ pub fn find<'a>(table: &'a [Profile], wanted: &str) -> Option<&'a Profile> {
     if let Ok(id) = wanted.parse::<u32>() {
         return table.iter().find(|p| p.id == id);
     }
-    let w: MigProfile = wanted.parse().ok()?;
+    // Profile names are lower case as nvidia-smi prints them; `3G.40GB` is the same.
+    let w: MigProfile = wanted.trim().to_ascii_lowercase().parse().ok()?;
     table.iter().find(|p| p.name == w)
 }
 

@@ -3,6 +3,7 @@
 //! create/remove and `explain`.
 
 pub mod alloc;
+pub mod exists;
 pub mod explain;
 /// NVIDIA's documented vGPU type tables and type names: shared NVIDIA domain
 /// types, in the leaf `nvidia` module.

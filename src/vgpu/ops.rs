@@ -20,6 +20,8 @@ use crate::mig::instances::{Instances, Owner};
 pub enum VgpuError {
     #[error("no GPU can take a {wanted} now:\n{reasons}")]
     NoRoom { wanted: String, reasons: String },
+    #[error(transparent)]
+    UnknownType(#[from] super::exists::UnknownType),
     #[error("{gpu} is not a GPU with vGPU support here (see `vgpuctl explain --type {wanted}`)")]
     NotAVgpuGpu { gpu: PciAddress, wanted: String },
     #[error("--uuid applies to mdev-based vGPUs only; {gpu} uses NVIDIA's vendor-specific VFIO interface, where the VM's own UUID identifies the vGPU")]
@@ -95,6 +97,7 @@ pub fn create(host: &Host, req: &VgpuCreateRequest, lock_timeout: Duration) -> R
 
 pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated, VgpuError> {
     let (_, mut views) = views(host)?;
+    super::exists::check(&views, &req.type_name)?;
     let mut gi_created = None;
     if req.type_name.kind() == super::typename::VgpuKind::MigBacked && alloc::choose(&views, &req.type_name, req.gpu, req.policy).is_none() {
         // No free GPU instance of the profile: make one where the planner says.
