@@ -226,3 +226,24 @@ fn test_mig_layout_without_the_gpus_own_profile_table_is_refused() {
     std::fs::remove_file(h.path("/cfg.toml")).unwrap();
     h.assert_unchanged(&before, "a refused plan");
 }
+
+/// A selector that matches no GPU is an error naming it and the GPUs there
+/// are, in plan and apply --check alike, never "the host matches"; a model
+/// is matched by the name `list` prints, with or without the vendor prefix,
+/// or by the model of its vGPU types.
+#[test]
+fn test_selectors_that_match_nothing_are_errors_and_models_match_as_listed() {
+    let h = SimHost::new("t4x2-mdev");
+    for sel in ["model:T4", "model:Tesla T4", "model:tesla t4"] {
+        let f = cfg(&h, &format!("[[gpu]]\nselect = \"{sel}\"\nmode = \"vgpu\"\nvgpus = [{{ type = \"T4-2B\", count = 1 }}]\n"));
+        assert_eq!(h.json(&["plan", "-f", &f, "--json"])["steps"].as_array().unwrap().len(), 2, "{sel}");
+    }
+    let f = cfg(&h, "[[gpu]]\nselect = \"model:V100\"\nmode = \"vgpu\"\n");
+    for args in [&["plan", "-f", &f][..], &["apply", "--check", "-f", &f][..]] {
+        let e = h.fails(args, 3);
+        assert!(e.contains("select \"model:V100\" matches no GPU") && e.contains("0000:3b:00.0 (Tesla T4)"), "{args:?}: {e}");
+    }
+    let f = cfg(&h, "[[gpu]]\nselect = \"0000:99:00.0\"\nmode = \"vgpu\"\n");
+    let e = h.fails(&["plan", "-f", &f], 3);
+    assert!(e.contains("no such NVIDIA GPU") && e.contains("Tesla T4"), "{e}");
+}

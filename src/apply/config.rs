@@ -158,26 +158,68 @@ pub fn load(host: &crate::host::Host, path: &str) -> Result<HostConfig, ConfigEr
     parse(&text, path)
 }
 
-/// Which GPU addresses a `select` names, among `gpus` (address, model name, GPU UUID).
-pub fn select(sel: &str, gpus: &[(PciAddress, Option<String>, Option<String>)]) -> Result<Vec<PciAddress>, String> {
+/// One NVIDIA GPU as `select` sees it.
+#[derive(Debug, Clone)]
+pub struct Selectable {
+    pub address: PciAddress,
+    /// The name `list` prints (`NVIDIA H100 80GB HBM3`, `Tesla T4`).
+    pub name: Option<String>,
+    pub uuid: Option<String>,
+    /// The model in vGPU type names (`H100`, `A100D`, `T4`).
+    pub vgpu_model: Option<String>,
+}
+
+/// A model name as admins write it: any case, without the vendor's
+/// `NVIDIA `/`Tesla ` prefix.
+fn model_key(name: &str) -> String {
+    let l = name.trim().to_ascii_lowercase();
+    let l = l.strip_prefix("nvidia ").unwrap_or(&l);
+    l.strip_prefix("tesla ").unwrap_or(l).trim().to_string()
+}
+
+/// Which GPU addresses a `select` names. A selector that names no GPU is an
+/// error naming what there is: a config that does not match the host must
+/// never read as "nothing to do".
+pub fn select(sel: &str, gpus: &[Selectable]) -> Result<Vec<PciAddress>, String> {
+    let present = || {
+        let names: Vec<String> = gpus.iter().map(|g| format!("{} ({})", g.address, g.name.as_deref().unwrap_or("unknown model"))).collect();
+        if names.is_empty() {
+            "this host has no NVIDIA GPU".to_string()
+        } else {
+            format!("this host has {}", names.join(", "))
+        }
+    };
     if sel == "all" {
-        return Ok(gpus.iter().map(|(a, _, _)| *a).collect());
+        if gpus.is_empty() {
+            return Err(format!("select \"all\": {}", present()));
+        }
+        return Ok(gpus.iter().map(|g| g.address).collect());
     }
     if let Some(model) = sel.strip_prefix("model:") {
-        let m = model.trim().trim_start_matches("NVIDIA ").to_ascii_lowercase();
-        return Ok(gpus.iter().filter(|(_, n, _)| n.as_deref().is_some_and(|n| n.to_ascii_lowercase() == m)).map(|(a, _, _)| *a).collect());
+        // The name `list` prints, with or without the vendor prefix, or the
+        // model of the GPU's vGPU types (`model:T4` for a Tesla T4).
+        let m = model_key(model);
+        let hits: Vec<PciAddress> = gpus
+            .iter()
+            .filter(|g| g.name.as_deref().is_some_and(|n| model_key(n) == m) || g.vgpu_model.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(&m)))
+            .map(|g| g.address)
+            .collect();
+        if hits.is_empty() {
+            return Err(format!("select {sel:?} matches no GPU: {}", present()));
+        }
+        return Ok(hits);
     }
     if sel.starts_with("GPU-") {
         let u = crate::parse::gpu_uuid(sel).ok_or_else(|| format!("select {sel:?}: not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"))?;
-        return match gpus.iter().find(|(_, _, g)| g.as_deref() == Some(u.as_str())) {
-            Some((a, _, _)) => Ok(vec![*a]),
+        return match gpus.iter().find(|g| g.uuid.as_deref() == Some(u.as_str())) {
+            Some(g) => Ok(vec![g.address]),
             None => Err(format!("select {sel:?}: no GPU with that UUID here (`vgpuctl list --json` shows each GPU's uuid)")),
         };
     }
     let a: PciAddress =
         sel.parse().map_err(|e: crate::ids::IdError| format!("select {sel:?}: {e}; use a PCI address, a GPU UUID, \"all\" or \"model:<name>\""))?;
-    if !gpus.iter().any(|(g, _, _)| *g == a) {
-        return Err(format!("select {sel:?}: no such NVIDIA GPU on this host"));
+    if !gpus.iter().any(|g| g.address == a) {
+        return Err(format!("select {sel:?}: no such NVIDIA GPU: {}", present()));
     }
     Ok(vec![a])
 }

@@ -111,8 +111,17 @@ pub enum ApplyError {
     Host(#[from] crate::host::HostError),
 }
 
-fn nvidia_gpus(inv: &Inventory) -> Vec<(PciAddress, Option<String>, Option<String>)> {
-    inv.gpus.iter().filter(|g| g.is_nvidia()).map(|g| (g.address, g.name.clone(), g.uuid.clone())).collect()
+fn nvidia_gpus(inv: &Inventory) -> Vec<config::Selectable> {
+    inv.gpus
+        .iter()
+        .filter(|g| g.is_nvidia())
+        .map(|g| config::Selectable {
+            address: g.address,
+            name: g.name.clone(),
+            uuid: g.uuid.clone(),
+            vgpu_model: crate::parse::hex_id(&g.device_id).and_then(crate::inventory::vgpu_model).map(str::to_string),
+        })
+        .collect()
 }
 
 /// Checks the whole config against the host and lists what would change.
