@@ -247,3 +247,22 @@ fn test_selectors_that_match_nothing_are_errors_and_models_match_as_listed() {
     let e = h.fails(&["plan", "-f", &f], 3);
     assert!(e.contains("no such NVIDIA GPU") && e.contains("Tesla T4"), "{e}");
 }
+
+/// What apply would fail at is refused when planned: passthrough of a GPU
+/// whose IOMMU group holds a host device (the NVMe beside the L4) names it,
+/// and vGPUs on a GPU bound to vfio-pci say to release it first.
+#[test]
+fn test_passthrough_groups_and_vfio_bound_gpus_are_judged_at_plan_time() {
+    let p = SimHost::new("passthrough");
+    let before = p.snapshot();
+    let f = cfg(&p, "[[gpu]]\nselect = \"0000:e2:00.0\"\nmode = \"passthrough\"\n");
+    let e = p.fails(&["plan", "-f", &f], 3);
+    assert!(e.contains("0000:e2:00.0 cannot be passed through") && e.contains("0000:e3:00.0 (0x010802) is bound to nvme"), "{e}");
+    let e = p.fails(&["apply", "--check", "-f", &f], 3);
+    assert!(e.contains("is bound to nvme"), "{e}");
+    let f = cfg(&p, "[[gpu]]\nselect = \"0000:41:00.0\"\nmode = \"vgpu\"\nvgpus = [{ type = \"L40S-4Q\", count = 2 }]\n");
+    let e = p.fails(&["plan", "-f", &f], 3);
+    assert!(e.contains("0000:41:00.0 is bound to vfio-pci") && e.contains("vgpuctl passthrough release 0000:41:00.0"), "{e}");
+    std::fs::remove_file(p.path("/cfg.toml")).unwrap();
+    p.assert_unchanged(&before, "refused plans");
+}

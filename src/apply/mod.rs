@@ -155,10 +155,28 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                 Mode::Passthrough => {
                     if g.boot_vga == Some(true) {
                         problems.push(format!("{at}: {gpu} is the host's boot display and cannot be passed through"));
-                    } else if g.driver.as_deref() != Some("vfio-pci") {
-                        steps.push(Step::BindVfio { gpu });
+                        continue;
+                    }
+                    // The group is judged now, as `passthrough prepare` would
+                    // judge it: a config whose GPU shares its group with the
+                    // host's devices is refused here, not half-way through apply.
+                    match crate::vfio::passthrough::check(host, gpu) {
+                        Ok(r) if !r.viable => problems.push(format!(
+                            "{at}: {gpu} cannot be passed through: its IOMMU group {} also holds {}; every device in a group goes to the guest together (move the GPU to a slot with its own group, or pass the others through too)",
+                            r.group,
+                            r.blockers.join(", ")
+                        )),
+                        Ok(_) => {
+                            if g.driver.as_deref() != Some("vfio-pci") {
+                                steps.push(Step::BindVfio { gpu });
+                            }
+                        }
+                        Err(e) => problems.push(format!("{at}: {gpu} cannot be passed through: {e}")),
                     }
                 }
+                Mode::Vgpu | Mode::Mig if g.driver.as_deref() == Some("vfio-pci") => problems.push(format!(
+                    "{at}: {gpu} is bound to vfio-pci (whole-GPU passthrough), so it cannot hold vGPUs or MIG instances; give it back to the nvidia driver first (vgpuctl passthrough release {gpu}), or select mode = \"passthrough\""
+                )),
                 Mode::Vgpu | Mode::Mig => plan_vgpu(spec, &at, gpu, g, v, mig.as_deref(), &mut steps, &mut problems),
             }
         }
