@@ -266,3 +266,22 @@ fn test_passthrough_groups_and_vfio_bound_gpus_are_judged_at_plan_time() {
     std::fs::remove_file(p.path("/cfg.toml")).unwrap();
     p.assert_unchanged(&before, "refused plans");
 }
+
+/// A MIG layout that fits one GPU is placed whatever order the config lists
+/// it in (the exact search `mig plan` uses), and apply makes it as planned.
+#[test]
+fn test_mig_layout_is_placed_exactly_in_any_order() {
+    let h = SimHost::new("h100x8-vfio");
+    let f = cfg(
+        &h,
+        "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"1g.10gb\" }, { profile = \"2g.20gb\" }, { profile = \"1g.10gb\" }, { profile = \"3g.40gb\" }]\n",
+    );
+    let p = h.json(&["plan", "-f", &f, "--json"]);
+    let gis: Vec<&serde_json::Value> = p["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "create_gi").collect();
+    assert_eq!(gis.len(), 4, "{p}");
+    h.ok(&["apply", "-f", &f]);
+    let s = h.json(&["mig", "status", "--json"]);
+    assert_eq!(s[0]["slice_map"], "11223333", "the whole GPU, as planned");
+    // Re-applying changes nothing.
+    assert_eq!(h.run(&["apply", "--check", "-f", &f]).status.code(), Some(0));
+}

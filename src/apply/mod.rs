@@ -367,43 +367,60 @@ fn plan_vgpu(
                 )),
             }
         }
-        // Explicit placements first, then largest first, at the planner's choice.
+        // Existing instances first (one of the profile, at the placement if
+        // given, satisfies an entry), then explicit placements, then the rest
+        // placed together by the exact search `mig plan` uses: a layout that
+        // fits one GPU is always found, whatever order the config lists it in.
         want.sort_by_key(|(p, s)| (s.is_none(), std::cmp::Reverse(p.size)));
-        // The admin's layout for one GPU: placed to keep the most room, with
-        // no reservation (that is for choosing among GPUs).
-        let planner = crate::mig::planner::Planner::new(&table, &crate::mig::planner::Mix::uniform(&table));
         let mut matched: Vec<u32> = Vec::new();
+        let mut demand = vec![0u32; table.len()];
         for (p, s) in want {
-            // An existing instance of the profile (at the placement, if given) satisfies it.
             if let Some(e) = existing.iter().find(|e| e.profile_id == p.id && !matched.contains(&e.gi) && s.is_none_or(|s| s == e.start)) {
                 matched.push(e.gi);
                 l.place(p, e.start);
                 continue;
             }
-            let start = match s {
-                Some(s) if l.fits_at(p, s) => Some(s),
-                Some(s) => {
-                    problems.push(format!(
-                        "{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})",
-                        p.name,
-                        p.starts,
-                        l.slice_map(&table)
-                    ));
-                    None
+            match s {
+                Some(s) if l.fits_at(p, s) => {
+                    l.place(p, s);
+                    steps.push(Step::CreateGi { gpu, profile: p.name.to_string(), placement: Some(s) });
                 }
-                None => planner.choose(std::slice::from_ref(&l), p).map(|(_, s)| s),
-            };
-            match start {
-                Some(st) => {
-                    l.place(p, st);
-                    steps.push(Step::CreateGi { gpu, profile: p.name.to_string(), placement: Some(st) });
-                }
-                None if s.is_none() => problems.push(format!(
-                    "{at}: {} does not fit beside the rest of the layout (slice map {}); a GPU has 8 slices: e.g. 4g.40gb+3g.40gb, 3g.40gb+2×2g.20gb, or 7×1g.10gb fit",
+                Some(s) => problems.push(format!(
+                    "{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})",
                     p.name,
+                    p.starts,
                     l.slice_map(&table)
                 )),
-                None => {}
+                None => {
+                    if let Some(k) = table.iter().position(|t| t.id == p.id) {
+                        demand[k] += 1;
+                    }
+                }
+            }
+        }
+        match crate::mig::batch::place(&table, std::slice::from_ref(&l), &demand) {
+            Some(adds) => {
+                for (k, start) in adds.into_iter().next().unwrap_or_default() {
+                    l.place(&table[k], start);
+                    steps.push(Step::CreateGi { gpu, profile: table[k].name.to_string(), placement: Some(start) });
+                }
+            }
+            None => {
+                // Name what does not fit: the smallest instances dropped until the rest does.
+                let mut rest = demand.clone();
+                let mut dropped: Vec<String> = Vec::new();
+                let mut order: Vec<usize> = (0..table.len()).collect();
+                order.sort_by_key(|k| table[*k].size);
+                while crate::mig::batch::place(&table, std::slice::from_ref(&l), &rest).is_none() {
+                    let Some(k) = order.iter().copied().find(|k| rest[*k] > 0) else { break };
+                    rest[k] -= 1;
+                    dropped.push(table[k].name.to_string());
+                }
+                problems.push(format!(
+                    "{at}: {} does not fit beside the rest of the layout (slice map {}); a GPU has 8 slices: e.g. 4g.40gb+3g.40gb, 3g.40gb+2×2g.20gb, or 7×1g.10gb fit",
+                    dropped.join(" + "),
+                    l.slice_map(&table)
+                ));
             }
         }
         for (t, n) in &types {
