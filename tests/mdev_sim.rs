@@ -166,12 +166,13 @@ fn test_corrupt_foreign_definition_is_reported_and_kept() {
     let dir = h.path(&format!("/etc/mdevctl.d/{T4}"));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("99999999-2222-3333-4444-555555555555");
-    std::fs::write(&bad, "{\"mdev_type\": \"nvidia-226\", \"start\": \"auto\", \"surprise\": true}").unwrap();
+    // A file mdevctl refuses too (an array, not an object).
+    std::fs::write(&bad, "[\"nvidia-226\", \"auto\"]").unwrap();
     h.ok(&["mdev", "define", "--parent", T4, "--type", "T4-4Q", "--auto", "--uuid", "11111111-2222-3333-4444-555555555555"]);
     let o = h.run(&["mdev", "list", "--defined"]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("99999999") && err.contains("unknown field `surprise`") && err.contains("left untouched"), "{err}");
+    assert!(err.contains("99999999") && err.contains("not a JSON object") && err.contains("left untouched"), "{err}");
     let r = h.json(&["mdev", "restore", "--wait", "0", "--json"]);
     assert_eq!(r["devices"].as_array().unwrap().len(), 1);
     assert_eq!(r["devices"][0]["result"], "started");
@@ -228,4 +229,55 @@ fn test_install_units_writes_the_restore_unit() {
     let unit = std::fs::read_to_string(h.path("/etc/systemd/system/vgpuctl-mdev-restore.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/vgpuctl mdev restore --wait 120"));
     assert!(unit.contains("Before=libvirtd.service"));
+}
+
+/// Definitions as mdevctl writes them are found, started and undefined by
+/// value: a parent folder keeps mdevctl's case (`0000:3B:00.0`) and an
+/// 8-digit domain, `mdev define` adds to that folder instead of a second one,
+/// a UUID under two parents needs --parent (both named), and a file mdevctl
+/// refuses (a JSON array) is reported, never listed, started or deleted.
+#[test]
+fn test_mdevctl_folders_two_parents_and_refused_files() {
+    let h = SimHost::new("t4x2-mdev");
+    let d = h.path("/etc/mdevctl.d");
+    let (upper, long) = (d.join("0000:3B:00.0"), d.join("00000000:d8:00.0"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&long).unwrap();
+    let (u1, u2, twice, bad) = (
+        "11111111-0000-4000-8000-000000000001",
+        "11111111-0000-4000-8000-000000000002",
+        "11111111-0000-4000-8000-000000000003",
+        "11111111-0000-4000-8000-000000000004",
+    );
+    let def = |t: &str| format!("{{\"mdev_type\": \"{t}\", \"start\": \"manual\", \"attrs\": null, \"comment\": \"mdevctl ignores this\"}}");
+    std::fs::write(upper.join(u1), def("nvidia-222")).unwrap();
+    std::fs::write(long.join(u2), def("nvidia-222")).unwrap();
+    std::fs::write(upper.join(twice), def("nvidia-222")).unwrap();
+    std::fs::write(long.join(twice), def("nvidia-222")).unwrap();
+    std::fs::write(upper.join(bad), "[\"nvidia-222\", \"auto\"]").unwrap();
+    let listed = h.json(&["mdev", "list", "-d", "--json"]);
+    let uuids: Vec<&str> = listed["devices"].as_array().unwrap().iter().map(|x| x["uuid"].as_str().unwrap()).collect();
+    assert!(uuids.contains(&u1) && uuids.contains(&u2) && !uuids.contains(&bad), "{listed}");
+    assert!(listed["warnings"].to_string().contains(bad), "the refused file is reported: {listed}");
+    // Started and found by value, whatever the folder's spelling.
+    h.ok(&["mdev", "start", u1]);
+    h.ok(&["mdev", "start", u2]);
+    assert!(h.path(&format!("/sys/bus/mdev/devices/{u1}")).exists() && h.path(&format!("/sys/bus/mdev/devices/{u2}")).exists());
+    // A new definition for the same parent goes into mdevctl's folder.
+    h.ok(&["mdev", "define", "--parent", "0000:3b:00.0", "--type", "nvidia-223", "--uuid", "11111111-0000-4000-8000-000000000005"]);
+    assert!(upper.join("11111111-0000-4000-8000-000000000005").exists());
+    assert!(!d.join("0000:3b:00.0").exists(), "no second folder for the same parent");
+    // Under two parents: refused without --parent, both named; --parent picks one.
+    let e = h.fails(&["mdev", "start", twice], 64);
+    assert!(e.contains("0000:3b:00.0 and 0000:d8:00.0") && e.contains("--parent"), "{e}");
+    let e = h.fails(&["mdev", "undefine", twice], 64);
+    assert!(e.contains("--parent"), "{e}");
+    h.ok(&["mdev", "undefine", twice, "--parent", "0000:d8:00.0"]);
+    assert!(!long.join(twice).exists() && upper.join(twice).exists());
+    h.ok(&["mdev", "undefine", u1, "--json"]);
+    assert!(!upper.join(u1).exists(), "undefined from mdevctl's folder");
+    // The refused file: never started, never deleted.
+    assert!(h.fails(&["mdev", "start", bad], 1).contains("not a JSON object"));
+    assert!(!h.run(&["mdev", "undefine", bad]).status.success());
+    assert!(upper.join(bad).exists(), "a file vgpuctl cannot read is never deleted");
 }

@@ -103,6 +103,7 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             | M::NotDefined { .. }
             | M::Conflict { .. }
             | M::DefinitionExists { .. } => R,
+            M::DefinedTwice { .. } => Some(exit::USAGE),
             M::InvalidAttr { .. } => Some(exit::USAGE),
             M::Lock(l) => class(l),
             M::Host(h) => class(h),

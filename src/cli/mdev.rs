@@ -83,6 +83,9 @@ pub enum MdevCommand {
         /// The defined mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
+        /// The parent whose definition goes, when the UUID is defined under several.
+        #[arg(long, value_parser = parse_parent)]
+        parent: Option<MdevParent>,
         #[command(flatten)]
         common: Common,
     },
@@ -91,6 +94,9 @@ pub enum MdevCommand {
         /// The defined mdev's UUID.
         #[arg(value_parser = parse_uuid)]
         uuid: MdevUuid,
+        /// The parent whose definition starts, when the UUID is defined under several.
+        #[arg(long, value_parser = parse_parent)]
+        parent: Option<MdevParent>,
         #[command(flatten)]
         common: Common,
     },
@@ -209,14 +215,14 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
                 print_out(&format!("{}\n", d.uuid));
             }
         }
-        MdevCommand::Undefine { uuid, common } => {
-            let d = mdev::undefine(host, *uuid, common.timeout())?;
+        MdevCommand::Undefine { uuid, parent, common } => {
+            let d = mdev::undefine(host, *uuid, parent.as_ref(), common.timeout())?;
             if common.json {
                 print_json(&d)?;
             }
         }
-        MdevCommand::Start { uuid, common } => {
-            let c = mdev::start(host, *uuid, common.timeout())?;
+        MdevCommand::Start { uuid, parent, common } => {
+            let c = mdev::start(host, *uuid, parent.as_ref(), common.timeout())?;
             if common.json {
                 print_json(&c)?;
             } else if !c.created {

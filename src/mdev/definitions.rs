@@ -17,10 +17,11 @@ pub const DEFINITIONS_DIR: &str = "/etc/mdevctl.d";
 /// mdevctl keeps its callout scripts here; it is not a parent.
 const MDEVCTL_SCRIPTS: &str = "scripts.d";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartPolicy {
     Auto,
+    #[default]
     Manual,
 }
 
@@ -41,20 +42,25 @@ pub struct Attr {
 }
 
 impl Attr {
-    /// Attribute paths are relative to the device directory: one to four
-    /// strict components, never `..` or an absolute path.
+    /// Attribute paths are relative to the device directory, as mdevctl
+    /// takes them (`nvidia/vgpu_params`, names with dots): what stays refused
+    /// is what could leave the device directory — an absolute path, a `..`
+    /// or `.` component — and NUL.
     pub fn new(name: &str, value: &str) -> Result<Self, MdevError> {
         let bad = |why: &'static str| MdevError::InvalidAttr { name: name.to_string(), why };
+        if name.starts_with('/') {
+            return Err(bad("an absolute path; attributes are relative to the device"));
+        }
         let parts: Vec<&str> = name.split('/').collect();
-        if parts.len() > 4 {
-            return Err(bad("more than 4 path components"));
+        if parts.len() > 8 {
+            return Err(bad("more than 8 path components"));
         }
         for p in &parts {
-            if p.is_empty() || p.starts_with('.') || p.len() > 64 {
-                return Err(bad("each component must be non-empty, not start with '.', and be at most 64 characters"));
+            if p.is_empty() || *p == "." || *p == ".." || p.len() > 255 {
+                return Err(bad("each component must be non-empty, not '.' or '..', and at most 255 bytes"));
             }
-            if !p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')) {
-                return Err(bad("only letters, digits, '_' and '-' are allowed in components"));
+            if p.bytes().any(|b| b == 0 || b.is_ascii_control()) {
+                return Err(bad("no NUL or control characters"));
             }
         }
         if value.contains('\0') || value.len() > 4096 {
@@ -74,14 +80,25 @@ pub struct Definition {
     pub attrs: Vec<Attr>,
 }
 
-/// The on-disk shape, exactly mdevctl's keys.
+/// The on-disk shape, mdevctl's keys. Read as mdevctl reads it: other keys
+/// are ignored, `"attrs": null` is none, and a `start` other than `auto`
+/// (or none) is manual.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DefinitionFile {
     mdev_type: String,
+    #[serde(default, deserialize_with = "start_as_mdevctl")]
     start: StartPolicy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     attrs: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn start_as_mdevctl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StartPolicy, D::Error> {
+    let v: Option<serde_json::Value> = Option::deserialize(d)?;
+    Ok(if v.as_ref().and_then(|v| v.as_str()) == Some("auto") { StartPolicy::Auto } else { StartPolicy::Manual })
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 
 pub fn path_of(parent: &MdevParent, uuid: &MdevUuid) -> String {
@@ -89,7 +106,13 @@ pub fn path_of(parent: &MdevParent, uuid: &MdevUuid) -> String {
 }
 
 pub fn parse(parent: &MdevParent, uuid: MdevUuid, text: &str) -> Result<Definition, String> {
-    let f: DefinitionFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    // An object, as mdevctl requires (serde would take a JSON array as the
+    // fields in order).
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let f: DefinitionFile = serde_json::from_value(v).map_err(|e| e.to_string())?;
     let mdev_type: MdevTypeId = f.mdev_type.parse().map_err(|e: crate::ids::IdError| e.to_string())?;
     let mut attrs = Vec::new();
     for entry in f.attrs {
@@ -159,27 +182,80 @@ pub fn load_all(host: &Host) -> Result<(Vec<Definition>, Vec<String>), MdevError
     Ok((defs, problems))
 }
 
-/// The definition of `uuid` under any parent.
-pub fn find(host: &Host, uuid: &MdevUuid) -> Result<Option<Definition>, MdevError> {
-    for pname in host.list_dir(DEFINITIONS_DIR)? {
-        let Ok(parent) = pname.parse::<MdevParent>() else { continue };
-        let file = path_of(&parent, uuid);
+/// The folders of /etc/mdevctl.d that name a parent, as they are on disk:
+/// mdevctl keeps the case and domain it was given (`0000:2B:00.0`,
+/// `00000000:2b:00.0`), so a parent is matched by value, never by spelling.
+fn parent_dirs(host: &Host) -> Result<Vec<(String, MdevParent)>, MdevError> {
+    Ok(host
+        .list_dir(DEFINITIONS_DIR)?
+        .into_iter()
+        .filter(|n| n != MDEVCTL_SCRIPTS)
+        .filter_map(|n| {
+            let p = n.parse::<MdevParent>().ok()?;
+            Some((format!("{DEFINITIONS_DIR}/{n}"), p))
+        })
+        .collect())
+}
+
+/// Every definition of `uuid`, under whichever folders hold one. A file
+/// that cannot be read is an error naming it: such a device is never
+/// started, and its file never deleted, as mdevctl refuses it too.
+pub fn find_all(host: &Host, uuid: &MdevUuid) -> Result<Vec<Definition>, MdevError> {
+    let mut out = Vec::new();
+    for (dir, parent) in parent_dirs(host)? {
+        let file = format!("{dir}/{uuid}");
         if let Some(text) = host.read_attr_opt(&file)? {
-            return parse(&parent, *uuid, &text).map(Some).map_err(|why| MdevError::BadDefinition { path: file, why });
+            out.push(parse(&parent, *uuid, &text).map_err(|why| MdevError::BadDefinition { path: file, why })?);
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
-/// Writes the definition atomically, readable by mdevctl (0644).
+/// The definition of `uuid` (on `parent`, when given). Defined under two
+/// parents and no parent given, it is refused with both named, as mdevctl does.
+pub fn find_on(host: &Host, uuid: &MdevUuid, parent: Option<&MdevParent>) -> Result<Option<Definition>, MdevError> {
+    let mut all = find_all(host, uuid)?;
+    if let Some(p) = parent {
+        all.retain(|d| &d.parent == p);
+    }
+    match all.len() {
+        0 | 1 => Ok(all.pop()),
+        _ => {
+            let mut parents: Vec<String> = all.iter().map(|d| d.parent.to_string()).collect();
+            parents.sort();
+            Err(MdevError::DefinedTwice { uuid: *uuid, parents: parents.join(" and ") })
+        }
+    }
+}
+
+/// The definition of `uuid` under any parent (refused when under several).
+pub fn find(host: &Host, uuid: &MdevUuid) -> Result<Option<Definition>, MdevError> {
+    find_on(host, uuid, None)
+}
+
+/// The folder a parent's definitions go in: the one already there for it
+/// (however mdevctl spelt it), else the canonical name.
+fn dir_of(host: &Host, parent: &MdevParent) -> Result<String, MdevError> {
+    Ok(parent_dirs(host)?.into_iter().find(|(_, p)| p == parent).map(|(d, _)| d).unwrap_or_else(|| format!("{DEFINITIONS_DIR}/{parent}")))
+}
+
+/// Writes the definition atomically, readable by mdevctl (0644), into the
+/// parent's existing folder if it has one.
 /// Through the host layer: atomic, root-relative, a fault point.
 pub fn save(host: &Host, d: &Definition) -> Result<(), MdevError> {
-    Ok(host.write_state(&path_of(&d.parent, &d.uuid), render(d).as_bytes(), 0o644)?)
+    let file = format!("{}/{}", dir_of(host, &d.parent)?, d.uuid);
+    Ok(host.write_state(&file, render(d).as_bytes(), 0o644)?)
 }
 
-/// Removes the definition; `false` when there was none.
+/// Removes the definition from every folder of its parent; `false` when there was none.
 pub fn delete(host: &Host, parent: &MdevParent, uuid: &MdevUuid) -> Result<bool, MdevError> {
-    Ok(host.remove_state(&path_of(parent, uuid))?)
+    let mut any = false;
+    for (dir, p) in parent_dirs(host)? {
+        if &p == parent {
+            any |= host.remove_state(&format!("{dir}/{uuid}"))?;
+        }
+    }
+    Ok(any)
 }
 
 #[cfg(test)]
@@ -209,15 +285,34 @@ mod tests {
         let u: MdevUuid = "11111111-2222-3333-4444-555555555555".parse().unwrap();
         for (text, needle) in [
             ("{", "EOF"),
-            ("{\"mdev_type\": \"x\", \"start\": \"auto\", \"bogus\": 1}", "unknown field `bogus`"),
+            ("[\"x\", \"auto\"]", "not a JSON object"),
+            ("{\"start\": \"auto\"}", "missing field `mdev_type`"),
             ("{\"mdev_type\": \"../x\", \"start\": \"auto\"}", "invalid mdev type"),
-            ("{\"mdev_type\": \"x\", \"start\": \"sometimes\"}", "unknown variant"),
             ("{\"mdev_type\": \"x\", \"start\": \"auto\", \"attrs\": [{\"../../x\": \"1\"}]}", "invalid attribute"),
             ("{\"mdev_type\": \"x\", \"start\": \"auto\", \"attrs\": [{\"a\": 1}]}", "must be a string"),
         ] {
             let e = parse(&p, u, text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    /// What mdevctl accepts is accepted the same way: other keys ignored,
+    /// `"attrs": null`, any `start` but "auto" (or none) is manual, attribute
+    /// names that are relative paths or hold dots.
+    #[test]
+    fn test_files_mdevctl_accepts_parse_as_mdevctl_reads_them() {
+        let p: MdevParent = "mbochs".parse().unwrap();
+        let u: MdevUuid = "11111111-2222-3333-4444-555555555555".parse().unwrap();
+        let d = parse(&p, u, "{\"mdev_type\": \"x\", \"start\": \"auto\", \"bogus\": 1, \"attrs\": null}").unwrap();
+        assert_eq!((d.start, d.attrs.len()), (StartPolicy::Auto, 0));
+        for start in ["\"sometimes\"", "\"AUTO\"", "null", "3"] {
+            let d = parse(&p, u, &format!("{{\"mdev_type\": \"x\", \"start\": {start}}}")).unwrap();
+            assert_eq!(d.start, StartPolicy::Manual, "{start}");
+        }
+        assert_eq!(parse(&p, u, "{\"mdev_type\": \"x\"}").unwrap().start, StartPolicy::Manual);
+        let d =
+            parse(&p, u, "{\"mdev_type\": \"x\", \"start\": \"manual\", \"attrs\": [{\"nvidia/vgpu_params\": \"a=1\"}, {\"frl.config\": \"60\"}]}").unwrap();
+        assert_eq!(d.attrs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["nvidia/vgpu_params", "frl.config"]);
     }
 
     #[test]
@@ -252,7 +347,10 @@ mod tests {
     #[test]
     fn test_attr_names_are_strict() {
         assert!(Attr::new("nvidia/vgpu_params", "frame_rate_limiter=0").is_ok());
-        for bad in ["", "/abs", "a//b", "../x", "a/../b", ".hidden", "a/b/c/d/e", "sp ace"] {
+        for ok in [".hidden", "a.b", "sp ace", "a/b/c/d/e"] {
+            assert!(Attr::new(ok, "1").is_ok(), "{ok}");
+        }
+        for bad in ["", "/abs", "a//b", "../x", "a/../b", "./x", "a\nb", "a/b/c/d/e/f/g/h/i"] {
             assert!(Attr::new(bad, "1").is_err(), "{bad}");
         }
         assert!(Attr::new("x", "a\0b").is_err());

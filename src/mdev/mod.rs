@@ -31,6 +31,8 @@ pub enum MdevError {
     NotFound { uuid: MdevUuid, defined: String },
     #[error("no definition for mdev {uuid} in /etc/mdevctl.d; define it first with `vgpuctl mdev define`")]
     NotDefined { uuid: MdevUuid },
+    #[error("mdev {uuid} is defined under {parents}; name one with --parent")]
+    DefinedTwice { uuid: MdevUuid, parents: String },
     #[error("the kernel refused to create {type_id} on {parent} (EINVAL): {hint}")]
     Rejected { parent: MdevParent, type_id: MdevTypeId, hint: &'static str },
     #[error("mdev {uuid} was reported created but {why}; it was removed again")]

@@ -245,13 +245,13 @@ fn finish_remove(host: &Host, uuid: MdevUuid, def: Option<Definition>, undefine:
 
 /// Creates a defined device. Starting one that is already active as defined
 /// is a success (`created: false`), so boot scripts and hooks can repeat it.
-pub fn start(host: &Host, uuid: MdevUuid, lock_timeout: Duration) -> Result<Created, MdevError> {
+pub fn start(host: &Host, uuid: MdevUuid, parent: Option<&MdevParent>, lock_timeout: Duration) -> Result<Created, MdevError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
-    start_locked(host, uuid)
+    start_locked(host, uuid, parent)
 }
 
-pub(super) fn start_locked(host: &Host, uuid: MdevUuid) -> Result<Created, MdevError> {
-    let def = definitions::find(host, &uuid)?.ok_or(MdevError::NotDefined { uuid })?;
+pub(super) fn start_locked(host: &Host, uuid: MdevUuid, parent: Option<&MdevParent>) -> Result<Created, MdevError> {
+    let def = definitions::find_on(host, &uuid, parent)?.ok_or(MdevError::NotDefined { uuid })?;
     start_definition_locked(host, &def)
 }
 
@@ -321,9 +321,9 @@ pub fn define(
     Ok(def)
 }
 
-pub fn undefine(host: &Host, uuid: MdevUuid, lock_timeout: Duration) -> Result<Definition, MdevError> {
+pub fn undefine(host: &Host, uuid: MdevUuid, parent: Option<&MdevParent>, lock_timeout: Duration) -> Result<Definition, MdevError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
-    let def = definitions::find(host, &uuid)?.ok_or(MdevError::NotDefined { uuid })?;
+    let def = definitions::find_on(host, &uuid, parent)?.ok_or(MdevError::NotDefined { uuid })?;
     definitions::delete(host, &def.parent, &uuid)?;
     Ok(def)
 }
