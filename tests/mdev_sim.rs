@@ -281,3 +281,29 @@ fn test_mdevctl_folders_two_parents_and_refused_files() {
     assert!(!h.run(&["mdev", "undefine", bad]).status.success());
     assert!(upper.join(bad).exists(), "a file vgpuctl cannot read is never deleted");
 }
+
+/// `mdev list` matches a live device to its definition by parent and type as
+/// well as UUID: a definition whose type differs from the live device is
+/// shown as such, not as "active, defined".
+#[test]
+fn test_list_matches_devices_to_definitions_by_parent_and_type() {
+    let h = SimHost::new("t4x2-mdev");
+    let u = "22222222-0000-4000-8000-000000000001";
+    h.ok(&["mdev", "create", "--parent", T4, "--type", "nvidia-222", "--uuid", u]);
+    let dir = h.path(&format!("/etc/mdevctl.d/{T4}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(u), "{\"mdev_type\": \"nvidia-223\", \"start\": \"manual\"}").unwrap();
+    let active = h.json(&["mdev", "list", "--json"]);
+    let row = &active["devices"][0];
+    assert_eq!((row["active"].as_bool(), row["defined"].as_bool()), (Some(true), Some(false)), "{active}");
+    assert_eq!(row["mismatch"], format!("defined on {T4} as nvidia-223"));
+    let defined = h.json(&["mdev", "list", "-d", "--json"]);
+    let row = &defined["devices"][0];
+    assert_eq!((row["active"].as_bool(), row["defined"].as_bool()), (Some(false), Some(true)), "{defined}");
+    assert_eq!(row["mismatch"], format!("active on {T4} as nvidia-222"));
+    let text = h.ok(&["mdev", "list"]);
+    assert!(text.contains("active, but defined on") && !text.contains("active, defined"), "{text}");
+    // Once they agree, the row says so.
+    std::fs::write(dir.join(u), "{\"mdev_type\": \"nvidia-222\", \"start\": \"manual\"}").unwrap();
+    assert!(h.ok(&["mdev", "list"]).contains("active, defined"));
+}

@@ -183,12 +183,12 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
                         d.uuid.to_string(),
                         opt(&d.parent),
                         opt(&d.type_id),
-                        match (d.active, d.defined) {
-                            (true, true) => "active, defined",
-                            (true, false) => "active",
-                            (false, _) => "defined",
-                        }
-                        .into(),
+                        match (d.active, d.defined, &d.mismatch) {
+                            (_, _, Some(m)) => format!("{}, but {m}", if d.active { "active" } else { "defined" }),
+                            (true, true, None) => "active, defined".into(),
+                            (true, false, None) => "active".into(),
+                            (false, _, None) => "defined".into(),
+                        },
                         opt(&d.start),
                         opt(&d.iommu_group),
                         match d.in_use {

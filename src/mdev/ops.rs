@@ -340,6 +340,11 @@ pub struct ListRow {
     pub iommu_group: Option<u32>,
     pub in_use: Option<bool>,
     pub attrs: Vec<Attr>,
+    /// A live device and a definition with the same UUID that disagree on
+    /// parent or type: what the other one says (then `active`/`defined` is
+    /// false for this row's side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,24 +357,31 @@ pub struct ListReport {
 
 /// Active mdevs (and whether each is defined), or with `defined` the
 /// definitions (and whether each is active): mdevctl's `list` and `list -d`.
+fn opt_text<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "?".into())
+}
+
 pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
     let (defs, warnings) = definitions::load_all(host)?;
     let mut rows = Vec::new();
     if defined_only {
         let names = host.list_dir("/sys/bus/mdev/devices")?;
         for d in defs {
-            let active = names.iter().any(|n| n == &d.uuid.to_string());
-            let dev = if active { device(host, d.uuid) } else { None };
+            // Active as defined: the same UUID on the same parent with the same type.
+            let dev = if names.iter().any(|n| n == &d.uuid.to_string()) { device(host, d.uuid) } else { None };
+            let matches = dev.as_ref().is_some_and(|x| x.parent.as_ref() == Some(&d.parent) && x.type_id.as_ref() == Some(&d.mdev_type));
+            let mismatch = dev.as_ref().filter(|_| !matches).map(|x| format!("active on {} as {}", opt_text(&x.parent), opt_text(&x.type_id)));
             rows.push(ListRow {
                 uuid: d.uuid,
                 parent: Some(d.parent),
                 type_id: Some(d.mdev_type),
-                active,
+                active: matches,
                 defined: true,
                 start: Some(d.start),
-                iommu_group: dev.and_then(|d| d.iommu_group),
+                iommu_group: dev.filter(|_| matches).and_then(|d| d.iommu_group),
                 in_use: None,
                 attrs: d.attrs,
+                mismatch,
             });
         }
     } else {
@@ -378,7 +390,9 @@ pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
         for name in host.list_dir("/sys/bus/mdev/devices")? {
             let Ok(uuid) = name.parse::<MdevUuid>() else { continue };
             let Some(d) = read_device(host, uuid, &users, &mut w) else { continue };
-            let def = defs.iter().find(|x| x.uuid == uuid);
+            // Defined as it is: a definition of this UUID on its parent with its type.
+            let def = defs.iter().find(|x| x.uuid == uuid && Some(&x.parent) == d.parent.as_ref() && Some(&x.mdev_type) == d.type_id.as_ref());
+            let other = defs.iter().find(|x| x.uuid == uuid).filter(|_| def.is_none());
             rows.push(ListRow {
                 uuid,
                 parent: d.parent,
@@ -389,6 +403,7 @@ pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
                 iommu_group: d.iommu_group,
                 in_use: d.in_use,
                 attrs: def.map(|x| x.attrs.clone()).unwrap_or_default(),
+                mismatch: other.map(|x| format!("defined on {} as {}", x.parent, x.mdev_type)),
             });
         }
     }
