@@ -90,8 +90,9 @@ fn test_not_a_gpu_and_unknown_devices() {
     let h = SimHost::new("passthrough");
     let e = h.fails(&["passthrough", "prepare", "0000:e3:00.0"], 3);
     assert!(e.contains("is not a GPU (class 0x010802)"), "{e}");
-    let e = h.fails(&["passthrough", "check", "0000:99:00.0"], 3);
-    assert!(e.contains("not a PCI device"), "{e}");
+    // An address that is not there names the closest GPU there is.
+    let e = h.fails(&["passthrough", "check", "0000:81:00.1"], 3);
+    assert!(e.contains("no PCI device 0000:81:00.1 here; the closest GPU is 0000:81:00.0 (L40S)"), "{e}");
     h.fails(&["passthrough", "check", "0000:99:00.0/.."], 64);
     // An L40S alone in its group on vfio-pci: viable as is.
     let v = h.json(&["passthrough", "check", "0000:41:00.0", "--json"]);

@@ -42,7 +42,19 @@ pub fn gpu_ref(s: &str) -> Result<GpuRef, String> {
 
 pub fn resolve(host: &Host, r: &GpuRef) -> Result<PciAddress, CliError> {
     if let GpuRef::Pci(a) = r {
-        return Ok(*a);
+        // One stat on the common path; a miss names the closest GPU there is.
+        if host.exists(&format!("/sys/bus/pci/devices/{a}")) {
+            return Ok(*a);
+        }
+        let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: false })?;
+        let closest = inv
+            .gpus
+            .iter()
+            .map(|g| (strsim::levenshtein(&g.address.to_string(), &a.to_string()), g))
+            .min_by_key(|(d, g)| (*d, g.address))
+            .map(|(_, g)| format!("; the closest GPU is {} ({})", g.address, g.name.as_deref().unwrap_or("unknown model")))
+            .unwrap_or_else(|| "; this host has no GPU".into());
+        return Err(CliError::Refused(format!("no PCI device {a} here{closest} (vgpuctl list shows them)")));
     }
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
     // nvidia-smi numbers the GPUs the nvidia driver drives, in PCI order.
