@@ -77,28 +77,32 @@ mdevctl list >mdevctl-after-start.txt 2>&1
 rec ours_uuid "$ours"
 rec theirs_uuid "$theirs"
 
-# mdevctl parity: files mdevctl reads, vgpuctl reads the same way; files it
-# refuses, vgpuctl refuses, and never deletes.
+# mdevctl parity, one file at a time (mdevctl 1.2 stops listing anything
+# when one file is invalid): files mdevctl reads, vgpuctl reads the same
+# way; files it refuses, vgpuctl refuses, and never deletes.
 lenient=8e1a1b22-3a55-4c8f-9d7c-0b5f43aa0002
 refused=8e1a1b22-3a55-4c8f-9d7c-0b5f43aa0003
 mkdir -p /etc/mdevctl.d/mdpy
-printf '{"mdev_type": "mdpy-xga", "start": "sometimes", "attrs": null, "comment": "not mdevctl'"'"'s key"}' >/etc/mdevctl.d/mdpy/$lenient
-printf '["mdpy-xga", "auto"]' >/etc/mdevctl.d/mdpy/$refused
-mdevctl list --defined >parity-mdevctl.txt 2>&1; rec parity_mdevctl_rc $?
-v mdev list --defined --json >parity-ours.json 2>parity-ours.err; rec parity_ours_rc $?
-mdevctl start -u $lenient 2>parity-mdevctl-start.err; rec parity_mdevctl_start_lenient $?
+printf '{"mdev_type": "mdpy-xga", "start": "sometimes", "attrs": null, "comment": "not a key of mdevctl"}' >/etc/mdevctl.d/mdpy/$lenient
+mdevctl list --defined >parity-mdevctl-lenient.txt 2>&1; rec parity_mdevctl_list_lenient $?
+v mdev list --defined --json >parity-ours-lenient.json 2>parity-ours-lenient.err; rec parity_ours_list_lenient $?
+mdevctl start -u $lenient >parity-mdevctl-start-lenient.txt 2>&1; rec parity_mdevctl_start_lenient $?
 [ -e /sys/bus/mdev/devices/$lenient ] && echo 1 >/sys/bus/mdev/devices/$lenient/remove
 v mdev start $lenient --json >parity-start-lenient.json 2>&1; rec parity_start_lenient $?
 [ -e /sys/bus/mdev/devices/$lenient ]; rec parity_lenient_exists $?
-v mdev stop $lenient
-mdevctl start -u $refused 2>parity-mdevctl-start-refused.err; rec parity_mdevctl_start_refused $?
+[ -e /sys/bus/mdev/devices/$lenient ] && echo 1 >/sys/bus/mdev/devices/$lenient/remove
+rm -f /etc/mdevctl.d/mdpy/$lenient
+printf '["mdpy-xga", "auto"]' >/etc/mdevctl.d/mdpy/$refused
+mdevctl list --defined >parity-mdevctl-refused.txt 2>&1; rec parity_mdevctl_list_refused $?
+v mdev list --defined --json >parity-ours-refused.json 2>parity-ours-refused.err; rec parity_ours_list_refused $?
+mdevctl start -u $refused >parity-mdevctl-start-refused.txt 2>&1; rec parity_mdevctl_start_refused $?
 [ -e /sys/bus/mdev/devices/$refused ] && echo 1 >/sys/bus/mdev/devices/$refused/remove
-v mdev start $refused 2>parity-start-refused.err; rec parity_start_refused $?
-v mdev undefine $refused 2>parity-undefine-refused.err; rec parity_undefine_refused $?
+v mdev start $refused >parity-start-refused.txt 2>&1; rec parity_start_refused $?
+v mdev undefine $refused >parity-undefine-refused.txt 2>&1; rec parity_undefine_refused $?
 [ -e /etc/mdevctl.d/mdpy/$refused ]; rec parity_refused_kept $?
 rec parity_lenient "$lenient"
 rec parity_refused "$refused"
-rm -f /etc/mdevctl.d/mdpy/$lenient /etc/mdevctl.d/mdpy/$refused
+rm -f /etc/mdevctl.d/mdpy/$refused
 
 # restore after the modules are reloaded (the kernel-side reboot)
 for d in /sys/bus/mdev/devices/*; do echo 1 >"$d/remove"; done
