@@ -41,7 +41,7 @@ t0=$(now); for i in $(seq $N); do mdevctl list --defined >/dev/null; done; t1=$(
 echo "mdevctl_list_defined_100 $(per_op $t0 $t1)" >>results.txt
 t0=$(now); for i in $(seq $N); do v mdev list --defined >/dev/null; done; t1=$(now)
 echo "vgpuctl_list_defined_100 $(per_op $t0 $t1)" >>results.txt
-mdevctl list --defined | wc -l >mdevctl-count.txt
+mdevctl list --defined | grep -c . >mdevctl-count.txt
 v mdev list --defined --json | grep -c '"uuid"' >vgpuctl-count.txt
 
 # active listing with 4 devices present
