@@ -154,6 +154,10 @@ fn test_every_command_takes_a_gpu_by_address_uuid_or_index() {
     let by_index = h.json(&["passthrough", "check", "0", "--json"]);
     let by_address = h.json(&["passthrough", "check", first, "--json"]);
     assert_eq!(by_index, by_address);
+    // A malformed UUID is named as one (exit 64).
+    let (rc, err) = code(&h, &["vgpu", "create", "--type", "H100-20C", "--gpu", "GPU-1234"], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains("\"GPU-1234\" is not a GPU UUID"), "{err}");
     // A GPU that is not there: exit 3, named, no debug value.
     let (rc, err) = code(&h, &["vgpu", "create", "--type", "H100-20C", "--gpu", "GPU-00000000-0000-0000-0000-000000000000"], &[]);
     assert_eq!(rc, 3);

@@ -34,6 +34,9 @@ pub fn gpu_ref(s: &str) -> Result<GpuRef, String> {
     if let Some(u) = crate::parse::gpu_uuid(s) {
         return Ok(GpuRef::Uuid(u));
     }
+    if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("GPU-")) {
+        return Err(format!("{s:?} is not a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as vgpuctl list --json and nvidia-smi -L show it)"));
+    }
     if !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().map(GpuRef::Index).map_err(|e| e.to_string());
     }

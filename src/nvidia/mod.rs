@@ -142,9 +142,6 @@ pub enum ControlError {
 /// One NVIDIA driver, as the host has it. Every method takes the host it
 /// answers for (the driver reads files and runs tools through it).
 pub trait NvidiaDriver: Send + Sync + std::fmt::Debug {
-    /// `nvml`, `nvidia-smi`, `simulated` or `none`, for status output.
-    fn name(&self, host: &Host) -> &'static str;
-
     /// Declares what the command in hand will read, before it reads any of it.
     fn expect(&self, _wants: Wants) {}
 

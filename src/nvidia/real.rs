@@ -46,16 +46,6 @@ impl RealDriver {
 }
 
 impl NvidiaDriver for RealDriver {
-    fn name(&self, host: &Host) -> &'static str {
-        if self.nvml(host, Wants::IDENTITY).is_some() {
-            "nvml"
-        } else if self.smi(host) && nvml::choice().ok() != Some(Choice::Nvml) {
-            "nvidia-smi"
-        } else {
-            "none"
-        }
-    }
-
     fn expect(&self, wants: Wants) {
         self.nvml.expect(wants);
     }

@@ -15,10 +15,6 @@ use crate::nvidia::{smi_bus_id, ControlError, GpuFacts, MigMode, NvidiaDriver, U
 pub struct SimDriver;
 
 impl NvidiaDriver for SimDriver {
-    fn name(&self, _host: &Host) -> &'static str {
-        "simulated"
-    }
-
     fn gpus(&self, host: &Host, warnings: &mut Vec<String>) -> Option<HashMap<PciAddress, GpuFacts>> {
         let state = match SimState::load(host) {
             Ok(s) => s,
