@@ -161,10 +161,10 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                     // judge it: a config whose GPU shares its group with the
                     // host's devices is refused here, not half-way through apply.
                     match crate::vfio::passthrough::check(host, gpu) {
+                        // The refusal `passthrough prepare` gives, word for word.
                         Ok(r) if !r.viable => problems.push(format!(
-                            "{at}: {gpu} cannot be passed through: its IOMMU group {} also holds {}; every device in a group goes to the guest together (move the GPU to a slot with its own group, or pass the others through too)",
-                            r.group,
-                            r.blockers.join(", ")
+                            "{at}: {gpu} cannot be passed through: {}",
+                            crate::vfio::passthrough::PassthroughError::NotViable { addr: gpu, group: r.group, blockers: r.blockers.join(", ") }
                         )),
                         Ok(_) => {
                             if g.driver.as_deref() != Some("vfio-pci") {

@@ -55,14 +55,8 @@ impl MigError {
     /// A profile name the GPU's table does not have, with the closest one
     /// when it is a near miss (`3g.4gb` → 3g.40gb).
     pub fn unknown_profile(gpu: PciAddress, wanted: &str, table: &[Profile]) -> Self {
-        let closest = table
-            .iter()
-            .map(|p| p.name.to_string())
-            .map(|n| (strsim::levenshtein(&n, &wanted.to_ascii_lowercase()), n))
-            .filter(|(d, _)| *d <= 2)
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, n)| format!(": did you mean {n}?"))
-            .unwrap_or_default();
+        let names: Vec<String> = table.iter().map(|p| p.name.to_string()).collect();
+        let closest = crate::nvidia::near_miss(names.iter().map(String::as_str), wanted).map(|n| format!(": did you mean {n}?")).unwrap_or_default();
         MigError::UnknownProfile {
             gpu,
             wanted: wanted.to_string(),

@@ -188,6 +188,14 @@ pub trait NvidiaDriver: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The candidate closest to `wanted` when it is a near miss (at most two
+/// single-character edits, case ignored): the "did you mean" of every name
+/// an admin types (vGPU types, MIG profiles). The first of equals wins.
+pub fn near_miss<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &str) -> Option<&'a str> {
+    let w = wanted.to_ascii_uppercase();
+    candidates.into_iter().map(|c| (strsim::levenshtein(&c.to_ascii_uppercase(), &w), c)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+}
+
 /// nvidia-smi's bus-id form.
 pub fn smi_bus_id(gpu: PciAddress) -> String {
     format!("{:08X}:{:02X}:{:02X}.{:X}", gpu.domain, gpu.bus, gpu.device, gpu.function)

@@ -7,9 +7,6 @@ use super::typename::VgpuTypeName;
 use super::view::GpuView;
 use crate::nvidia::known;
 
-/// A near miss is at most this many single-character edits away.
-const NEAR: usize = 2;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no vGPU type {name}{}{}", suggestion.as_ref().map(|s| format!(": did you mean {s}?")).unwrap_or_default(), listed(offered))]
 pub struct UnknownType {
@@ -52,12 +49,7 @@ pub fn check(views: &[GpuView], t: &VgpuTypeName) -> Result<(), UnknownType> {
     let of_model =
         |model: &str| -> Vec<String> { all.iter().filter(|n| n.split('-').next().is_some_and(|m| m.eq_ignore_ascii_case(model))).cloned().collect() };
     let same_model = of_model(&t.model);
-    let closest = all
-        .iter()
-        .map(|n| (strsim::levenshtein(&n.to_ascii_uppercase(), &name.to_ascii_uppercase()), n))
-        .filter(|(d, _)| *d <= NEAR)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n.clone());
+    let closest = crate::nvidia::near_miss(all.iter().map(String::as_str), &name).map(str::to_string);
     // A model with a known list of types (NVIDIA's table, or GPUs here) is
     // complete: anything else of that model does not exist.
     if !same_model.is_empty() || closest.is_some() {
