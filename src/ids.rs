@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// expected form so an admin can fix the command line without reading code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("invalid PCI address {value:?}: {why} (expected DDDD:BB:SS.F, e.g. 0000:3b:00.0)")]
+    #[error("invalid PCI address {value:?}: {why} (expected DDDD:BB:SS.F such as 0000:3b:00.0, or BB:SS.F as lspci prints it)")]
     PciAddress { value: String, why: &'static str },
     #[error("invalid mdev UUID {value:?}: expected 8-4-4-4-12 hex digits, e.g. 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")]
     Uuid { value: String },
@@ -68,8 +68,7 @@ impl FromStr for PciAddress {
         if value.len() > 16 {
             return Err(err("too long"));
         }
-        let (domain_bus_slot, function) =
-            value.rsplit_once('.').ok_or_else(|| err("missing '.function' (expected 0000:18:00.0, or 18:00.0 as lspci prints it)"))?;
+        let (domain_bus_slot, function) = value.rsplit_once('.').ok_or_else(|| err("missing '.function'"))?;
         let mut parts = domain_bus_slot.split(':');
         let (domain, bus, slot) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(d), Some(b), Some(s), None) => (d, b, s),

@@ -89,7 +89,7 @@ fn test_lspci_addresses_and_messages_without_debug_values() {
     assert!(err.contains("no NVIDIA GPU with index 9") && !err.contains("Index("), "{err}");
     let (rc, err) = code(&p, &["passthrough", "check", "01:00"], &[]);
     assert_eq!(rc, 64);
-    assert!(err.contains("0000:18:00.0") && err.contains("18:00.0 as lspci prints it"), "{err}");
+    assert!(err.contains("0000:3b:00.0") && err.contains("BB:SS.F as lspci prints it") && err.contains("closest GPU here is 0000:01:00.0"), "{err}");
 }
 
 /// With --json an error is one JSON object on stderr with its class and
@@ -158,6 +158,26 @@ fn test_every_command_takes_a_gpu_by_address_uuid_or_index() {
     let (rc, err) = code(&h, &["vgpu", "create", "--type", "H100-20C", "--gpu", "GPU-1234"], &[]);
     assert_eq!(rc, 64);
     assert!(err.contains("\"GPU-1234\" is not a GPU UUID"), "{err}");
+    // A UUID one character short names the GPU it nearly is.
+    let (rc, err) = code(&h, &["passthrough", "check", &second_uuid[..second_uuid.len() - 1]], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains(&format!("the closest GPU here is {second}")), "{err}");
+    // A malformed address: one line with the expected form and the closest
+    // GPU, whichever command takes it; nothing changed.
+    let before = h.snapshot();
+    for args in [vec!["passthrough", "check", "2A:00.x"], vec!["mig", "enable", "0000:2a:0.0"], vec!["vgpu", "create", "--type", "H100-20C", "--gpu", "2a:00"]]
+    {
+        let (rc, err) = code(&h, &args, &[]);
+        assert_eq!(rc, 64, "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("expected DDDD:BB:SS.F such as 0000:3b:00.0, or BB:SS.F as lspci prints it"), "{err}");
+        assert!(err.contains("the closest GPU here is 0000:2a:00.0 (H100 80GB HBM3)"), "{args:?}: {err}");
+    }
+    // Nothing near: the admin is sent to the list rather than given a guess.
+    let (rc, err) = code(&h, &["passthrough", "check", "zz"], &[]);
+    assert_eq!(rc, 64);
+    assert!(err.contains("vgpuctl list shows the GPUs here") && !err.contains("closest"), "{err}");
+    assert_eq!(h.snapshot(), before);
     // A GPU that is not there: exit 3, named, no debug value.
     let (rc, err) = code(&h, &["vgpu", "create", "--type", "H100-20C", "--gpu", "GPU-00000000-0000-0000-0000-000000000000"], &[]);
     assert_eq!(rc, 3);

@@ -307,3 +307,53 @@ fn test_list_matches_devices_to_definitions_by_parent_and_type() {
     std::fs::write(dir.join(u), "{\"mdev_type\": \"nvidia-222\", \"start\": \"manual\"}").unwrap();
     assert!(h.ok(&["mdev", "list"]).contains("active, defined"));
 }
+
+/// Runs the installed mdevctl with the simulated host's /etc/mdevctl.d bound
+/// over the real one in a private mount namespace (mdevctl 1.2 ignores
+/// MDEVCTL_ENV_ROOT), so it never reads or writes this machine's definitions.
+fn mdevctl(h: &SimHost, args: &[&str]) -> String {
+    let d = h.path("/etc/mdevctl.d");
+    for sub in ["scripts.d/callouts", "scripts.d/notifiers"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$0\" /etc/mdevctl.d && exec mdevctl \"$@\""])
+        .arg(&d)
+        .args(args)
+        .output()
+        .expect("unshare runs");
+    assert!(out.status.success(), "mdevctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the real mdevctl writes for a PCI parent typed in upper case or with
+/// nvidia-smi's 8-digit domain, vgpuctl finds, starts, adds to and undefines
+/// (by value, in mdevctl's own folder); what vgpuctl defines, mdevctl lists.
+#[test]
+#[ignore = "needs root and the installed mdevctl (scripts/test.sh installs it); runs mdevctl in a private mount namespace"]
+fn test_real_mdevctl_define_with_pci_parents_as_typed() {
+    let h = SimHost::new("t4x2-mdev");
+    let (u1, u2, u3) = ("33333333-0000-4000-8000-000000000001", "33333333-0000-4000-8000-000000000002", "33333333-0000-4000-8000-000000000003");
+    mdevctl(&h, &["define", "-u", u1, "-p", "0000:3B:00.0", "-t", "nvidia-222"]);
+    mdevctl(&h, &["define", "-u", u2, "-p", "00000000:d8:00.0", "-t", "nvidia-223", "--auto"]);
+    let d = h.path("/etc/mdevctl.d");
+    assert!(d.join("0000:3B:00.0").join(u1).exists() && d.join("00000000:d8:00.0").join(u2).exists(), "mdevctl keeps the parent as typed");
+    let listed = h.json(&["mdev", "list", "-d", "--json"]);
+    let rows = listed["devices"].as_array().unwrap();
+    let row = |u: &str| rows.iter().find(|r| r["uuid"] == u).unwrap_or_else(|| panic!("{u} not listed: {listed}")).clone();
+    assert_eq!((row(u1)["parent"].as_str(), row(u1)["type"].as_str()), (Some(T4), Some("nvidia-222")), "{listed}");
+    assert_eq!((row(u2)["parent"].as_str(), row(u2)["start"].as_str()), (Some("0000:d8:00.0"), Some("auto")), "{listed}");
+    h.ok(&["mdev", "start", u1]);
+    h.ok(&["mdev", "start", u2]);
+    assert!(h.path(&format!("/sys/bus/mdev/devices/{u1}")).exists() && h.path(&format!("/sys/bus/mdev/devices/{u2}")).exists());
+    // vgpuctl adds to mdevctl's folder, and mdevctl lists what vgpuctl wrote.
+    h.ok(&["mdev", "define", "--parent", "3b:00.0", "--type", "nvidia-222", "--uuid", u3]);
+    assert!(d.join("0000:3B:00.0").join(u3).exists() && !d.join(T4).exists(), "no second folder for the same parent");
+    let theirs = mdevctl(&h, &["list", "-d"]);
+    assert!(theirs.contains(&format!("{u3} 0000:3B:00.0 nvidia-222 manual")), "{theirs}");
+    // Undefined by value; mdevctl then no longer lists them.
+    h.ok(&["mdev", "undefine", u1]);
+    h.ok(&["mdev", "undefine", u2]);
+    let theirs = mdevctl(&h, &["list", "-d"]);
+    assert!(!theirs.contains(u1) && !theirs.contains(u2) && theirs.contains(u3), "{theirs}");
+}
