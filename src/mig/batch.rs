@@ -62,8 +62,10 @@ pub fn place_within(table: &[Profile], current: &[Layout], demand: &[u32], budge
     if let Some(a) = first_fit_decreasing(table, current, demand) {
         return Ok(Some(a));
     }
+
     let classes = classes(table, current);
-    let mut search = Search { table, classes: &classes, failed: HashSet::new(), budget };
+    let bounds = bounds(table, &classes, demand);
+    let mut search = Search { table, classes: &classes, bounds, failed: HashSet::new(), budget };
     let mut d = demand.to_vec();
     let mut left: Vec<usize> = classes.iter().map(|c| c.gpus.len()).collect();
     let mut chosen: Vec<(usize, usize, Vec<u32>)> = Vec::new();
@@ -90,9 +92,13 @@ pub fn place_within(table: &[Profile], current: &[Layout], demand: &[u32], budge
 fn first_fit_decreasing(table: &[Profile], current: &[Layout], demand: &[u32]) -> Option<Additions> {
     let mut order: Vec<usize> = (0..table.len()).collect();
     order.sort_by_key(|k| std::cmp::Reverse((table[*k].size, table[*k].compute_slices())));
+    first_fit_in(table, current, demand, &order)
+}
+
+fn first_fit_in(table: &[Profile], current: &[Layout], demand: &[u32], order: &[usize]) -> Option<Additions> {
     let mut layouts = current.to_vec();
     let mut out = vec![Vec::new(); current.len()];
-    for k in order {
+    for &k in order {
         let p = &table[k];
         for _ in 0..demand[k] {
             let (g, s) = layouts.iter().enumerate().find_map(|(g, l)| l.free_starts(p).first().map(|s| (g, *s)))?;
@@ -155,9 +161,51 @@ fn fill(table: &[Profile], from: usize, l: &mut Layout, counts: &mut Vec<u32>, p
     }
 }
 
+/// A valid inequality for the search: whatever is placed, the instances'
+/// total `weights` cannot exceed, per GPU of class `c`, `most[c]`. Memory
+/// and per-profile limits alone miss what a GPU cannot combine (two 3g and a
+/// 4g need three halves of a GPU that has two), which is what makes a batch
+/// just beyond the GPUs' capacity slow to refute; weights over every subset
+/// of the wanted profiles catch those at once.
+struct Bound {
+    weights: Vec<u32>,
+    most: Vec<u32>,
+}
+
+/// Most profiles a table may have for every subset to be tried (2^n).
+const SUBSET_PROFILES: usize = 10;
+
+fn bounds(table: &[Profile], classes: &[Class], demand: &[u32]) -> Vec<Bound> {
+    let wanted: Vec<usize> = (0..table.len()).filter(|k| demand[*k] > 0).collect();
+    if wanted.len() > SUBSET_PROFILES {
+        return Vec::new();
+    }
+    let mut out: Vec<Bound> = Vec::new();
+    for subset in 1u32..(1 << wanted.len()) {
+        let members: Vec<usize> = wanted.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, k)| *k).collect();
+        if members.len() < 2 {
+            continue; // one profile: the per-profile limit already says it
+        }
+        for scale in [|_: &Profile| 1u32, |p: &Profile| u32::from(p.size), |p: &Profile| u32::from(p.compute_slices())] {
+            let mut weights = vec![0u32; table.len()];
+            for &k in &members {
+                weights[k] = scale(&table[k]);
+            }
+            let most = classes.iter().map(|c| c.maximal.iter().map(|f| dot(&f.counts, &weights)).max().unwrap_or(0)).collect();
+            out.push(Bound { weights, most });
+        }
+    }
+    out
+}
+
+fn dot(a: &[u32], b: &[u32]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 struct Search<'a> {
     table: &'a [Profile],
     classes: &'a [Class],
+    bounds: Vec<Bound>,
     failed: HashSet<(Vec<u32>, Vec<usize>)>,
     /// Steps left; at 0 every branch fails (and the caller is told).
     budget: u64,
@@ -181,6 +229,10 @@ impl Search<'_> {
         }
         let over_limit = |k: usize| d[k] > self.classes.iter().zip(left.iter()).map(|(c, n)| c.most[k] * *n as u32).sum::<u32>();
         if (0..d.len()).any(over_limit) {
+            return false;
+        }
+        let beyond = |b: &Bound| dot(d, &b.weights) > b.most.iter().zip(left.iter()).map(|(m, n)| m * *n as u32).sum::<u32>();
+        if self.bounds.iter().any(beyond) {
             return false;
         }
         let key = (d.to_vec(), left.to_vec());
@@ -357,6 +409,33 @@ mod tests {
         assert!(check(&t, &vec![Layout::default(); 8], &d));
         d[k("1g.10gb")] = 33;
         assert!(!check(&t, &vec![Layout::default(); 8], &d));
+    }
+
+    #[test]
+    fn test_what_a_gpu_cannot_combine_is_refuted_at_once() {
+        // 64 H100s, each holding one 1g.10gb at one of seven starts (seven
+        // classes): six more one-compute-slice instances fit each, 384 in
+        // all. 355 1g.10gb and 30 1g.20gb pass the memory and per-profile
+        // limits (415 of 448 free slices) but not the compute slices the two
+        // share; the subset bound says so before any branching, where the
+        // search alone runs out of its budget choosing GPUs for the 1g.20gb.
+        let t = hopper_80gb();
+        let k = |n: &str| t.iter().position(|p| p.name.to_string() == n).unwrap();
+        let one = &t[k("1g.10gb")];
+        let current: Vec<Layout> = (0..64)
+            .map(|g| {
+                let mut l = Layout::default();
+                assert!(l.place(one, (g % 7) as u8));
+                l
+            })
+            .collect();
+        let mut d = vec![0; t.len()];
+        d[k("1g.10gb")] = 6 * 64 - 29;
+        d[k("1g.20gb")] = 30;
+        assert_eq!(place_within(&t, &current, &d, 10).map(|a| a.is_some()), Ok(false));
+        // One fewer 1g.10gb fits.
+        d[k("1g.10gb")] -= 1;
+        assert_eq!(place_within(&t, &current, &d, PLAN_BUDGET).map(|a| a.is_some()), Ok(true));
     }
 
     #[test]
