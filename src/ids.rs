@@ -98,6 +98,30 @@ impl fmt::Display for PciAddress {
     }
 }
 
+/// A JSON schema for an identifier that serializes as its string form, so
+/// the published schemas say what scripts receive (docs/schema/).
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $description:literal $(, pattern = $pattern:literal)?) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                #[allow(unused_mut)]
+                let mut schema = schemars::json_schema!({ "type": "string", "description": $description });
+                $(schema.insert("pattern".into(), $pattern.into());)?
+                schema
+            }
+        }
+    };
+}
+
+pub(crate) use string_schema;
+
+string_schema!(PciAddress, "PciAddress", "A PCI address in the kernel's form: 0000:3b:00.0", pattern = "^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\\.[0-7]$");
+string_schema!(MdevUuid, "MdevUuid", "An mdev UUID, lower case", pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$");
+string_schema!(MigProfile, "MigProfile", "A MIG profile name: 1g.10gb, 1g.10gb+me, 1c.3g.40gb");
+
 impl Serialize for PciAddress {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -194,7 +218,7 @@ fn check_component(value: &str) -> Result<(), &'static str> {
 
 /// The directory name of an mdev type under `mdev_supported_types`,
 /// e.g. `nvidia-699` or `mbochs-large`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct MdevTypeId(String);
 
@@ -231,7 +255,7 @@ impl<'de> Deserialize<'de> for MdevTypeId {
 
 /// The name of an mdev parent device under /sys/class/mdev_bus: a PCI address
 /// for GPUs and VFs, or a plain device name for virtual parents (`mbochs`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct MdevParent(String);
 
@@ -387,7 +411,7 @@ mod tests {
         assert_eq!(a.to_string(), "0000:3b:00.0");
         assert_eq!("D8:1F.7".parse::<PciAddress>().unwrap().to_string(), "0000:d8:1f.7");
         let e = "3b:00".parse::<PciAddress>().unwrap_err().to_string();
-        assert!(e.contains("18:00.0"), "the expected forms are named: {e}");
+        assert!(e.contains("0000:3b:00.0") && e.contains("BB:SS.F as lspci prints it"), "the expected forms are named: {e}");
     }
 
     #[test]

@@ -24,7 +24,8 @@ fn main() {
     if let Some(json) = version_request(&args) {
         let report = vgpuctl::version::report(&vgpuctl::host::CommandRunner::from_env());
         if json {
-            println!("{}", serde_json::json!({ "schema_version": vgpuctl::inventory::SCHEMA_VERSION, "version": report }));
+            let doc = vgpuctl::cli::doc::VersionDoc { schema_version: vgpuctl::cli::doc::SCHEMA_VERSION, version: report };
+            println!("{}", serde_json::to_string(&doc).unwrap_or_default());
         } else {
             print!("{}", vgpuctl::version::render(&report));
         }

@@ -46,7 +46,7 @@ pub fn driver_override(s: &str) -> Option<String> {
 }
 
 /// The first line of /proc/driver/nvidia/version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NvidiaDriverVersion {
     pub version: String,
     /// The open GPU kernel modules rather than the proprietary ones.
@@ -72,7 +72,7 @@ fn is_version(w: &str) -> bool {
 
 /// One `key=value` list as NVIDIA writes in an mdev type's `description`:
 /// `num_heads=1, frl_config=60, framebuffer=8192M, max_resolution=4096x2160, max_instance=2`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VgpuDescription {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_heads: Option<u32>,
@@ -123,7 +123,7 @@ pub fn size_mib(v: &str) -> Option<u64> {
 }
 
 /// One line of a VF's `nvidia/creatable_vgpu_types`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CreatableType {
     pub id: u32,
     pub name: String,
@@ -160,7 +160,7 @@ pub fn creatable_vgpu_types(text: &str) -> (Vec<CreatableType>, Vec<String>) {
 }
 
 /// MIG mode as nvidia-smi reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigModeState {
     Enabled,

@@ -36,7 +36,7 @@ pub enum SriovError {
     Host(#[from] HostError),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SriovStatus {
     pub gpu: PciAddress,
     pub name: Option<String>,
@@ -47,7 +47,7 @@ pub struct SriovStatus {
     pub vfs: Vec<PciAddress>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SriovChange {
     pub gpu: PciAddress,
     pub before: u32,

@@ -17,7 +17,7 @@ use crate::vgpu::view::{self, HostFacts, Interface};
 pub use crate::nvidia::real::parse_utilization;
 pub use crate::nvidia::Utilization;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Device {
     /// `vgpu`, `mdev`, `mig-instance`.
     pub kind: &'static str,
@@ -33,7 +33,7 @@ pub struct Device {
     pub utilization: Option<DeviceUtilization>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DeviceUtilization {
     /// SM (compute) busy percent: NVML vGPU samples, or GPM for a GPU instance.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +72,7 @@ fn gi_utilization(g: &crate::nvml::NvmlGpu, gi: u32) -> Option<DeviceUtilization
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuStatus {
     pub gpu: PciAddress,
     pub name: Option<String>,
@@ -83,7 +83,7 @@ pub struct GpuStatus {
     pub utilization: Option<Utilization>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Status {
     pub schema_version: u32,
     pub gpus: Vec<GpuStatus>,

@@ -12,7 +12,7 @@ use crate::table::{opt, Table};
 use crate::vgpu::typename::VgpuKind;
 use crate::vgpu::view::{GpuView, Interface};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TypesReport {
     pub schema_version: u32,
     /// Every NVIDIA GPU (and every GPU that is an mdev parent).
@@ -21,13 +21,13 @@ pub struct TypesReport {
     pub mdev: Vec<MdevParentTypes>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MdevParentTypes {
     pub parent: MdevParent,
     pub types: Vec<MdevTypeRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MdevTypeRow {
     pub id: MdevTypeId,
     pub name: Option<String>,

@@ -19,7 +19,7 @@ pub fn line(program: &str) -> String {
     format!("{program} {VERSION} (commit {COMMIT})")
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct HelperVersion {
     pub name: &'static str,
     /// Where it was found; absent when it was not.
@@ -30,7 +30,7 @@ pub struct HelperVersion {
     pub matches: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VersionReport {
     pub version: &'static str,
     pub commit: &'static str,

@@ -70,7 +70,7 @@ fn test_sriov_enable_killed_midway_then_rerun_converges() {
     let o = h.cmd().args(["sriov", "enable", "all"]).env("VGPUCTL_FAULT", "write:3:die").output().unwrap();
     assert!(!o.status.success());
     h.ok(&["sriov", "enable", "all"]);
-    let s = h.json(&["sriov", "status", "--json"]);
+    let s = h.json(&["sriov", "status", "--json"])["gpus"].clone();
     assert!(s.as_array().unwrap().iter().all(|g| g["num_vfs"] == 32), "{s}");
 }
 
@@ -90,7 +90,7 @@ fn test_mig_create_with_compute_instances_each_step_fails_in_turn() {
     // each failing in turn leaves no instance behind (rolled back).
     let n = writes_of(&h, &["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--compute-instances", "3x1c.3g.40gb"]);
     assert_eq!(n, 4);
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["instances"][0]["compute_instances"].as_array().unwrap().len(), 3);
     // destroy --force: the compute instances, then the GPU instance.
     let gi = s[0]["instances"][0]["gi"].to_string();
@@ -104,10 +104,10 @@ fn test_mig_create_with_compute_instances_each_step_fails_in_turn() {
     // gone, the instance stays, and a rerun finishes the job.
     let o = h.cmd().args(["mig", "destroy", "--gpu", G, &gi, "--force"]).env("VGPUCTL_FAULT", "write:2:EBUSY").output().unwrap();
     assert!(!o.status.success());
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["instances"][0]["compute_instances"], serde_json::json!([]));
     h.ok(&["mig", "destroy", "--gpu", G, &gi, "--force"]);
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]));
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
         for n in 1..=4 {
             let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", format!("write:{n}:{errno}")).output().unwrap();
             assert!(!o.status.success(), "write {n} {errno}");
-            let s = h.json(&["mig", "status", "--json"]);
+            let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
             assert_eq!(s[0]["instances"], serde_json::json!([]), "write {n} {errno}: GPU instance left behind");
             h.assert_unchanged(&before, &format!("MIG-backed vGPU create failing at write {n} ({errno})"));
         }
@@ -130,24 +130,24 @@ fn test_mig_backed_vgpu_each_step_fails_in_turn_and_a_crash_is_swept_by_gc() {
     for (n, left) in [(2, 0), (3, 1), (4, 1)] {
         let o = h.cmd().args(["vgpu", "create", "--type", "H100-3-40C"]).env("VGPUCTL_FAULT", format!("write:{n}:die")).output().unwrap();
         assert!(!o.status.success());
-        assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), left, "killed at write {n}");
-        let gc = h.json(&["gc", "--json"]);
+        assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), left, "killed at write {n}");
+        let gc = h.json(&["gc", "--json"])["cleaned"].clone();
         let said = if left == 0 { "never made; forgotten" } else { "held no vGPU; destroyed" };
         assert!(gc.to_string().contains(said), "killed at write {n}: {gc}");
-        assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+        assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]));
         assert!(!h.path("/run/vgpuctl/mig-gis.json").exists(), "the ledger is empty again");
     }
     // An instance kept with --keep-gi is the admin's: gc leaves it alone.
     let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
     h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap(), "--keep-gi"]);
-    let gc = h.json(&["gc", "--json"]);
+    let gc = h.json(&["gc", "--json"])["cleaned"].clone();
     assert!(!gc.to_string().contains("destroyed"), "{gc}");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 1);
     // A vGPU in use keeps its instance through gc too.
     let w = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--json"]);
     assert_eq!(w["gi"], v["gi"], "the kept free instance is used");
     h.json(&["gc", "--json"]);
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 1);
 }
 
 /// Every file vgpuctl writes outside sysfs (units, the hook entry, mdev

@@ -279,20 +279,20 @@ fn test_mig_backed_vgpu_gets_a_gpu_instance_at_prepare_freed_at_release() {
     h.ok(&["mig", "enable", "0000:18:00.0"]);
     let xml = h.ok(&["vm", "xml", "--name", "m1", "--vgpu", "H100-3-40C", "--gpu", "0000:18:00.0"]);
     assert!(xml.contains("vf='0000:18:00.4'"), "{xml}");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "define makes nothing");
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 0, "define makes nothing");
     assert_eq!(h.hook(&["m1", "prepare", "begin", "-"], &xml).0, 0);
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["instances"][0]["profile"], "3g.40gb");
     assert_eq!(s[0]["instances"][0]["start"], 4, "placed by the planner");
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
     assert_eq!(h.hook(&["m1", "release", "end", "-"], &xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 0, "the hook's GPU instance is gone");
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 0, "the hook's GPU instance is gone");
     // A GPU instance made by the admin is used and kept.
     let gi = h.json(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "3g.40gb", "--json"]);
     assert_eq!(h.hook(&["m1", "prepare", "begin", "-"], &xml).0, 0);
     assert_eq!(h.hook(&["m1", "release", "end", "-"], &xml).0, 0);
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["instances"].as_array().unwrap().len(), 1);
     assert_eq!(s[0]["instances"][0]["gi"], gi["gi"]);
 }
@@ -323,9 +323,9 @@ fn test_mig_backed_vgpu_in_the_hook_every_step_failing_in_turn_leaves_nothing_be
     // entry and completion; the journal's final state: 18 writes.
     assert_eq!(prepare_fails_at_every_step(&h, "m", &xml, &before), 18);
     assert_eq!(h.hook(&["m", "prepare", "begin", "-"], &xml).0, 0);
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 2);
     assert_eq!(h.hook(&["m", "release", "end", "-"], &xml).0, 0);
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]), "release frees the instances it made");
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]), "release frees the instances it made");
 }
 
 #[test]
@@ -357,21 +357,21 @@ fn test_live_attach_makes_a_mig_backed_vgpu_exactly_as_a_start_does() {
     let spec = DeviceSpec::VendorVgpu { vf: "0000:18:00.4".parse().unwrap(), type_name: "H100-3-40C".into(), policy: Default::default(), gpu: None };
     let made = hook::make_live(&host, "m1", None, &Action::from(&spec)).unwrap();
     assert_eq!(made.len(), 2, "a GPU instance and the VF's type: {made:?}");
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!((s[0]["instances"][0]["profile"].as_str(), s[0]["instances"][0]["start"].as_u64()), (Some("3g.40gb"), Some(4)), "placed as the hook places it");
     assert_eq!(vf_type(&h, "0000:18:00.4"), "1204");
     assert_eq!(journals(&h), 1);
     // A live detach frees what the attach made: the VF's type and the GPU instance under it.
     assert!(hook::release_one(&host, "m1", None, &hook::made_for(&host, &spec)).unwrap());
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]));
     assert_eq!(journals(&h), 0);
     assert_eq!(hook::make_live(&host, "m1", None, &Action::from(&spec)).unwrap().len(), 2);
     // The domain's release (its XML no longer matters: the journal does) frees both.
     let xml = "<domain type='qemu'><name>m1</name><memory>1024</memory><os><type>hvm</type></os></domain>";
     assert_eq!(h.hook(&["m1", "release", "end", "-"], xml).0, 0);
     assert_eq!(vf_type(&h, "0000:18:00.4"), "0");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]));
     assert_eq!(journals(&h), 0);
     // No room: the GPU is full of 7g; refused as no-room, nothing made, no journal.
     h.ok(&["mig", "create", "--gpu", "0000:18:00.0", "--profile", "7g.80gb"]);

@@ -60,8 +60,11 @@ fn test_define_start_attach_detach_config_round_trip() {
     // A hostile but legal name: quotes, '<' and '&' are escaped, not refused.
     let name = format!("vgpuctl-test-{}-it's<&", std::process::id());
     let _c = Cleanup(name.clone());
-    let o = vgpuctl(root, &["vm", "define", "--name", &name, "--domain-type", "qemu", "--memory", "64", "--vcpus", "1", "--disk", "none"]);
+    let o = vgpuctl(root, &["vm", "define", "--name", &name, "--domain-type", "qemu", "--memory", "64", "--vcpus", "1", "--disk", "none", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
+    let defined: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    common::contract::validate("vm-define", &defined, "vm define --json");
+    assert_eq!(defined["name"], name.as_str());
     let o = virsh(&["start", &name]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&virsh(&["domstate", &name])).trim(), "running");
@@ -78,6 +81,7 @@ fn test_define_start_attach_detach_config_round_trip() {
     let o = vgpuctl(root, &["vm", "show", &name, "--inactive", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    common::contract::validate("vm-explain", &r, "vm show --json");
     assert_eq!(r["devices"][0]["request"]["kind"], "mdev");
     assert_eq!(r["devices"][0]["request"]["uuid"], u);
     assert!(r["devices"][0]["state"].as_str().unwrap().contains("created by the hook at start"));
@@ -152,5 +156,5 @@ fn test_live_attach_of_a_mig_backed_vgpu_makes_its_instance_and_rolls_back_on_re
     // of the profile existed), then refused by libvirt, then rolled back.
     assert!(text(&o).contains("libvirt refused to attach"), "{}", text(&o));
     sim.assert_unchanged(&before, "a live attach libvirt refused");
-    assert_eq!(sim.json(&["mig", "status", "--json"])[0]["instances"], serde_json::json!([]));
+    assert_eq!(sim.json(&["mig", "status", "--json"])["gpus"][0]["instances"], serde_json::json!([]));
 }

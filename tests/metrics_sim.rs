@@ -88,10 +88,10 @@ fn test_capacity_is_what_types_and_mig_status_say_on_every_profile() {
             _ => assert!(checked > 0, "{profile}: no vGPU types"),
         }
         if profile == "h100x8-vfio" {
-            let mig = h.json(&["mig", "status", "--json"]);
+            let mig = h.json(&["mig", "status", "--json"])["gpus"].clone();
             let g = mig.as_array().unwrap().iter().find(|g| g["gpu"] == "0000:2a:00.0").unwrap();
-            for pair in g["free"].as_array().unwrap() {
-                let (p, n) = (pair[0].as_str().unwrap(), pair[1].as_f64().unwrap());
+            for room in g["free"].as_array().unwrap() {
+                let (p, n) = (room["profile"].as_str().unwrap(), room["more"].as_f64().unwrap());
                 assert_eq!(series(&m, "vgpuctl_mig_creatable", &[("gpu", "0000:2a:00.0"), ("profile", p)]), Some(n), "{p}");
             }
             // 3g.40gb at slice 4 and the 1g the vGPU needed: a second 3g still fits at 0.

@@ -27,7 +27,7 @@ fn test_enable_create_status_destroy() {
     assert_eq!(b["start"], 0, "small instances go to the half that is already broken");
     let e = h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G, "--placement", "0"], 3);
     assert!(e.contains("does not fit") && e.contains("allowed starts [0]"), "{e}");
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["slice_map"], "1...3333");
     assert_eq!(s[0]["instances"].as_array().unwrap().len(), 2);
     let e = h.fails(&["mig", "disable", G], 3);
@@ -166,7 +166,7 @@ fn test_time_sliced_refusal_on_a_mig_gpu_suggests_what_works() {
     h.ok(&["mig", "create", "--gpu", G, "--profile", "1g.10gb"]);
     let e = h.fails(&["vgpu", "create", "--type", "H100-20C", "--gpu", G], 3);
     assert!(e.contains("vgpuctl mig status lists them") && e.contains(&format!("vgpuctl mig disable {G}")), "{e}");
-    let status = h.json(&["mig", "status", "--json"]);
+    let status = h.json(&["mig", "status", "--json"])["gpus"].clone();
     let gi = status.as_array().unwrap().iter().find(|g| g["gpu"] == G).unwrap()["instances"][0]["gi"].as_u64().unwrap();
     h.ok(&["mig", "destroy", "--gpu", G, &gi.to_string()]);
     h.ok(&["mig", "disable", G]);
@@ -194,7 +194,7 @@ fn test_mig_backed_vgpu_makes_and_frees_its_gpu_instance() {
     assert_eq!(r["gi_removed"], 1);
     let r = h.json(&["vgpu", "remove", b["vf"].as_str().unwrap(), "--json"]);
     assert_eq!(r["gi_removed"], serde_json::Value::Null, "the admin's GI stays");
-    assert_eq!(h.json(&["mig", "status", "--json"])[0]["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].as_array().unwrap().len(), 1);
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn test_mig_errors() {
     let t4 = SimHost::new("t4x2-mdev");
     let e = t4.fails(&["mig", "enable", "0000:3b:00.0"], 3);
     assert!(e.contains("does not support MIG"), "{e}");
-    let p = h.json(&["mig", "profiles", "--gpu", G, "--json"]);
+    let p = h.json(&["mig", "profiles", "--gpu", G, "--json"])["profiles"].clone();
     assert_eq!(p.as_array().unwrap().len(), 7);
 }
 
@@ -222,7 +222,7 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     h.ok(&["mig", "enable", "GPU-51001800-5eed-4000-8000-000000000000"]);
     let a = h.json(&["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--compute-instances", "3x1c.3g.40gb", "--json"]);
     assert_eq!(a["compute_instances"].as_array().unwrap().len(), 3);
-    let s = h.json(&["mig", "status", "--json"]);
+    let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     let cis = &s[0]["instances"][0]["compute_instances"];
     assert_eq!(cis.as_array().unwrap().iter().map(|c| c["profile"].as_str().unwrap()).collect::<Vec<_>>(), ["1c.3g.40gb"; 3]);
     assert_eq!(cis.as_array().unwrap().iter().map(|c| c["start"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
@@ -230,14 +230,14 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     let b = h.json(&["mig", "create", "--profile", "2g.20gb", "--gpu", G, "--json"]);
     assert_eq!(b["compute_instances"], serde_json::json!([]));
     let c = h.json(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "all", "--json"]);
-    assert_eq!(c["compute_instances"][0][1], "1g.10gb");
+    assert_eq!(c["compute_instances"][0]["profile"], "1g.10gb");
     // A request that cannot fit is refused before anything is made.
-    let before = h.json(&["mig", "status", "--json"]);
+    let before = h.json(&["mig", "status", "--json"])["gpus"].clone();
     let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "2x1c.1g.10gb"], 3);
     assert!(e.contains("no compute-instance profile") || e.contains("no room"), "{e}");
     let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "1c.3g.40gb"], 3);
     assert!(e.contains("1c.3g.40gb"), "{e}");
-    assert_eq!(h.json(&["mig", "status", "--json"]), before, "nothing half-done");
+    assert_eq!(h.json(&["mig", "status", "--json"])["gpus"].clone(), before, "nothing half-done");
     h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--compute-instances", "../x"], 64);
     // Compute instances need --force; then they go first, then the GPU instance.
     let gi = a["gi"].to_string();
@@ -253,7 +253,7 @@ fn test_compute_instances_made_with_the_gpu_instance_and_destroy_rules() {
     h.ok(&["mig", "destroy", "--gpu", "0", &b["gi"].to_string()]);
     h.fails(&["mig", "destroy", "--gpu", "GPU-../../x", "1"], 64);
     h.fails(&["mig", "destroy", "--gpu", "99", "1"], 3);
-    assert_eq!(h.json(&["mig", "profiles", "--gpu", "0", "--json"]).as_array().unwrap().len(), 7);
+    assert_eq!(h.json(&["mig", "profiles", "--gpu", "0", "--json"])["profiles"].clone().as_array().unwrap().len(), 7);
     assert_eq!(h.json(&["mig", "plan", "--want", "1g.10gb", "--gpu", "GPU-51001800-5eed-4000-8000-000000000000", "--json"])["placements"][0]["gpu"], G);
 }
 
@@ -292,7 +292,8 @@ fn test_plan_places_a_batch_the_online_planner_would_strand() {
     // 8 H100s in MIG mode: 8×3g.40gb + 32×1g.10gb fits only as one 3g and
     // four 1g per GPU; placing the 3g first, two to a GPU, strands the 1g.
     let h = SimHost::new("h100x8-vfio");
-    let gpus: Vec<String> = h.json(&["mig", "status", "--json"]).as_array().unwrap().iter().map(|g| g["gpu"].as_str().unwrap().to_string()).collect();
+    let gpus: Vec<String> =
+        h.json(&["mig", "status", "--json"])["gpus"].clone().as_array().unwrap().iter().map(|g| g["gpu"].as_str().unwrap().to_string()).collect();
     for g in &gpus {
         h.ok(&["mig", "enable", g]);
     }

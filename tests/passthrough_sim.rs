@@ -33,14 +33,20 @@ fn test_boot_vga_refused_and_forced_round_trip_with_audio() {
     assert!(e.contains("boot display"), "{e}");
     h.assert_unchanged(&before, "a refused prepare");
     let r = h.json(&["passthrough", "prepare", "0000:01:00.0", "--force", "--json"]);
-    assert_eq!(r["viable"], true);
-    assert_eq!(r["functions"].as_array().unwrap().len(), 2, "GPU and its HDMI audio move together");
+    assert_eq!(r["group"]["viable"], true);
+    assert_eq!(r["group"]["functions"].as_array().unwrap().len(), 2, "GPU and its HDMI audio move together");
+    assert_eq!(r["changed"], true);
+    let moved: Vec<(&str, &str)> = r["moved"].as_array().unwrap().iter().map(|m| (m["address"].as_str().unwrap(), m["to"].as_str().unwrap())).collect();
+    assert_eq!(moved, [("0000:01:00.0", "vfio-pci"), ("0000:01:00.1", "vfio-pci")], "what moved, each once: {r}");
     assert_eq!(driver(&h, "0000:01:00.0"), "vfio-pci");
     assert_eq!(driver(&h, "0000:01:00.1"), "vfio-pci");
     assert!(h.path("/dev/vfio/1").exists());
-    // Prepare again: already there.
-    h.ok(&["passthrough", "prepare", "0000:01:00.0", "--force"]);
-    h.ok(&["passthrough", "release", "0000:01:00.0"]);
+    // Prepare again: already there, nothing moved.
+    let again = h.json(&["passthrough", "prepare", "0000:01:00.0", "--force", "--json"]);
+    assert_eq!((again["changed"].as_bool(), again["moved"].as_array().map(Vec::len)), (Some(false), Some(0)), "{again}");
+    assert!(h.ok(&["passthrough", "prepare", "0000:01:00.0", "--force"]).contains("already on vfio-pci; nothing to do"));
+    let released = h.ok(&["passthrough", "release", "0000:01:00.0"]);
+    assert!(released.contains("0000:01:00.0: vfio-pci -> nvidia") && released.contains("0000:01:00.1: vfio-pci -> snd_hda_intel"), "{released}");
     assert_eq!(driver(&h, "0000:01:00.0"), "nvidia");
     assert_eq!(driver(&h, "0000:01:00.1"), "snd_hda_intel");
     assert!(!h.path("/dev/vfio/1").exists());

@@ -356,7 +356,7 @@ fn test_real_kernel_hook_crash_is_cleaned_by_gc_and_next_start() {
     let j = g.json("30-hook", "crash-journal.json");
     assert_eq!(j["state"], "preparing");
     assert_eq!(f["gc_rc"], "0");
-    assert_eq!(g.json("30-hook", "gc.json")[0]["action"], "freed 2 device(s)");
+    assert_eq!(g.json("30-hook", "gc.json")["cleaned"][0]["action"], "freed 2 device(s)");
     assert_eq!(f["after_gc"], "0");
     assert_eq!(f["startC_rc"], "0", "{}", g.read("30-hook", "startC.txt"));
     assert_eq!(f["runningC_mdevs"], "2");

@@ -18,6 +18,9 @@ fn test_real_passthrough_prepare_release_probe_and_refusals() {
     assert_eq!(g.json("40-passthrough", "check-bochs.json")["group"]["viable"], true);
     assert_eq!(f["prepare_rc"], "0", "{}", g.read("40-passthrough", "prepare.err"));
     assert_eq!(f["bochs_prepared"], "vfio-pci");
+    let prep = g.json("40-passthrough", "prepare.json");
+    assert_eq!(prep["changed"], true, "{prep}");
+    assert!(prep["moved"].as_array().unwrap().iter().any(|m| m["from"] == "bochs-drm" && m["to"] == "vfio-pci"), "what moved: {prep}");
     assert_eq!(f["vfio_node"], "0", "/dev/vfio/<group> appears");
     assert_eq!(f["probe_rc"], "0", "{}", g.read("40-passthrough", "probe.err"));
     let probe = g.json("40-passthrough", "probe.json");

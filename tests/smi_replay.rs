@@ -35,7 +35,7 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
     assert_eq!(list["gpus"][0]["name"], "H100 80GB HBM3");
     assert_eq!(list["gpus"][0]["mig"]["current"], "disabled");
     assert_eq!(list["nvidia_driver"]["version"], "580.159.04");
-    let profiles = run(&["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]);
+    let profiles = run(&["mig", "profiles", "--gpu", "0000:00:06.0", "--json"])["profiles"].clone();
     let built_in = serde_json::to_value(vgpuctl::mig::profiles::hopper_80gb()).unwrap();
     // nvidia-smi prints memory in GiB with two decimals (19.62); NVML's exact
     // MiB (20096) is what the built-in table holds: equal within rounding.
@@ -46,7 +46,7 @@ fn test_nvidia_smi_backend_reads_the_real_captures() {
         let (ma, mb) = (a["memory_mib"].as_i64().unwrap(), b["memory_mib"].as_i64().unwrap());
         assert!((ma - mb).abs() <= 8, "{} memory {ma} vs {mb}", b["name"]);
     }
-    let status = run(&["mig", "status", "--json"]);
+    let status = run(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(status[0]["current"], "disabled");
     // Utilization is not among the replayed queries: absent, not an error.
     let st = run(&["status", "--json"]);
@@ -76,8 +76,8 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     script(&helper, &format!("[ \"$1\" = snapshot ] || exit 2\necho \"$*\" >>{}\ncat {}", helper_log.display(), snap.display()));
     let log = dir.path().join("smi.log");
 
-    let by_nvml = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]));
-    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    let by_nvml = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]))["profiles"].clone();
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]))["gpus"].clone();
     let list = json(&vgpuctl(&root, &smi, &helper, "auto", &["list", "--json"]));
     let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
     // NVML answered everything: not one nvidia-smi run, one helper run per
@@ -103,7 +103,7 @@ fn test_nvml_backend_reads_the_real_snapshot_agrees_with_nvidia_smi_and_skips_it
     // the same within its two-decimal GiB rounding.
     let built_in = serde_json::to_value(vgpuctl::mig::profiles::hopper_80gb()).unwrap();
     assert_eq!(by_nvml, built_in);
-    let by_smi = json(&vgpuctl(&root, &smi, &helper, "nvidia-smi", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]));
+    let by_smi = json(&vgpuctl(&root, &smi, &helper, "nvidia-smi", &["mig", "profiles", "--gpu", "0000:00:06.0", "--json"]))["profiles"].clone();
     assert!(log.exists(), "the nvidia-smi backend was chosen");
     for (a, b) in by_nvml.as_array().unwrap().iter().zip(by_smi.as_array().unwrap()) {
         for k in ["id", "name", "size", "starts", "max_instances", "sms"] {
@@ -129,7 +129,7 @@ fn test_without_nvml_auto_falls_back_to_nvidia_smi_and_nvml_choice_refuses() {
     let (root, smi) = real_h100(dir.path());
     let helper = dir.path().join("vgpuctl-nvml");
     script(&helper, "echo 'NVML is not usable here: libnvidia-ml.so.1: cannot open shared object file' >&2\nexit 3");
-    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]))["gpus"].clone();
     assert_eq!(status[0]["current"], "disabled");
     assert!(dir.path().join("smi.log").exists(), "fell back to nvidia-smi");
     let o = vgpuctl(&root, &smi, &helper, "nvml", &["mig", "status", "--json"]);
@@ -164,7 +164,7 @@ fn test_status_shows_per_instance_utilization_from_nvml() {
     std::fs::write(&snap, s.to_string()).unwrap();
     let helper = dir.path().join("vgpuctl-nvml");
     script(&helper, &format!("cat {}", snap.display()));
-    let m = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    let m = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]))["gpus"].clone();
     assert_eq!(m[0]["slice_map"].as_str().unwrap().len(), 8);
     assert_eq!(m[0]["instances"][0]["compute_instances"][1]["profile"], "1c.3g.40gb");
     let st = json(&vgpuctl(&root, &smi, &helper, "auto", &["status", "--json"]));
@@ -240,7 +240,7 @@ fn test_real_helper_without_a_driver_exits_3_and_vgpuctl_falls_back() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"everything\""), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = common::sim::tempdir();
     let (root, smi) = real_h100(dir.path());
-    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]));
+    let status = json(&vgpuctl(&root, &smi, &helper, "auto", &["mig", "status", "--json"]))["gpus"].clone();
     assert_eq!(status[0]["current"], "disabled");
     assert!(dir.path().join("smi.log").exists());
 }

@@ -23,19 +23,19 @@ fn vf_type(h: &SimHost, vf: &str) -> String {
 #[test]
 fn test_sriov_enable_disable_and_status() {
     let h = SimHost::new("h100x8-vfio");
-    let s = h.json(&["sriov", "status", "--json"]);
+    let s = h.json(&["sriov", "status", "--json"])["gpus"].clone();
     assert_eq!(s.as_array().unwrap().len(), 8);
     assert_eq!(s[0]["num_vfs"], 0);
-    let r = h.json(&["sriov", "enable", H0, "--json"]);
+    let r = h.json(&["sriov", "enable", H0, "--json"])["gpus"].clone();
     assert_eq!(r[0]["after"], 32);
     assert_eq!(r[0]["vfs"].as_array().unwrap().len(), 32);
     assert_eq!(r[0]["vfs"][0], "0000:18:00.4");
     assert_eq!(r[0]["vfs"][31], "0000:18:04.3");
     // Again: nothing to do.
-    let r = h.json(&["sriov", "enable", H0, "--json"]);
+    let r = h.json(&["sriov", "enable", H0, "--json"])["gpus"].clone();
     assert_eq!(r[0]["changed"], false);
     // A smaller count goes through 0, as the kernel demands.
-    let r = h.json(&["sriov", "enable", H0, "--num", "4", "--json"]);
+    let r = h.json(&["sriov", "enable", H0, "--num", "4", "--json"])["gpus"].clone();
     assert_eq!((r[0]["before"].as_u64(), r[0]["after"].as_u64()), (Some(32), Some(4)));
     assert!(!h.path("/sys/bus/pci/devices/0000:18:00.0/virtfn4").exists());
     let e = h.fails(&["sriov", "enable", H0, "--num", "33"], 3);

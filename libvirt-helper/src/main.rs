@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vgpuctl::cli::print_out;
+use vgpuctl::cli::{doc, print_out};
 use vgpuctl::cli::vm::{render_report, report};
 use vgpuctl::cli::vm_libvirt::{Cmd, LibvirtCli as Cli};
 use vgpuctl::hook;
@@ -90,7 +90,8 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             let d = conn.define_domain_xml(&xml).map_err(lv("define"))?;
             let uuid = d.uuid_string().unwrap_or_default();
             if *json {
-                print_out(&format!("{}\n", serde_json::json!({ "name": domain.name.as_str(), "uuid": uuid, "defined": true })));
+                let d = doc::Versioned::new(doc::VmDefined { name: domain.name.to_string(), uuid, defined: true });
+                print_out(&doc::render(&d).unwrap_or_default());
             } else {
                 print_out(&format!("defined {} ({uuid})\n", domain.name));
             }
@@ -198,7 +199,7 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             let parsed = domain_xml::parse(&xml).map_err(|e| any_err(&e))?;
             let r = report(host, &parsed);
             if *json {
-                print_out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default()));
+                print_out(&doc::render(&r).unwrap_or_default());
             } else {
                 print!("{}", render_report(&r));
             }

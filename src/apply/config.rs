@@ -26,7 +26,7 @@ use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
 
 pub const DEFAULT_PATH: &str = "/etc/vgpuctl/host.toml";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Passthrough,
@@ -35,7 +35,7 @@ pub enum Mode {
     Unmanaged,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VgpuCount {
     #[serde(rename = "type")]
@@ -43,7 +43,7 @@ pub struct VgpuCount {
     pub count: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GiSpec {
     pub profile: String,
@@ -51,7 +51,7 @@ pub struct GiSpec {
     pub placement: Option<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuSpec {
     pub select: String,
@@ -64,7 +64,7 @@ pub struct GpuSpec {
     pub layout: Vec<GiSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MdevSpec {
     pub uuid: MdevUuid,
@@ -73,7 +73,7 @@ pub struct MdevSpec {
     pub mdev_type: MdevTypeId,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

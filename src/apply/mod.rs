@@ -25,7 +25,7 @@ use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
 use crate::vgpu::view::{self, GpuView, HostFacts};
 pub use config::{HostConfig, Mode};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     BindVfio {
@@ -86,7 +86,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub schema_version: u32,
     pub steps: Vec<Step>,
@@ -454,7 +454,7 @@ fn plan_vgpu(
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Applied {
     pub schema_version: u32,
     pub changed: bool,

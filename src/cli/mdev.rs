@@ -159,7 +159,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
             };
             let c = mdev::create(host, &req, common.timeout())?;
             if common.json {
-                print_json(&c)?;
+                print_json(&super::doc::Versioned::new(c))?;
             } else {
                 print_out(&format!("{}\n", c.uuid));
             }
@@ -167,7 +167,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
         MdevCommand::Remove { uuid, undefine, if_exists, common } => {
             let r = mdev::remove(host, *uuid, *undefine, *if_exists, common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(r))?;
             } else if !r.removed && !r.undefined {
                 eprintln!("mdev {uuid} does not exist; nothing to do");
             }
@@ -210,7 +210,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
             let start = if *auto { StartPolicy::Auto } else { StartPolicy::Manual };
             let d = mdev::define(host, parent, mdev_type, *uuid, start, attrs.clone(), common.timeout())?;
             if common.json {
-                print_json(&d)?;
+                print_json(&super::doc::Versioned::new(d))?;
             } else {
                 print_out(&format!("{}\n", d.uuid));
             }
@@ -218,13 +218,13 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
         MdevCommand::Undefine { uuid, parent, common } => {
             let d = mdev::undefine(host, *uuid, parent.as_ref(), common.timeout())?;
             if common.json {
-                print_json(&d)?;
+                print_json(&super::doc::Versioned::new(d))?;
             }
         }
         MdevCommand::Start { uuid, parent, common } => {
             let c = mdev::start(host, *uuid, parent.as_ref(), common.timeout())?;
             if common.json {
-                print_json(&c)?;
+                print_json(&super::doc::Versioned::new(c))?;
             } else if !c.created {
                 eprintln!("mdev {uuid} is already active");
             }
@@ -232,7 +232,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
         MdevCommand::Stop { uuid, common } => {
             let r = mdev::stop(host, *uuid, common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(r))?;
             }
         }
         MdevCommand::Restore { wait, common } => {

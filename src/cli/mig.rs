@@ -40,12 +40,18 @@ pub enum MigCommand {
         /// PCI address, GPU UUID or index.
         #[arg(value_parser = gpu_ref)]
         gpu: GpuRef,
+        /// Print the mode change as JSON (docs/schema/mig-mode.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Turn MIG mode off (GPU instances must be gone).
     Disable {
         /// PCI address, GPU UUID or index.
         #[arg(value_parser = gpu_ref)]
         gpu: GpuRef,
+        /// Print the mode change as JSON (docs/schema/mig-mode.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Create a GPU instance where the planner (or --placement) says.
     Create {
@@ -78,6 +84,9 @@ pub enum MigCommand {
         /// Also destroy the compute instances inside it.
         #[arg(long)]
         force: bool,
+        /// Print what was destroyed as JSON (docs/schema/mig-destroy.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Would these instances fit, and where? e.g. --want "3g.40gb,2x2g.20gb,1g.10gb"
     Plan {
@@ -93,7 +102,7 @@ pub enum MigCommand {
     },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct GpuMig {
     gpu: PciAddress,
     name: Option<String>,
@@ -102,7 +111,100 @@ struct GpuMig {
     instances: Vec<GpuInstance>,
     slice_map: String,
     /// How many more of each profile fit now.
-    free: Vec<(String, u32)>,
+    free: Vec<Room>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Room {
+    profile: String,
+    /// How many more of it fit now.
+    more: u32,
+}
+
+/// `mig status --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigStatusDoc {
+    /// One entry per MIG-capable GPU.
+    gpus: Vec<GpuMig>,
+}
+
+/// `mig profiles --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigProfilesDoc {
+    gpu: PciAddress,
+    profiles: Vec<Profile>,
+}
+
+/// `mig enable|disable --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigModeDoc {
+    gpu: PciAddress,
+    /// The mode was changed (false: it already was what was asked).
+    changed: bool,
+    current: MigModeState,
+    pending: MigModeState,
+    /// The mode change waits for a GPU reset (exit 2).
+    reset_needed: bool,
+    /// What must be done next, as the plain output says it.
+    next: String,
+}
+
+/// `mig create --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigCreatedDoc {
+    gpu: PciAddress,
+    gi: u32,
+    profile: String,
+    start: u8,
+    compute_instances: Vec<MadeCi>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MadeCi {
+    ci: u32,
+    profile: String,
+}
+
+/// `mig destroy --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigDestroyedDoc {
+    gpu: PciAddress,
+    gi: u32,
+    /// Destroyed with it (--force).
+    compute_instances_destroyed: bool,
+}
+
+/// `mig plan --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigPlanDoc {
+    /// Everything fits as the host stands now (exit 0; else 3).
+    fits: bool,
+    /// Everything fits once `steps` have run.
+    fits_after_steps: bool,
+    /// The commands that must run first, in order, each once.
+    steps: Vec<String>,
+    placements: Vec<Placement>,
+    /// Profiles with no place even after the steps.
+    does_not_fit: Vec<String>,
+    /// GPUs that cannot take GPU instances at all.
+    blocked: Vec<Blocked>,
+    /// `not needed`, `placed`, `no placement` or `gave up`.
+    exact_search: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub(crate) struct Placement {
+    profile: String,
+    gpu: PciAddress,
+    start: u8,
+    /// Commands that must run before that GPU can take it (empty: it can now).
+    first: Vec<String>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Blocked {
+    gpu: PciAddress,
+    why: String,
 }
 
 fn mig_gpus(host: &Host) -> Result<Vec<(PciAddress, Option<String>)>, CliError> {
@@ -121,7 +223,7 @@ fn status_of(b: &dyn backend::MigBackend, gpu: PciAddress, name: Option<String>)
     let table = if on { b.profiles(gpu)? } else { Vec::new() };
     let instances = if on { b.instances(gpu)? } else { Vec::new() };
     let l = layout(&instances);
-    let free = if on { table.iter().map(|p| (p.name.to_string(), l.more(p))).collect() } else { Vec::new() };
+    let free = if on { table.iter().map(|p| Room { profile: p.name.to_string(), more: l.more(p) }).collect() } else { Vec::new() };
     Ok(GpuMig { gpu, name, current: m.current, pending: m.pending, slice_map: l.slice_map(&table), instances, free })
 }
 
@@ -264,7 +366,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 all.push(status_of(b, g, name).map_err(mig_err)?);
             }
             if *json {
-                print_json(&all)?;
+                print_json(&super::doc::Versioned::new(MigStatusDoc { gpus: all }))?;
             } else if all.is_empty() {
                 print_out("No MIG-capable GPUs.\n");
             } else {
@@ -280,7 +382,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                             let cis = if cis.is_empty() { "no compute instances".to_string() } else { cis.join(", ") };
                             t.push_str(&format!("  GI {:<3} {:<11} start {} size {}  {cis}\n", i.gi, i.profile, i.start, i.size));
                         }
-                        let free: Vec<String> = s.free.iter().filter(|(_, n)| *n > 0).map(|(p, n)| format!("{n}×{p}")).collect();
+                        let free: Vec<String> = s.free.iter().filter(|r| r.more > 0).map(|r| format!("{}×{}", r.more, r.profile)).collect();
                         t.push_str(&format!("  room for: {}\n", if free.is_empty() { "nothing".into() } else { free.join(", ") }));
                     }
                 }
@@ -294,7 +396,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             };
             let table = b.profiles(g).map_err(mig_err)?;
             if *json {
-                print_json(&table)?;
+                print_json(&super::doc::Versioned::new(MigProfilesDoc { gpu: g, profiles: table }))?;
             } else {
                 let mut t = super::table::Table::new(&["PROFILE", "ID", "SLICES", "MEMORY", "MAX", "PLACEMENTS"]);
                 for p in &table {
@@ -310,7 +412,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 print_out(&t.render());
             }
         }
-        MigCommand::Enable { gpu } | MigCommand::Disable { gpu } => {
+        MigCommand::Enable { gpu, json } | MigCommand::Disable { gpu, json } => {
             let gpu = &resolve(host, gpu)?;
             let on = matches!(cmd, MigCommand::Enable { .. });
             let _l = HostLock::acquire(host, lock)?;
@@ -320,16 +422,21 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             if !on && !b.instances(*gpu).map_err(mig_err)?.is_empty() {
                 return Err(CliError::Refused(format!("{gpu} still has GPU instances: destroy them first (vgpuctl mig status lists them)")));
             }
-            let m = b.set_mode(*gpu, on).map_err(mig_err)?;
             let want = if on { MigModeState::Enabled } else { MigModeState::Disabled };
+            let before = b.mode(*gpu).map_err(mig_err)?;
+            let m = if before.current == want && before.pending == want { before } else { b.set_mode(*gpu, on).map_err(mig_err)? };
+            let changed = m != before;
             let name = mig_gpus(host)?.into_iter().find(|(g, _)| g == gpu).and_then(|(_, n)| n).unwrap_or_default();
-            if m.current == want {
-                let persistence = if is_ampere(&name) {
+            let done = m.current == want;
+            let (line, next) = if done {
+                let next = if is_ampere(&name) {
                     "This GPU (Ampere) keeps MIG mode across reboots; its GPU instances do not: re-create them at boot (vgpuctl-apply.service)."
                 } else {
                     "Hopper and newer GPUs lose MIG mode on reboot and driver reload, and all GPU instances with it: re-apply at boot (vgpuctl-apply.service)."
                 };
-                print_out(&format!("{gpu}: MIG {}\n{persistence}\n", if on { "enabled" } else { "disabled" }));
+                let what = if on { "enabled" } else { "disabled" };
+                let line = if changed { format!("{gpu}: MIG {what}") } else { format!("{gpu}: MIG already {what}; nothing to do") };
+                (line, next.to_string())
             } else {
                 let procs = backend::gpu_processes(host, *gpu);
                 let holders = if procs.is_empty() {
@@ -337,10 +444,18 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 } else {
                     format!(" Processes on it now: {}.", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
                 };
-                print_out(&format!(
-                    "{gpu}: MIG mode change is pending.{holders} Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm / nv-hostengine, nvidia-fabricmanager, the processes above), then reset it: nvidia-smi -r -i {}\n",
+                let next = format!(
+                    "Stop what holds the GPU (nvidia-persistenced, nvsm, dcgm / nv-hostengine, nvidia-fabricmanager, the processes above), then reset it: nvidia-smi -r -i {}",
                     crate::nvidia::smi_bus_id(*gpu)
-                ));
+                );
+                (format!("{gpu}: MIG mode change is pending.{holders}"), next)
+            };
+            if *json {
+                print_json(&super::doc::Versioned::new(MigModeDoc { gpu: *gpu, changed, current: m.current, pending: m.pending, reset_needed: !done, next }))?;
+            } else {
+                print_out(&format!("{line}\n{next}\n"));
+            }
+            if !done {
                 return Ok(super::exit::PENDING);
             }
         }
@@ -420,7 +535,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 }
             };
             if *json {
-                print_json(&serde_json::json!({ "gpu": g, "gi": gi, "profile": p.name.to_string(), "start": start, "compute_instances": cis }))?;
+                let compute_instances = cis.iter().map(|(ci, profile)| MadeCi { ci: *ci, profile: profile.clone() }).collect();
+                print_json(&super::doc::Versioned::new(MigCreatedDoc { gpu: g, gi, profile: p.name.to_string(), start, compute_instances }))?;
             } else {
                 let ci_text = if cis.is_empty() {
                     String::new()
@@ -430,11 +546,15 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 print_out(&format!("GPU instance {gi}: {} on {g} at slice {start}{ci_text}\n", p.name));
             }
         }
-        MigCommand::Destroy { gpu, gi, force } => {
+        MigCommand::Destroy { gpu, gi, force, json } => {
             let gpu = resolve(host, gpu)?;
             let _l = HostLock::acquire(host, lock)?;
             instances.destroy(gpu, *gi, DestroyOptions { with_compute_instances: *force }).map_err(mig_err)?;
-            print_out(&format!("GPU instance {gi} on {gpu} destroyed\n"));
+            if *json {
+                print_json(&super::doc::Versioned::new(MigDestroyedDoc { gpu, gi: *gi, compute_instances_destroyed: *force }))?;
+            } else {
+                print_out(&format!("GPU instance {gi} on {gpu} destroyed\n"));
+            }
         }
         MigCommand::Plan { want, gpu, json } => {
             let wanted = parse_want(want)?;
@@ -480,7 +600,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                             view[k].place(p, s);
                             let i = open[k];
                             layouts[i].place(p, s);
-                            placed.push(serde_json::json!({ "profile": p.name.to_string(), "gpu": candidates[i], "start": s, "first": readiness[i].steps() }));
+                            placed.push(Placement { profile: p.name.to_string(), gpu: candidates[i], start: s, first: readiness[i].steps() });
                         }
                         None => missing.push(p),
                     }
@@ -510,7 +630,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                         for (add, &i) in adds.iter().zip(&open) {
                             for &(k, start) in add {
                                 layouts[i].place(&table[k], start);
-                                placed.push(serde_json::json!({ "profile": table[k].name.to_string(), "gpu": candidates[i], "start": start, "first": readiness[i].steps() }));
+                                placed.push(Placement { profile: table[k].name.to_string(), gpu: candidates[i], start, first: readiness[i].steps() });
                             }
                         }
                         left.clear();
@@ -519,54 +639,45 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 }
             }
             let missing: Vec<String> = left.iter().map(|p| p.name.to_string()).collect();
-            let needs_steps = placed.iter().any(|p| p["first"].as_array().is_some_and(|a| !a.is_empty()));
+            let needs_steps = placed.iter().any(|p| !p.first.is_empty());
             let fits = missing.is_empty() && !needs_steps;
             let mut steps: Vec<String> = Vec::new();
             for p in &placed {
-                for s in p["first"].as_array().into_iter().flatten().filter_map(|s| s.as_str()) {
-                    if !steps.iter().any(|x| x == s) {
-                        steps.push(s.to_string());
+                for s in &p.first {
+                    if !steps.contains(s) {
+                        steps.push(s.clone());
                     }
                 }
             }
-            let blocked: Vec<serde_json::Value> = candidates
+            let blocked: Vec<Blocked> = candidates
                 .iter()
                 .zip(&readiness)
                 .filter_map(|(g, r)| match r {
-                    Readiness::Blocked(why) => Some(serde_json::json!({ "gpu": g, "why": why })),
+                    Readiness::Blocked(why) => Some(Blocked { gpu: *g, why: why.clone() }),
                     _ => None,
                 })
                 .collect();
             if *json {
-                print_json(&serde_json::json!({
-                    "fits": fits,
-                    "fits_after_steps": missing.is_empty(),
-                    "steps": steps,
-                    "placements": placed,
-                    "does_not_fit": missing,
-                    "blocked": blocked,
-                    "exact_search": exact,
+                print_json(&super::doc::Versioned::new(MigPlanDoc {
+                    fits,
+                    fits_after_steps: missing.is_empty(),
+                    steps,
+                    placements: placed,
+                    does_not_fit: missing,
+                    blocked,
+                    exact_search: exact.to_string(),
                 }))?;
             } else {
                 let mut t = String::new();
                 for p in &placed {
-                    let first = p["first"]
-                        .as_array()
-                        .filter(|a| !a.is_empty())
-                        .map(|a| format!("  (first: {})", a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")));
-                    t.push_str(&format!(
-                        "{} -> {} at slice {}{}\n",
-                        p["profile"].as_str().unwrap_or(""),
-                        p["gpu"].as_str().unwrap_or(""),
-                        p["start"],
-                        first.unwrap_or_default()
-                    ));
+                    let first = (!p.first.is_empty()).then(|| format!("  (first: {})", p.first.join("; ")));
+                    t.push_str(&format!("{} -> {} at slice {}{}\n", p.profile, p.gpu, p.start, first.unwrap_or_default()));
                 }
                 for (g, l) in candidates.iter().zip(&layouts) {
                     t.push_str(&format!("{g} [{}]\n", l.slice_map(&table)));
                 }
                 for b in &blocked {
-                    t.push_str(&format!("{} cannot take GPU instances: {}\n", b["gpu"].as_str().unwrap_or(""), b["why"].as_str().unwrap_or("")));
+                    t.push_str(&format!("{} cannot take GPU instances: {}\n", b.gpu, b.why));
                 }
                 if !missing.is_empty() {
                     t.push_str(&format!("does not fit: {} (a GPU has 8 memory slices; 4g and 7g need an empty half or GPU)\n", missing.join(", ")));

@@ -1,5 +1,6 @@
 //! Command-line front end: clap definitions, dispatch and exit codes.
 
+pub mod doc;
 pub mod exit_code;
 pub mod gpu_ref;
 pub mod mdev;
@@ -241,12 +242,18 @@ pub enum HookCommand {
         /// Install the shell script hooks/qemu instead of a symlink to the binary.
         #[arg(long)]
         script: bool,
+        /// Print what was installed as JSON (docs/schema/hook-install.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove vgpuctl's hook.
     Uninstall {
         /// libvirt's hook folder; the hook is removed from its qemu.d/.
         #[arg(long, default_value = "/etc/libvirt/hooks")]
         hooks_dir: String,
+        /// Print what was removed as JSON (docs/schema/hook-uninstall.json).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -382,10 +389,8 @@ fn driver_wants(cmd: &Command) -> Option<Wants> {
     })
 }
 
-pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
-    let mut text = serde_json::to_string_pretty(v)?;
-    text.push('\n');
-    print_out(&text);
+pub(crate) fn print_json<T: doc::Document>(v: &T) -> Result<(), CliError> {
+    print_out(&doc::render(v)?);
     Ok(())
 }
 
@@ -471,9 +476,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 }
                 let s = crate::status::status(&host)?;
                 if *json {
-                    let mut text = serde_json::to_string(&s)?;
-                    text.push('\n');
-                    print_out(&text);
+                    print_out(&json_line(&s)?);
                 } else {
                     // Clear the screen only for a person at a terminal, not into a pipe.
                     if watch.is_some() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -519,14 +522,19 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
             if *check {
                 let p = crate::apply::plan(&host, &cfg)?;
+                let pending = !p.steps.is_empty();
                 if *json {
-                    print_json(
-                        &serde_json::json!({ "schema_version": p.schema_version, "changed": !p.steps.is_empty(), "steps": p.steps, "untouched": p.untouched }),
-                    )?;
+                    // The apply document, `changed` meaning "would change".
+                    print_json(&crate::apply::Applied {
+                        schema_version: p.schema_version,
+                        changed: !p.steps.is_empty(),
+                        steps: p.steps,
+                        untouched: p.untouched,
+                    })?;
                 } else {
                     print_out(&render_plan(&p.steps, &p.untouched));
                 }
-                return Ok(if p.steps.is_empty() { exit::OK } else { exit::PENDING });
+                return Ok(if pending { exit::PENDING } else { exit::OK });
             }
             let quiet = *json;
             let r = crate::apply::apply(&host, &cfg, &mut |n, total, s| {
@@ -564,7 +572,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             let r = crate::hook::gc(&host, std::time::Duration::from_secs(*grace))?;
             if *json {
-                print_json(&r)?;
+                print_json(&doc::Versioned::new(Cleaned { cleaned: r }))?;
             } else {
                 let text: String = r.iter().map(|i| format!("{} ({}): {}\n", i.domain, i.key, i.action)).collect();
                 print_out(if text.is_empty() { "nothing to clean up\n" } else { &text });
@@ -603,12 +611,57 @@ pub fn error_line(e: &dyn std::error::Error) -> String {
 pub fn error_json(e: &CliError) -> String {
     let code = e.exit_code();
     let kind = match code {
-        exit::USAGE => "usage",
-        exit::REFUSED => "refused",
-        exit::UNAVAILABLE => "unavailable",
-        _ => "failed",
+        exit::USAGE => doc::ErrorKind::Usage,
+        exit::REFUSED => doc::ErrorKind::Refused,
+        exit::UNAVAILABLE => doc::ErrorKind::Unavailable,
+        _ => doc::ErrorKind::Failed,
     };
-    serde_json::json!({ "schema_version": crate::inventory::SCHEMA_VERSION, "error": error_line(e), "kind": kind, "exit_code": code }).to_string()
+    let error = error_line(e);
+    let items = doc::named_items(&error);
+    let d = doc::ErrorDoc { schema_version: doc::SCHEMA_VERSION, error, kind, exit_code: code, items };
+    // An error document cannot fail to encode; the fallback keeps stderr JSON anyway.
+    serde_json::to_string(&d).unwrap_or_else(|_| format!("{{\"schema_version\":{},\"exit_code\":{code}}}", doc::SCHEMA_VERSION))
+}
+
+/// One compact line (for `status --watch --json`, a document per refresh).
+fn json_line<T: doc::Document>(v: &T) -> Result<String, CliError> {
+    let mut text = serde_json::to_string(v)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// `gc --json`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Cleaned {
+    /// What was freed, one entry per device.
+    pub cleaned: Vec<crate::hook::GcItem>,
+}
+
+/// `hook test --json`: what `prepare begin` would do for the domain.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct HookTest {
+    pub domain: String,
+    pub actions: Vec<crate::hook::Action>,
+}
+
+/// `hook uninstall --json`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct HookRemoved {
+    pub path: String,
+    /// False: there was no vgpuctl hook (nothing changed).
+    pub removed: bool,
+}
+
+/// `passthrough check --json`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct PassthroughCheck {
+    pub group: crate::vfio::passthrough::GroupReport,
+    /// With --probe: what VFIO reports of the device (`null` without).
+    pub probe: Option<crate::vfio::probe::Probe>,
+}
+
+fn render_moves(moved: &[crate::vfio::passthrough::Rebound]) -> String {
+    moved.iter().map(|m| format!("{}: {} -> {}\n", m.address, m.from.as_deref().unwrap_or("no driver"), m.to.as_deref().unwrap_or("no driver"))).collect()
 }
 
 fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
@@ -677,7 +730,7 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
             let d = crate::libvirt::domain_xml::parse(&vm::read_xml_arg(xml)?)?;
             let actions = crate::hook::plan(host, &d)?;
             if *json {
-                print_json(&actions)?;
+                print_json(&doc::Versioned::new(HookTest { domain: d.name.clone(), actions }))?;
             } else {
                 let mut text = format!("on `prepare begin` of {}:\n", d.name);
                 if actions.is_empty() {
@@ -701,17 +754,25 @@ fn run_hook(host: &Host, cmd: &HookCommand) -> Result<i32, CliError> {
             }
             Ok(exit::OK)
         }
-        HookCommand::Install { hooks_dir, binary, script } => {
+        HookCommand::Install { hooks_dir, binary, script, json } => {
             let bin = crate::binary::chosen(binary.as_deref()).map_err(crate::hook::install::InstallError::from)?;
             let r = crate::hook::install::install(host, hooks_dir, &bin, *script)?;
-            print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
+            if *json {
+                print_json(&doc::Versioned::new(r))?;
+            } else {
+                print_out(&format!("installed {} ({} to {bin})\n{}\n", r.path, r.kind, r.note));
+            }
             Ok(exit::OK)
         }
-        HookCommand::Uninstall { hooks_dir } => {
-            if crate::hook::install::uninstall(host, hooks_dir)? {
+        HookCommand::Uninstall { hooks_dir, json } => {
+            let removed = crate::hook::install::uninstall(host, hooks_dir)?;
+            if *json {
+                let path = format!("{}/qemu.d/vgpuctl", hooks_dir.trim_end_matches('/'));
+                print_json(&doc::Versioned::new(HookRemoved { path, removed }))?;
+            } else if removed {
                 print_out("removed vgpuctl's hook; restart libvirtd for it to take effect\n");
             } else {
-                print_out("vgpuctl's hook was not installed\n");
+                print_out("vgpuctl's hook was not installed; nothing to do\n");
             }
             Ok(exit::OK)
         }
@@ -745,7 +806,7 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
             let r = passthrough::check(host, gpu)?;
             let p = if *probe { Some(crate::vfio::probe::probe(gpu).map_err(CliError::Failed)?) } else { None };
             if *json {
-                print_json(&serde_json::json!({ "group": r, "probe": p }))?;
+                print_json(&doc::Versioned::new(PassthroughCheck { group: r.clone(), probe: p.clone() }))?;
             } else {
                 let mut t = render_group(&r);
                 if let Some(p) = p {
@@ -761,19 +822,20 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
         PassthroughCommand::Prepare { gpu, force, json } => {
             let r = passthrough::prepare(host, gpu_ref::resolve(host, gpu)?, *force, lock)?;
             if *json {
-                print_json(&r)?;
+                print_json(&doc::Versioned::new(r))?;
+            } else if r.moved.is_empty() {
+                print_out(&format!("{}: already on vfio-pci; nothing to do\n", r.group.address));
             } else {
-                print_out(&render_group(&r));
+                print_out(&render_moves(&r.moved));
             }
             Ok(exit::OK)
         }
         PassthroughCommand::Release { gpu, json } => {
             let r = passthrough::release(host, gpu_ref::resolve(host, gpu)?, lock)?;
             if *json {
-                print_json(&r)?;
+                print_json(&doc::Versioned::new(r))?;
             } else {
-                let t: String = r.iter().map(|(a, d)| format!("{a}: {}\n", d.as_deref().unwrap_or("no driver"))).collect();
-                print_out(&t);
+                print_out(&render_moves(&r.moved));
             }
             Ok(exit::OK)
         }

@@ -113,7 +113,7 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
             let gpu = resolve_opt(host, gpu.as_ref())?;
             let c = vgpu::create(host, &VgpuCreateRequest { type_name: type_name.clone(), gpu, uuid: *uuid, policy: *policy }, common.timeout())?;
             if common.json {
-                print_json(&c)?;
+                print_json(&super::doc::Versioned::new(c))?;
             } else {
                 let what = match (c.vf, c.uuid) {
                     (Some(vf), None) => format!("VF {vf}"),
@@ -126,7 +126,7 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
         VgpuCommand::Remove { target, if_exists, keep_gi, common } => {
             let r = vgpu::remove(host, target, *if_exists, *keep_gi, common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(r))?;
             } else if !r.removed {
                 eprintln!("{target} holds no vGPU; nothing to do");
             }
@@ -135,7 +135,7 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
             let on = heterogeneous == "on";
             let r = vgpu::set_heterogeneous(host, resolve(host, gpu)?, on, common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(r))?;
             } else if !r.changed {
                 eprintln!("mixed-size mode is already {} on {gpu}", heterogeneous);
             }
@@ -149,7 +149,7 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
         SriovCommand::Enable { target, num, wait, common } => {
             let r = crate::sriov::set(host, targets(host, target)?.as_deref(), *num, Duration::from_secs(*wait), common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(SriovChanges { gpus: r }))?;
             } else {
                 let text: String = r
                     .iter()
@@ -167,7 +167,7 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
         SriovCommand::Disable { target, wait, common } => {
             let r = crate::sriov::set(host, targets(host, target)?.as_deref(), Some(0), Duration::from_secs(*wait), common.timeout())?;
             if common.json {
-                print_json(&r)?;
+                print_json(&super::doc::Versioned::new(SriovChanges { gpus: r }))?;
             } else {
                 let text: String = r.iter().map(|c| format!("{}: {} -> 0 VFs\n", c.gpu, c.before)).collect();
                 print_out(&text);
@@ -176,7 +176,7 @@ pub fn run_sriov(host: &Host, cmd: &SriovCommand) -> Result<i32, CliError> {
         SriovCommand::Status { json } => {
             let s = crate::sriov::status(host)?;
             if *json {
-                print_json(&s)?;
+                print_json(&super::doc::Versioned::new(SriovStatusDoc { gpus: s }))?;
             } else {
                 let mut t = Table::new(&["GPU", "MODEL", "VFS", "TOTAL", "WITH_VGPU"]);
                 for g in &s {
@@ -203,4 +203,16 @@ pub fn run_explain(host: &Host, type_name: &VgpuTypeName, json: bool) -> Result<
 
 pub fn parse_type_arg(s: &str) -> Result<VgpuTypeName, String> {
     parse_type(s)
+}
+
+/// `sriov enable|disable --json`: one entry per GPU asked for.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct SriovChanges {
+    pub gpus: Vec<crate::sriov::SriovChange>,
+}
+
+/// `sriov status --json`: one entry per SR-IOV capable NVIDIA GPU.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct SriovStatusDoc {
+    pub gpus: Vec<crate::sriov::SriovStatus>,
 }

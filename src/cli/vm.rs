@@ -198,14 +198,14 @@ fn exec_helper(root: Option<&std::path::Path>) -> Result<i32, CliError> {
     Err(CliError::Unavailable(format!("cannot run {}: {e}", h.display())))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeviceState {
     pub request: Option<DeviceSpec>,
     pub hostdev: Option<Hostdev>,
     pub state: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VmReport {
     pub schema_version: u32,
     pub domain: String,

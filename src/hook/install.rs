@@ -30,10 +30,14 @@ pub enum InstallError {
     Host(#[from] HostError),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Installed {
+    /// The hook entry, as the host names it.
     pub path: String,
+    /// `symlink` (to the binary) or `script`.
     pub kind: &'static str,
+    /// The vgpuctl binary the hook runs.
+    pub binary: String,
     pub note: &'static str,
 }
 
@@ -77,10 +81,10 @@ pub fn install(host: &Host, hooks_dir: &str, binary: &str, script: bool) -> Resu
     }
     if script {
         host.write_state(&shown, SCRIPT.replace("/usr/local/bin/vgpuctl", binary).as_bytes(), 0o755)?;
-        Ok(Installed { path: shown, kind: "script", note: RESTART })
+        Ok(Installed { path: shown, kind: "script", binary: binary.to_string(), note: RESTART })
     } else {
         host.symlink_state(binary, &shown)?;
-        Ok(Installed { path: shown, kind: "symlink", note: RESTART })
+        Ok(Installed { path: shown, kind: "symlink", binary: binary.to_string(), note: RESTART })
     }
 }
 

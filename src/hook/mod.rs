@@ -29,7 +29,7 @@ use crate::vgpu::typename::VgpuTypeName;
 pub use journal::{Entry, Journal, State};
 
 /// One device a VM start needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// An mdev of a type, on `parent` or on any parent offering the type.
@@ -436,7 +436,7 @@ fn count(host: &Host, op: counters::Op, outcome: counters::Outcome) {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct GcItem {
     pub domain: String,
     pub key: String,

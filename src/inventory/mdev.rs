@@ -8,7 +8,7 @@ use crate::host::{Host, HostResult};
 use crate::ids::{MdevParent, MdevTypeId, MdevUuid};
 use crate::parse::{self, VgpuDescription};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MdevTypeInfo {
     /// Directory name under `mdev_supported_types` (`nvidia-699`, `mbochs-large`).
     pub id: MdevTypeId,
@@ -24,7 +24,7 @@ pub struct MdevTypeInfo {
     pub devices: Vec<MdevUuid>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MdevParentInfo {
     pub name: MdevParent,
     pub types: Vec<MdevTypeInfo>,
@@ -51,7 +51,7 @@ pub fn type_name_matches(name: &str, wanted: &str) -> bool {
     strip(name) == strip(wanted)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MdevDevice {
     pub uuid: MdevUuid,
     pub parent: Option<MdevParent>,

@@ -25,7 +25,7 @@ pub use usage::{VfioUser, VfioUsers};
 /// Bumped only on incompatible changes to the JSON; fields may be added freely.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Inventory {
     pub schema_version: u32,
     /// The root the host was read from (`/` on a real host).

@@ -21,7 +21,7 @@ pub(super) fn driver_version(host: &Host, w: &mut Warnings) -> Option<NvidiaDriv
 }
 
 /// What a VF carries in vendor-specific VFIO mode (vGPU 17+).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VfVgpu {
     /// The vGPU type id written to `current_vgpu_type`; `None` when it reads 0.
     pub current_type: Option<u32>,

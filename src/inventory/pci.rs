@@ -15,14 +15,14 @@ pub const NVIDIA_VENDOR: u32 = 0x10de;
 /// PCI base class 0x03: display controllers (VGA 0x0300, 3D 0x0302, other 0x0380).
 const DISPLAY_CLASS: u32 = 0x03;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct IommuGroup {
     pub id: u32,
     /// Every device in the group (PCI addresses, or mdev UUIDs for mdev groups).
     pub members: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Vf {
     pub address: PciAddress,
     pub driver: Option<String>,
@@ -33,14 +33,14 @@ pub struct Vf {
     pub vgpu: Option<VfVgpu>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Sriov {
     pub total_vfs: u32,
     pub num_vfs: u32,
     pub vfs: Vec<Vf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Gpu {
     pub address: PciAddress,
     pub vendor_id: String,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::host::Host;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VfioUser {
     pub pid: u32,
     /// The process name (`qemu-system-x86`).

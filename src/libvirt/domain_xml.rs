@@ -17,7 +17,7 @@ pub const MAX_XML_BYTES: usize = 4 << 20;
 /// define`/`attach` and the hook read and write the same type).
 pub use super::generate::DeviceSpec;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Hostdev {
     Mdev { uuid: MdevUuid },
@@ -60,7 +60,7 @@ impl Hostdev {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DomainGpus {
     pub name: String,
     pub uuid: Option<String>,

@@ -18,7 +18,7 @@ use crate::vgpu::view::{self, HostFacts, Slot, TypeRef};
 
 /// A libvirt domain name: no control characters and no `/` (libvirt uses
 /// names as file names); quotes, `<` and `&` are fine and get escaped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct DomainName(String);
 
@@ -53,7 +53,7 @@ impl DomainName {
 /// records (read back by `domain_xml`), and what the hook and a live attach
 /// make (`hook::Action::from`). Presentation options (display, ramfb, ROM)
 /// go into the hostdev only; read back from metadata they are `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceSpec {
     /// An mdev by UUID; the hook creates it at start when it does not exist.
@@ -163,7 +163,7 @@ pub fn hostdevs(t: &Templates, d: &DeviceSpec, guest_slot: u8) -> Result<Vec<Str
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct MetaDevice {
     kind: &'static str,
     #[serde(rename = "type")]

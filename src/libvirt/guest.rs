@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::vgpu::explain::guest_requirements;
 use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestOs {
     Linux,

@@ -17,7 +17,7 @@ pub const DEFINITIONS_DIR: &str = "/etc/mdevctl.d";
 /// mdevctl keeps its callout scripts here; it is not a parent.
 const MDEVCTL_SCRIPTS: &str = "scripts.d";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartPolicy {
     Auto,
@@ -35,7 +35,7 @@ impl std::fmt::Display for StartPolicy {
 }
 
 /// A device attribute written after creation, e.g. `nvidia/vgpu_params`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Attr {
     pub name: String,
     pub value: String,
@@ -70,7 +70,7 @@ impl Attr {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Definition {
     pub uuid: MdevUuid,
     pub parent: MdevParent,
@@ -83,7 +83,7 @@ pub struct Definition {
 /// The on-disk shape, mdevctl's keys. Read as mdevctl reads it: other keys
 /// are ignored, `"attrs": null` is none, and a `start` other than `auto`
 /// (or none) is manual.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct DefinitionFile {
     mdev_type: String,
     #[serde(default, deserialize_with = "start_as_mdevctl")]

@@ -21,7 +21,7 @@ pub struct CreateRequest {
     pub attrs: Vec<Attr>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Created {
     pub uuid: MdevUuid,
     pub parent: MdevParent,
@@ -35,7 +35,7 @@ pub struct Created {
     pub start: Option<StartPolicy>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Removed {
     pub uuid: MdevUuid,
     /// The device existed and was removed.
@@ -328,7 +328,7 @@ pub fn undefine(host: &Host, uuid: MdevUuid, parent: Option<&MdevParent>, lock_t
     Ok(def)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ListRow {
     pub uuid: MdevUuid,
     pub parent: Option<MdevParent>,
@@ -347,7 +347,7 @@ pub struct ListRow {
     pub mismatch: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ListReport {
     pub schema_version: u32,
     pub devices: Vec<ListRow>,

@@ -16,7 +16,7 @@ use crate::host::Host;
 use crate::ids::{MdevParent, MdevTypeId, MdevUuid};
 use crate::lock::HostLock;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum RestoreOutcome {
     /// Created now.
@@ -29,7 +29,7 @@ pub enum RestoreOutcome {
     ParentMissing { waited_seconds: f64 },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RestoreItem {
     pub uuid: MdevUuid,
     pub parent: MdevParent,
@@ -39,7 +39,7 @@ pub struct RestoreItem {
     pub outcome: RestoreOutcome,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RestoreReport {
     pub schema_version: u32,
     pub devices: Vec<RestoreItem>,

@@ -66,7 +66,7 @@ impl MigError {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuInstance {
     pub gi: u32,
     pub profile_id: u32,
@@ -76,7 +76,7 @@ pub struct GpuInstance {
     pub compute_instances: Vec<ComputeInstance>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ComputeInstance {
     pub ci: u32,
     pub profile_id: u32,
@@ -87,7 +87,7 @@ pub struct ComputeInstance {
 }
 
 /// Something running on a GPU instance, for "in use" errors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct GiUser {
     pub pid: u32,
     pub name: Option<String>,
@@ -142,7 +142,7 @@ pub mod ledger {
 
     pub const FILE: &str = "/run/vgpuctl/mig-gis.json";
 
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
     pub struct Made {
         pub gpu: PciAddress,
         pub profile_id: u32,

@@ -9,7 +9,7 @@ use super::layout::mask;
 use super::profiles::Profile;
 use crate::ids::MigProfile;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CiProfile {
     /// The compute-instance profile id `-cci` takes.
     pub id: u32,

@@ -7,14 +7,14 @@ use serde::Serialize;
 
 use super::profiles::Profile;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Placed {
     pub profile_id: u32,
     pub start: u8,
     pub size: u8,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Layout {
     pub instances: Vec<Placed>,
 }

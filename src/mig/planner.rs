@@ -90,7 +90,7 @@ pub struct Planner {
 const VALUE_WEIGHT: f64 = 0.02;
 
 /// How a placement is scored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Score {
     /// Weighted future capacity lost on the host, with diminishing returns

@@ -28,7 +28,7 @@ use crate::mig::backend::{GiUser, MigBackend, MigError};
 use crate::nvml::NvmlSnapshot;
 use crate::parse::MigModeState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MigMode {
     pub current: MigModeState,
     pub pending: MigModeState,
@@ -42,7 +42,7 @@ pub struct GpuFacts {
 }
 
 /// Per-GPU utilization and memory, as the driver reports them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Utilization {
     pub gpu_percent: Option<u32>,
     pub memory_percent: Option<u32>,

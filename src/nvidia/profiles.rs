@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::ids::MigProfile;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Profile {
     /// The GPU-instance profile id (`-cgi 9`).
     pub id: u32,

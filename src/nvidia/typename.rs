@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::ids::MigProfile;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub enum Series {
     /// Compute (AI/HPC): the only series on H100/A100 and the only one MIG-backed.
     C,
@@ -56,7 +56,7 @@ impl Series {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VgpuKind {
     TimeSliced,
@@ -176,6 +176,8 @@ impl fmt::Display for VgpuTypeName {
         Ok(())
     }
 }
+
+crate::ids::string_schema!(VgpuTypeName, "VgpuTypeName", "A vGPU type name as NVIDIA writes it: H100-20C, A100D-4C");
 
 impl Serialize for VgpuTypeName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -9,7 +9,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema still read (version 1 had no `type_id` on vGPUs).
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlSnapshot {
     pub schema_version: u32,
     #[serde(default)]
@@ -20,7 +20,7 @@ pub struct NvmlSnapshot {
     pub gpus: Vec<NvmlGpu>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlGpu {
     pub index: u32,
     /// NVML's form, `00000000:1B:00.0`.
@@ -52,13 +52,13 @@ pub struct NvmlGpu {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlMigMode {
     pub current: bool,
     pub pending: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlPlacement {
     pub start: u8,
     pub size: u8,
@@ -66,7 +66,7 @@ pub struct NvmlPlacement {
 
 /// `nvmlDeviceGetGpuInstanceProfileInfo` for one profile index
 /// (`NVML_GPU_INSTANCE_PROFILE_*`), with its possible placements.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlGiProfile {
     /// The `NVML_GPU_INSTANCE_PROFILE_*` index (tells `+me` apart).
     pub index: u32,
@@ -82,7 +82,7 @@ pub struct NvmlGiProfile {
     pub placements: Vec<NvmlPlacement>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlGpuInstance {
     pub gi: u32,
     pub profile_id: u32,
@@ -97,7 +97,7 @@ pub struct NvmlGpuInstance {
     pub memory: Option<NvmlMemory>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlComputeInstance {
     pub ci: u32,
     pub profile_id: u32,
@@ -105,19 +105,19 @@ pub struct NvmlComputeInstance {
     pub size: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlMemory {
     pub total_mib: u64,
     pub used_mib: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlUtilization {
     pub gpu_percent: u32,
     pub memory_percent: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlProcess {
     pub pid: u32,
     #[serde(default)]
@@ -130,7 +130,7 @@ pub struct NvmlProcess {
     pub ci: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NvmlVgpu {
     pub instance: u32,
     #[serde(default)]

@@ -13,7 +13,7 @@ use crate::parse::MigModeState;
 
 pub const STATE_FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SimInterface {
     /// Not a vGPU host (passthrough only).
@@ -24,7 +24,7 @@ pub enum SimInterface {
     VendorVfio,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SimGpu {
     /// The model part of vGPU type names (`H100`, `A100D`) or the product name.
     pub model: String,
@@ -47,7 +47,7 @@ impl SimGpu {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimState {
     pub format: u32,

@@ -52,7 +52,7 @@ pub enum PassthroughError {
     Host(#[from] HostError),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Member {
     pub address: String,
     pub class: Option<String>,
@@ -61,7 +61,7 @@ pub struct Member {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupReport {
     pub address: PciAddress,
     pub class: String,
@@ -75,7 +75,7 @@ pub struct GroupReport {
     pub blockers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 struct Saved {
     address: PciAddress,
     previous: Vec<(PciAddress, Option<String>)>,
@@ -165,7 +165,33 @@ fn users(host: &Host, group: u32) -> Option<String> {
     crate::inventory::VfioUsers::scan(host).user_of(group).map(|u| u.to_string())
 }
 
-pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duration) -> Result<GroupReport, PassthroughError> {
+/// One function moved from one driver to another.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Rebound {
+    pub address: PciAddress,
+    /// The driver before (`null`: none).
+    pub from: Option<String>,
+    /// The driver now (`null`: none).
+    pub to: Option<String>,
+}
+
+/// What `prepare` did: the functions it moved to vfio-pci (none when they
+/// were there already) and the group as it is now.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Prepared {
+    pub changed: bool,
+    pub moved: Vec<Rebound>,
+    pub group: GroupReport,
+}
+
+/// What `release` did: each function given back, from vfio-pci to its driver.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Released {
+    pub changed: bool,
+    pub moved: Vec<Rebound>,
+}
+
+pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duration) -> Result<Prepared, PassthroughError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
     let class = host.read_attr_opt(&dev(addr, "class"))?.ok_or(PassthroughError::NoDevice { addr })?;
     if !class.trim().starts_with("0x03") {
@@ -183,7 +209,8 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
     }
     let previous: Vec<(PciAddress, Option<String>)> = report.functions.iter().map(|a| driver(host, a).map(|d| (*a, d))).collect::<Result<_, _>>()?;
     if previous.iter().all(|(_, d)| d.as_deref() == Some(VFIO)) {
-        return Ok(report); // already prepared
+        return Ok(Prepared { changed: false, moved: Vec::new(), group: report });
+        // already prepared
     }
     // Record before changing anything: a crash mid-way still says where each function came from.
     if host.read_attr_opt(&state_path(addr))?.is_none() {
@@ -210,7 +237,8 @@ pub fn prepare(host: &Host, addr: PciAddress, force: bool, lock_timeout: Duratio
             return Err(PassthroughError::BindFailed { addr: *a, wanted: VFIO.into(), got: got.unwrap_or_else(|| "no driver".into()) });
         }
     }
-    check(host, addr)
+    let moved = previous.into_iter().filter(|(_, d)| d.as_deref() != Some(VFIO)).map(|(a, from)| Rebound { address: a, from, to: Some(VFIO.into()) }).collect();
+    Ok(Prepared { changed: true, moved, group: check(host, addr)? })
 }
 
 /// Driver names come back from the state file: only the kernel's own
@@ -233,7 +261,7 @@ fn restore(host: &Host, moved: &[PciAddress], previous: &[(PciAddress, Option<St
     }
 }
 
-pub fn release(host: &Host, addr: PciAddress, lock_timeout: Duration) -> Result<Vec<(PciAddress, Option<String>)>, PassthroughError> {
+pub fn release(host: &Host, addr: PciAddress, lock_timeout: Duration) -> Result<Released, PassthroughError> {
     let _lock = HostLock::acquire(host, lock_timeout)?;
     let text = host.read_attr_opt(&state_path(addr))?.ok_or(PassthroughError::NotPrepared { addr })?;
     let saved: Saved = serde_json::from_str(&text).map_err(|e| PassthroughError::State { path: state_path(addr), source: std::io::Error::other(e) })?;
@@ -255,7 +283,8 @@ pub fn release(host: &Host, addr: PciAddress, lock_timeout: Duration) -> Result<
         }
     }
     delete(host, addr)?;
-    Ok(now)
+    let moved = now.into_iter().map(|(address, to)| Rebound { address, from: Some(VFIO.into()), to }).collect();
+    Ok(Released { changed: true, moved })
 }
 
 /// Through the host layer: atomic, root-relative, a fault point.

@@ -9,20 +9,20 @@ use serde::Serialize;
 
 use crate::ids::PciAddress;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Region {
     pub index: u32,
     pub size: u64,
     pub flags: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Irq {
     pub index: u32,
     pub count: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Probe {
     pub address: PciAddress,
     pub regions: Vec<Region>,

@@ -17,7 +17,7 @@ use super::typename::VgpuTypeName;
 use super::view::{GpuView, Slot, TypeRef, TypeView};
 use crate::ids::PciAddress;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     #[default]

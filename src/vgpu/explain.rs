@@ -117,7 +117,7 @@ fn no_interface(view: &GpuView) -> String {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub gpu: PciAddress,
     pub name: Option<String>,
@@ -128,7 +128,7 @@ pub struct Verdict {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Explanation {
     pub schema_version: u32,
     #[serde(rename = "type")]

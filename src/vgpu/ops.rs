@@ -57,7 +57,7 @@ pub enum VgpuError {
     Host(#[from] HostError),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VgpuCreated {
     pub interface: Interface,
     pub gpu: PciAddress,
@@ -257,7 +257,7 @@ fn set_vf_type(host: &Host, vf: PciAddress, id: u32) -> Result<(), VgpuError> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VgpuRemoved {
     pub vf: Option<PciAddress>,
     pub uuid: Option<MdevUuid>,
@@ -330,7 +330,7 @@ fn vf_user(host: &Host, vf: PciAddress) -> Option<String> {
     Some(format!(" by {u}"))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModeChange {
     pub gpu: PciAddress,
     pub heterogeneous: bool,

@@ -12,7 +12,7 @@ use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
 use crate::inventory::{Gpu, Inventory, MigMode};
 use crate::parse::MigModeState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Interface {
     /// No vGPU interface (passthrough GPU, or VFs not enabled yet).
@@ -26,15 +26,16 @@ pub enum Interface {
 }
 
 /// Where a vGPU lives or can be made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Slot {
     Vf { vf: PciAddress },
     Mdev { parent: MdevParent },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+/// A type's id as the kernel names it. In JSON always a string (one type
+/// per field): `"1210"` for vendor VFIO, `"nvidia-709"` for mdev.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeRef {
     /// The id written to `current_vgpu_type`.
     VendorId(u32),
@@ -42,7 +43,28 @@ pub enum TypeRef {
     Mdev(MdevTypeId),
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl std::fmt::Display for TypeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TypeRef::VendorId(id) => write!(f, "{id}"),
+            TypeRef::Mdev(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+impl Serialize for TypeRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+crate::ids::string_schema!(
+    TypeRef,
+    "TypeRef",
+    "A vGPU type's id: the number written to current_vgpu_type (\"1210\", vendor-specific VFIO) or the mdev type (\"nvidia-709\")"
+);
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ActiveVgpu {
     /// The VF (vendor VFIO) or the mdev UUID.
     pub vf: Option<PciAddress>,
@@ -53,7 +75,7 @@ pub struct ActiveVgpu {
     pub framebuffer_mib: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TypeView {
     pub name: String,
     pub id: Option<TypeRef>,
@@ -71,7 +93,7 @@ pub struct TypeView {
     pub why_not: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GpuView {
     pub gpu: PciAddress,
     pub name: Option<String>,

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod contract;
 pub mod guest;
 pub mod replay;
 pub mod sim;
