@@ -60,7 +60,7 @@ fn test_vendor_vfio_create_by_name_and_remove_by_vf() {
     assert_eq!(c["gpu"], H0, "pack starts at the lowest GPU");
     assert_eq!(c["vf"], "0000:18:00.4");
     assert_eq!(c["type"], "H100-10C");
-    assert_eq!(vf_type(&h, "0000:18:00.4"), c["type_id"].to_string());
+    assert_eq!(vf_type(&h, "0000:18:00.4"), c["type_id"].as_str().unwrap());
     // The VF stops listing types; siblings list only the same size.
     let listed = std::fs::read_to_string(h.path("/sys/bus/pci/devices/0000:18:00.5/nvidia/creatable_vgpu_types")).unwrap();
     assert!(listed.contains("NVIDIA H100-10C") && !listed.contains("H100-20C"), "{listed}");
