@@ -39,7 +39,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.quiet);
     // A script that asked for JSON gets its errors as JSON too.
     let json = args.iter().skip(1).any(|a| a == "--json");
     let code = match cli::run(cli) {
@@ -59,8 +59,19 @@ fn main() {
 /// Warnings only, unless asked for more: the plain case installs a tiny
 /// subscriber instead of tracing-subscriber's registry, whose set-up was 7 %
 /// of a short command's instructions.
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     let from_env = std::env::var_os("VGPUCTL_LOG").is_some();
+    if quiet && !from_env {
+        // -q: errors only.
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("error"))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .with_ansi(false)
+            .init();
+        return;
+    }
     if verbose == 0 && !from_env {
         let _ = tracing::subscriber::set_global_default(vgpuctl::logging::WarnToStderr);
         return;

@@ -218,3 +218,38 @@ fn test_type_and_profile_names_did_you_mean_and_types_that_do_not_exist() {
     assert_eq!(rc, 64);
     assert!(err.contains("did you mean 3g.40gb?"), "{err}");
 }
+
+/// Terminal manners: every command that changes something says what, in one
+/// line (and nothing changed is a note on stderr); -q prints only errors,
+/// while a document asked for with --json still comes.
+#[test]
+fn test_one_line_per_change_and_quiet_prints_only_errors() {
+    let h = SimHost::new("h100x8-vfio");
+    let g = "0000:18:00.0";
+    h.ok(&["sriov", "enable", g]);
+    assert_eq!(h.ok(&["vgpu", "mode", "--heterogeneous", "on", g]), format!("{g}: mixed-size mode on\n"));
+    let o = h.run(&["vgpu", "mode", "--heterogeneous", "on", g]);
+    assert!(o.stdout.is_empty() && String::from_utf8_lossy(&o.stderr).contains("nothing to do"));
+    let c = h.json(&["vgpu", "create", "--type", "H100-20C", "--gpu", g, "--json"]);
+    let vf = c["vf"].as_str().unwrap();
+    assert_eq!(h.ok(&["vgpu", "remove", vf]), format!("removed the vGPU on VF {vf}\n"));
+    // -q: nothing on stdout or stderr, the exit code says it.
+    for args in [&["-q", "list"][..], &["-q", "vgpu", "remove", vf, "--if-exists"], &["-q", "sriov", "enable", g], &["status", "-q"]] {
+        let o = h.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{args:?}: {} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    let doc = h.json(&["-q", "list", "--json"]);
+    assert_eq!(doc["schema_version"], 1);
+    // Errors still come, with their code.
+    let o = h.run(&["-q", "vgpu", "remove", "0000:18:00.7"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("vgpuctl: "), "{}", String::from_utf8_lossy(&o.stderr));
+    // mdev start/stop/undefine say what they did.
+    let t = SimHost::new("t4x2-mdev");
+    let u = t.ok(&["mdev", "define", "--parent", "0000:3b:00.0", "--type", "nvidia-222"]);
+    let u = u.trim();
+    assert!(t.ok(&["mdev", "start", u]).starts_with(&format!("started mdev {u} (")));
+    assert_eq!(t.ok(&["mdev", "stop", u]), format!("stopped mdev {u} (its definition stays)\n"));
+    assert_eq!(t.ok(&["mdev", "undefine", u]), format!("undefined mdev {u} (nvidia-222 on 0000:3b:00.0)\n"));
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::table::{opt, Table};
-use super::{print_json, print_out, CliError};
+use super::{note, print_json, print_out, CliError};
 use crate::host::Host;
 use crate::ids::{MdevParent, MdevUuid};
 use crate::mdev::{self, Attr, CreateRequest, StartPolicy};
@@ -169,7 +169,10 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
             if common.json {
                 print_json(&super::doc::Versioned::new(r))?;
             } else if !r.removed && !r.undefined {
-                eprintln!("mdev {uuid} does not exist; nothing to do");
+                note(&format!("mdev {uuid} does not exist; nothing to do"));
+            } else {
+                let undefined = if r.undefined { ", definition deleted" } else { "" };
+                print_out(&format!("removed mdev {uuid}{undefined}\n"));
             }
         }
         MdevCommand::List { defined, json } => {
@@ -203,7 +206,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
                 }
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                note(&format!("warning: {w}"));
             }
         }
         MdevCommand::Define { parent, mdev_type, uuid, auto, attrs, common } => {
@@ -217,8 +220,11 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
         }
         MdevCommand::Undefine { uuid, parent, common } => {
             let d = mdev::undefine(host, *uuid, parent.as_ref(), common.timeout())?;
+            let line = format!("undefined mdev {uuid} ({} on {})\n", d.mdev_type, d.parent);
             if common.json {
                 print_json(&super::doc::Versioned::new(d))?;
+            } else {
+                print_out(&line);
             }
         }
         MdevCommand::Start { uuid, parent, common } => {
@@ -226,13 +232,19 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
             if common.json {
                 print_json(&super::doc::Versioned::new(c))?;
             } else if !c.created {
-                eprintln!("mdev {uuid} is already active");
+                note(&format!("mdev {uuid} is already active; nothing to do"));
+            } else {
+                print_out(&format!("started mdev {uuid} ({} on {})\n", c.type_name.as_deref().unwrap_or(c.type_id.as_str()), c.parent));
             }
         }
         MdevCommand::Stop { uuid, common } => {
             let r = mdev::stop(host, *uuid, common.timeout())?;
             if common.json {
                 print_json(&super::doc::Versioned::new(r))?;
+            } else if r.removed {
+                print_out(&format!("stopped mdev {uuid} (its definition stays)\n"));
+            } else {
+                note(&format!("mdev {uuid} is not active; nothing to do"));
             }
         }
         MdevCommand::Restore { wait, common } => {
@@ -258,7 +270,7 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
                 print_out(&text);
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                note(&format!("warning: {w}"));
             }
             if !r.all_ok() {
                 return Ok(super::exit::FAILED);

@@ -50,6 +50,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Print only errors: nothing on stdout (except the document --json asks
+    /// for), no notes or warnings on stderr. The exit code says the rest.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -390,13 +395,38 @@ fn driver_wants(cmd: &Command) -> Option<Wants> {
 }
 
 pub(crate) fn print_json<T: doc::Document>(v: &T) -> Result<(), CliError> {
-    print_out(&doc::render(v)?);
+    write_out(&doc::render(v)?);
     Ok(())
 }
 
-/// Writes to stdout; a closed pipe (`vgpuctl list | head`) ends the output
-/// quietly instead of panicking like `print!` would.
+/// `-q`: set once from the command line, before anything is printed.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A note or warning for a person on stderr (not an error): silent with -q.
+pub fn note(text: &str) {
+    if !quiet() {
+        eprintln!("{text}");
+    }
+}
+
+/// Writes text for a person to stdout (nothing with -q); a closed pipe
+/// (`vgpuctl list | head`) ends the output quietly instead of panicking
+/// like `print!` would.
 pub fn print_out(text: &str) {
+    if !quiet() {
+        write_out(text);
+    }
+}
+
+fn write_out(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
@@ -409,6 +439,7 @@ pub fn print_out(text: &str) {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    set_quiet(cli.quiet);
     match &cli.command {
         Command::List(args) => {
             let host = open_host(&cli)?;
@@ -418,7 +449,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             } else {
                 print_out(&render::list(&inv));
                 for w in &inv.warnings {
-                    eprintln!("warning: {w}");
+                    note(&format!("warning: {w}"));
                 }
             }
         }
@@ -539,7 +570,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let quiet = *json;
             let r = crate::apply::apply(&host, &cfg, &mut |n, total, s| {
                 if !quiet {
-                    eprintln!("[{n}/{total}] {}", s.describe());
+                    note(&format!("[{n}/{total}] {}", s.describe()));
                 }
             })?;
             if *json {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::gpu_ref::{gpu_ref, resolve, resolve_opt, GpuRef};
 use super::mdev::Common;
 use super::table::{opt, Table};
-use super::{print_json, print_out, CliError};
+use super::{note, print_json, print_out, CliError};
 use crate::host::Host;
 use crate::ids::{MdevUuid, PciAddress};
 use crate::vgpu::alloc::Policy;
@@ -128,7 +128,15 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
             if common.json {
                 print_json(&super::doc::Versioned::new(r))?;
             } else if !r.removed {
-                eprintln!("{target} holds no vGPU; nothing to do");
+                note(&format!("{target} holds no vGPU; nothing to do"));
+            } else {
+                let what = match (r.vf, r.uuid) {
+                    (Some(vf), _) => format!("the vGPU on VF {vf}"),
+                    (None, Some(u)) => format!("mdev {u}"),
+                    (None, None) => target.clone(),
+                };
+                let gi = r.gi_removed.map(|gi| format!(" and GPU instance {gi} made for it")).unwrap_or_default();
+                print_out(&format!("removed {what}{gi}\n"));
             }
         }
         VgpuCommand::Mode { heterogeneous, gpu, common } => {
@@ -137,7 +145,9 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
             if common.json {
                 print_json(&super::doc::Versioned::new(r))?;
             } else if !r.changed {
-                eprintln!("mixed-size mode is already {} on {gpu}", heterogeneous);
+                note(&format!("mixed-size mode is already {} on {gpu}; nothing to do", heterogeneous));
+            } else {
+                print_out(&format!("{}: mixed-size mode {}\n", r.gpu, heterogeneous));
             }
         }
     }
