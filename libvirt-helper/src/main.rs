@@ -7,9 +7,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vgpuctl::cli::{doc, print_out};
 use vgpuctl::cli::vm::{render_report, report};
 use vgpuctl::cli::vm_libvirt::{Cmd, LibvirtCli as Cli};
+use vgpuctl::cli::{doc, print_out};
 use vgpuctl::hook;
 use vgpuctl::host::Host;
 use vgpuctl::libvirt::domain_xml::{self, NAMESPACE};
