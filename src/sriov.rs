@@ -60,8 +60,15 @@ fn busy_vfs(inv: &Inventory, g: &Gpu, users: &VfioUsers) -> Vec<String> {
     let mut out = Vec::new();
     let Some(s) = &g.sriov else { return out };
     for vf in &s.vfs {
-        if let Some(t) = vf.vgpu.as_ref().and_then(|v| v.current_type) {
-            out.push(format!("VF {} holds vGPU type {t}", vf.address));
+        if let Some(v) = vf.vgpu.as_ref() {
+            if let Some(t) = v.current_type {
+                // The name the admin knows, with the id the VF reads.
+                let what = match &v.current_type_name {
+                    Some(n) => format!("vGPU {} (type {t})", crate::vgpu::typename::short_name(n)),
+                    None => format!("vGPU type {t}"),
+                };
+                out.push(format!("VF {} holds {what}", vf.address));
+            }
         }
         for m in inv.mdevs.iter().filter(|m| m.parent.as_ref().and_then(|p| p.pci_address()) == Some(vf.address)) {
             out.push(format!("VF {} holds mdev {}", vf.address, m.uuid));

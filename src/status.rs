@@ -280,38 +280,44 @@ fn collect_with(host: &Host, mig_room: bool, sample: bool) -> HostResult<Collect
 }
 
 pub fn render(s: &Status) -> String {
+    render_to(s, crate::table::width())
+}
+
+fn device_utilization(d: &Device) -> String {
+    let Some(u) = d.utilization.as_ref() else { return "-".into() };
+    let mut parts = Vec::new();
+    if let Some(x) = u.sm_percent {
+        parts.push(format!("sm {x:.0}%"));
+    }
+    if let Some(x) = u.memory_percent {
+        parts.push(format!("mem {x}%"));
+    }
+    if let Some(x) = u.memory_used_mib {
+        parts.push(format!("fb {x}{} MiB", u.memory_total_mib.map(|t| format!("/{t}")).unwrap_or_default()));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// A line per GPU (mode, utilization), under it a table of its devices.
+pub fn render_to(s: &Status, width: Option<usize>) -> String {
     let mut out = String::new();
-    let dev_line = |d: &Device| {
-        let util = d
-            .utilization
-            .as_ref()
-            .map(|u| {
-                let mut parts = Vec::new();
-                if let Some(x) = u.sm_percent {
-                    parts.push(format!("sm {x:.0}%"));
-                }
-                if let Some(x) = u.memory_percent {
-                    parts.push(format!("mem {x}%"));
-                }
-                if let Some(x) = u.memory_used_mib {
-                    parts.push(format!("fb {x}{} MiB", u.memory_total_mib.map(|t| format!("/{t}")).unwrap_or_default()));
-                }
-                format!("  {}", parts.join("  "))
-            })
-            .unwrap_or_default();
-        format!(
-            "    {:<13} {:<38} {:<14} {}{util}\n",
-            d.kind,
-            d.id,
-            d.type_name.as_deref().unwrap_or("-"),
-            match (&d.vm, d.in_use) {
-                (Some(vm), Some(true)) => format!("VM {vm} (running)"),
-                (Some(vm), _) => format!("VM {vm}"),
-                (None, Some(true)) => "in use".into(),
-                (None, Some(false)) => "free".into(),
-                (None, None) => "-".into(),
-            }
-        )
+    let devices = |list: &[Device]| -> String {
+        let mut t = crate::table::Table::new(&["KIND", "ID", "TYPE", "VM", "IN USE", "UTILIZATION"]).indented(2);
+        for d in list {
+            t.row(vec![
+                d.kind.to_string(),
+                d.id.clone(),
+                d.type_name.clone().unwrap_or_else(|| "-".into()),
+                d.vm.clone().unwrap_or_else(|| "-".into()),
+                crate::table::in_use(d.in_use).to_string(),
+                device_utilization(d),
+            ]);
+        }
+        t.render_to(width)
     };
     for g in &s.gpus {
         let util = g
@@ -319,23 +325,23 @@ pub fn render(s: &Status) -> String {
             .as_ref()
             .map(|u| {
                 format!(
-                    "  gpu {}%  mem {}/{} MiB",
+                    ", gpu {}%, memory {}/{} MiB",
                     u.gpu_percent.map(|x| x.to_string()).unwrap_or("-".into()),
                     u.memory_used_mib.unwrap_or(0),
                     u.memory_total_mib.unwrap_or(0)
                 )
             })
             .unwrap_or_default();
-        out.push_str(&format!("{} {:<16} {}{util}\n", g.gpu, g.name.as_deref().unwrap_or(""), g.mode));
-        for d in &g.devices {
-            out.push_str(&dev_line(d));
+        let n = g.devices.len();
+        let what = if n == 0 { "no devices".to_string() } else { format!("{n} device(s)") };
+        out.push_str(&crate::table::wrap(&format!("{} {} ({}, {what}{util})", g.gpu, g.name.as_deref().unwrap_or(""), g.mode), width, 0, 2));
+        if !g.devices.is_empty() {
+            out.push_str(&devices(&g.devices));
         }
     }
     if !s.other_mdevs.is_empty() {
         out.push_str("other mdevs\n");
-        for d in &s.other_mdevs {
-            out.push_str(&dev_line(d));
-        }
+        out.push_str(&devices(&s.other_mdevs));
     }
     if out.is_empty() {
         out.push_str("No GPUs or mdevs.\n");

@@ -38,13 +38,15 @@ pub struct MdevTypeRow {
     pub devices: usize,
 }
 
-pub fn report(inv: &Inventory, views: Vec<GpuView>, only_parent: Option<&MdevParent>) -> TypesReport {
+/// What `types` reports: every GPU, or only `only_gpu` / `only_parent`.
+pub fn report(inv: &Inventory, views: Vec<GpuView>, only_parent: Option<&MdevParent>, only_gpu: Option<crate::ids::PciAddress>) -> TypesReport {
     let gpu_parent = |p: &MdevParent| -> bool {
         p.pci_address().is_some_and(|a| inv.gpus.iter().any(|g| g.address == a || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|v| v.address == a))))
     };
     let mdev = inv
         .mdev_parents
         .iter()
+        .filter(|_| only_gpu.is_none())
         .filter(|p| only_parent.is_none_or(|o| o == &p.name))
         .filter(|p| only_parent.is_some() || !gpu_parent(&p.name))
         .map(|p| MdevParentTypes {
@@ -63,9 +65,10 @@ pub fn report(inv: &Inventory, views: Vec<GpuView>, only_parent: Option<&MdevPar
                 .collect(),
         })
         .collect();
-    let gpus = match only_parent {
-        Some(p) => views.into_iter().filter(|v| Some(v.gpu) == p.pci_address()).collect(),
-        None => views,
+    let gpus = match (only_parent, only_gpu) {
+        (Some(p), _) => views.into_iter().filter(|v| Some(v.gpu) == p.pci_address()).collect(),
+        (None, Some(g)) => views.into_iter().filter(|v| v.gpu == g).collect(),
+        (None, None) => views,
     };
     TypesReport { schema_version: crate::inventory::SCHEMA_VERSION, gpus, mdev }
 }
@@ -94,31 +97,61 @@ fn interface_text(v: &GpuView) -> String {
 }
 
 pub fn render(r: &TypesReport) -> String {
+    render_to(r, crate::table::width())
+}
+
+/// Per GPU: a header line, one row per type (name, id, kind, size, how many
+/// more fit) and, for the types that cannot be made now, one note per
+/// cause: the reason is said once for all the types it applies to, not on
+/// every row.
+pub fn render_to(r: &TypesReport, width: Option<usize>) -> String {
     let mut out = String::new();
     for v in &r.gpus {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&format!("{} {} ({})\n", v.gpu, v.name.as_deref().unwrap_or(""), interface_text(v)));
+        out.push_str(&crate::table::wrap(&format!("{} {} ({})", v.gpu, v.name.as_deref().unwrap_or(""), interface_text(v)), width, 0, 2));
         if v.types.is_empty() {
-            out.push_str(&format!("  {}\n", crate::vgpu::explain::why_no_types(v)));
+            out.push_str(&crate::table::wrap(&crate::vgpu::explain::why_no_types(v), width, 2, 2));
             continue;
         }
-        let mut t = Table::new(&["  TYPE", "KIND", "FRAMEBUFFER", "CREATABLE", "WHY NOT"]);
+        // Causes in order of first appearance, each with a note number.
+        let mut causes: Vec<String> = Vec::new();
+        let mut t = Table::new(&["TYPE", "ID", "KIND", "FRAMEBUFFER", "CREATABLE"]).indented(2);
         for ty in &v.types {
+            let creatable = match ty.creatable {
+                0 => {
+                    let parsed = ty.name.parse::<crate::vgpu::typename::VgpuTypeName>().ok();
+                    let cause = crate::vgpu::explain::why_not_grouped(v, ty, parsed.as_ref());
+                    let n = match causes.iter().position(|c| *c == cause) {
+                        Some(i) => i + 1,
+                        None => {
+                            causes.push(cause);
+                            causes.len()
+                        }
+                    };
+                    format!("0 [{n}]")
+                }
+                n => n.to_string(),
+            };
             t.row(vec![
-                format!("  {}", ty.name),
+                ty.name.clone(),
+                opt(&ty.id),
                 match ty.kind {
                     Some(VgpuKind::TimeSliced) => "time-sliced".into(),
                     Some(VgpuKind::MigBacked) => format!("MIG {}", ty.mig_profile.as_deref().unwrap_or("")),
                     None => "-".into(),
                 },
                 ty.framebuffer_mib.map(|m| format!("{} GB", m / 1024)).unwrap_or_else(|| "-".into()),
-                ty.creatable.to_string(),
-                ty.why_not.clone().unwrap_or_default(),
+                creatable,
             ]);
         }
-        out.push_str(&t.render());
+        out.push_str(&t.render_to(width));
+        for (i, c) in causes.iter().enumerate() {
+            let marker = format!("[{}] ", i + 1);
+            let note = crate::table::wrap(&format!("{marker}{c}"), width, 2, 2 + marker.len());
+            out.push_str(&note);
+        }
     }
     if !r.mdev.is_empty() {
         if !out.is_empty() {
@@ -130,7 +163,7 @@ pub fn render(r: &TypesReport) -> String {
                 t.row(vec![p.parent.to_string(), ty.id.to_string(), opt(&ty.name), opt(&ty.available_instances), ty.devices.to_string()]);
             }
         }
-        out.push_str(&t.render());
+        out.push_str(&t.render_to(width));
     }
     if out.is_empty() {
         out.push_str("No vGPU-capable GPUs and no mdev parents on this host.\n");

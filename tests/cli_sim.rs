@@ -12,6 +12,8 @@ fn vgpuctl(root: &Path, args: &[&str]) -> Output {
         .arg(root)
         .args(args)
         .env_remove("VGPUCTL_ROOT")
+        // Tables fit COLUMNS when it is set; snapshots are of the unwrapped form.
+        .env_remove("COLUMNS")
         .env("VGPUCTL_NVIDIA_SMI", "/nonexistent/nvidia-smi")
         .output()
         .expect("run vgpuctl")

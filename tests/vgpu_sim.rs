@@ -43,7 +43,7 @@ fn test_sriov_enable_disable_and_status() {
     // A VF holding a vGPU blocks disabling, naming it.
     h.ok(&["vgpu", "create", "--type", "H100-10C", "--gpu", H0]);
     let e = h.fails(&["sriov", "disable", H0], 3);
-    assert!(e.contains("VF 0000:18:00.4 holds vGPU type"), "{e}");
+    assert!(e.contains("VF 0000:18:00.4 holds vGPU H100-10C (type "), "{e}");
     h.ok(&["vgpu", "remove", "0000:18:00.4"]);
     h.ok(&["sriov", "disable", H0]);
     assert!(!h.path("/sys/bus/pci/devices/0000:18:00.4").exists());

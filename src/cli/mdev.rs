@@ -180,25 +180,29 @@ pub fn run(host: &Host, cmd: &MdevCommand) -> Result<i32, CliError> {
             if *json {
                 print_json(&r)?;
             } else {
-                let mut t = Table::new(&["UUID", "PARENT", "TYPE", "STATE", "START", "IOMMU", "IN_USE"]);
+                // The IOMMU group is in --json and `vgpuctl list`; without it
+                // a row with a whole UUID fits 80 columns.
+                let mut t = Table::new(&["UUID", "PARENT", "TYPE", "STATE", "IN USE"]);
                 for d in &r.devices {
                     t.row(vec![
                         d.uuid.to_string(),
                         opt(&d.parent),
-                        opt(&d.type_id),
-                        match (d.active, d.defined, &d.mismatch) {
-                            (_, _, Some(m)) => format!("{}, but {m}", if d.active { "active" } else { "defined" }),
-                            (true, true, None) => "active, defined".into(),
-                            (true, false, None) => "active".into(),
-                            (false, _, None) => "defined".into(),
+                        crate::table::type_cell(d.type_id.as_ref().map(|t| t.as_str()), d.type_name.as_deref()),
+                        {
+                            let state = match (d.active, d.defined, &d.mismatch) {
+                                (_, _, Some(m)) => format!("{}, but {m}", if d.active { "active" } else { "defined" }),
+                                (true, true, None) => "active, defined".into(),
+                                (true, false, None) => "active".into(),
+                                (false, _, None) => "defined".into(),
+                            };
+                            // How a definition starts, beside it: `defined (auto)`.
+                            match &d.start {
+                                Some(s) if d.mismatch.is_none() && d.defined => format!("{state} ({s})"),
+                                _ => state,
+                            }
                         },
-                        opt(&d.start),
-                        opt(&d.iommu_group),
-                        match d.in_use {
-                            Some(true) => "yes".into(),
-                            Some(false) => "no".into(),
-                            None => "-".into(),
-                        },
+                        // A definition that is not active has no user to ask about.
+                        if d.active { crate::table::in_use(d.in_use).to_string() } else { "-".into() },
                     ]);
                 }
                 if !t.is_empty() {

@@ -277,6 +277,9 @@ pub struct TypesArgs {
     /// Print the result as JSON (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
+    /// Only this GPU: PCI address, GPU UUID or nvidia-smi index.
+    #[arg(long, value_parser = gpu_ref::gpu_ref, conflicts_with = "parent")]
+    pub gpu: Option<gpu_ref::GpuRef>,
     /// Only this parent (PCI address of a GPU/VF, or a virtual parent like mbochs).
     #[arg(long, value_parser = parse_parent)]
     pub parent: Option<MdevParent>,
@@ -457,7 +460,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             let inv = Inventory::scan_with(&host, &ScanOptions { usage: false, mig: true })?;
             let views = crate::vgpu::view::build(&inv, &crate::vgpu::view::HostFacts { host: &host });
-            let report = crate::types::report(&inv, views, args.parent.as_ref());
+            let report = crate::types::report(&inv, views, args.parent.as_ref(), gpu_ref::resolve_opt(&host, args.gpu.as_ref())?);
             if args.json {
                 print_json(&report)?;
             } else {
@@ -749,7 +752,7 @@ fn demo(profile: &str, dir: Option<&std::path::Path>) -> Result<(), CliError> {
     let views = crate::vgpu::view::build(&inv, &crate::vgpu::view::HostFacts { host: &host });
     let first: Vec<_> = views.into_iter().take(1).collect();
     step("types   (first GPU shown)");
-    print_out(&crate::types::render(&crate::types::report(&inv, first, None)));
+    print_out(&crate::types::render(&crate::types::report(&inv, first, None, None)));
     print_out(&format!("\nExplore further with: vgpuctl --root {root} list --json\n"));
     Ok(())
 }

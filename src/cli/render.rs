@@ -92,23 +92,37 @@ pub fn list(inv: &Inventory) -> String {
     if !inv.mdev_parents.is_empty() {
         let _ = writeln!(out, "\nmdev parents: {} ({} PCI)", inv.mdev_parents.len(), pci_parent_count);
         for p in other {
-            let types: Vec<String> = p.types.iter().map(|t| format!("{} ({} free)", t.id, opt(&t.available_instances))).collect();
+            let types: Vec<String> = p
+                .types
+                .iter()
+                .map(|t| {
+                    let name = t.name.as_deref().map(crate::vgpu::typename::short_name);
+                    format!("{}: {} free", crate::table::type_cell(Some(t.id.as_str()), name.as_deref()), opt(&t.available_instances))
+                })
+                .collect();
             let _ = writeln!(out, "  {}: {}", p.name, types.join(", "));
         }
     }
     if !inv.mdevs.is_empty() {
-        let mut t = Table::new(&["MDEV", "PARENT", "TYPE", "IOMMU", "IN_USE"]);
+        let mut t = Table::new(&["MDEV", "PARENT", "TYPE", "IOMMU", "IN USE"]);
         for m in &inv.mdevs {
+            // The type's name from its parent's listing (nvidia-709 is A100D-4C).
+            let name = inv
+                .mdev_parents
+                .iter()
+                .filter(|p| Some(&p.name) == m.parent.as_ref())
+                .flat_map(|p| p.types.iter())
+                .find(|t| Some(&t.id) == m.type_id.as_ref())
+                .and_then(|t| t.name.as_deref())
+                .map(crate::vgpu::typename::short_name);
             t.row(vec![
                 m.uuid.to_string(),
                 opt(&m.parent),
-                opt(&m.type_id),
+                crate::table::type_cell(m.type_id.as_ref().map(|t| t.as_str()), name.as_deref()),
                 opt(&m.iommu_group),
-                match (&m.in_use, &m.used_by) {
-                    (_, Some(u)) => format!("yes (pid {}{})", u.pid, u.vm.as_ref().map(|v| format!(", VM {v}")).unwrap_or_default()),
-                    (Some(true), None) => "yes".into(),
-                    (Some(false), _) => "no".into(),
-                    (None, _) => "unknown".into(),
+                match &m.used_by {
+                    Some(u) => format!("in use (pid {}{})", u.pid, u.vm.as_ref().map(|v| format!(", VM {v}")).unwrap_or_default()),
+                    None => crate::table::in_use(m.in_use).to_string(),
                 },
             ]);
         }

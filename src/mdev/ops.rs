@@ -334,6 +334,9 @@ pub struct ListRow {
     pub parent: Option<MdevParent>,
     #[serde(rename = "type")]
     pub type_id: Option<MdevTypeId>,
+    /// The type's name as the admin knows it (`A100D-4C` for nvidia-709),
+    /// while its parent lists the type.
+    pub type_name: Option<String>,
     pub active: bool,
     pub defined: bool,
     pub start: Option<StartPolicy>,
@@ -361,6 +364,12 @@ fn opt_text<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_else(|| "?".into())
 }
 
+/// The name a parent gives its type (`GRID A100D-4C` → `A100D-4C`).
+fn type_name(host: &Host, parent: &MdevParent, t: &MdevTypeId) -> Option<String> {
+    let name = host.read_attr_opt(&format!("/sys/class/mdev_bus/{parent}/mdev_supported_types/{t}/name")).ok()??;
+    Some(crate::vgpu::typename::short_name(&name))
+}
+
 pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
     let (defs, warnings) = definitions::load_all(host)?;
     let mut rows = Vec::new();
@@ -373,6 +382,7 @@ pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
             let mismatch = dev.as_ref().filter(|_| !matches).map(|x| format!("active on {} as {}", opt_text(&x.parent), opt_text(&x.type_id)));
             rows.push(ListRow {
                 uuid: d.uuid,
+                type_name: type_name(host, &d.parent, &d.mdev_type),
                 parent: Some(d.parent),
                 type_id: Some(d.mdev_type),
                 active: matches,
@@ -393,8 +403,13 @@ pub fn list(host: &Host, defined_only: bool) -> Result<ListReport, MdevError> {
             // Defined as it is: a definition of this UUID on its parent with its type.
             let def = defs.iter().find(|x| x.uuid == uuid && Some(&x.parent) == d.parent.as_ref() && Some(&x.mdev_type) == d.type_id.as_ref());
             let other = defs.iter().find(|x| x.uuid == uuid).filter(|_| def.is_none());
+            let type_name = match (&d.parent, &d.type_id) {
+                (Some(p), Some(t)) => type_name(host, p, t),
+                _ => None,
+            };
             rows.push(ListRow {
                 uuid,
+                type_name,
                 parent: d.parent,
                 type_id: d.type_id,
                 active: true,

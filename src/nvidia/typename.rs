@@ -113,6 +113,12 @@ impl VgpuTypeName {
     }
 }
 
+/// A type name as an admin writes it (`A100D-4C`), from the name the driver
+/// gives (`GRID A100D-4C`, `NVIDIA H100-20C`); other names as they are.
+pub fn short_name(driver_name: &str) -> String {
+    driver_name.parse::<VgpuTypeName>().map(|t| t.to_string()).unwrap_or_else(|_| driver_name.trim().to_string())
+}
+
 impl FromStr for VgpuTypeName {
     type Err = TypeNameError;
 

@@ -25,17 +25,73 @@ fn mib(v: u64) -> String {
     }
 }
 
+/// How a reason names the type: one type (`H100-4C has 4 GB`), or every
+/// type of a group in a table that gives one reason per GPU and cause.
+struct Words {
+    /// `H100-4C has 4 GB` / `these types have another size`
+    has_size: String,
+    /// `H100-80C needs 80 GB` / `these types need more`
+    needs_size: String,
+    /// `a 3g.40gb GPU instance` / `a GPU instance of the type's profile`
+    instance: String,
+    /// `no free 3g.40gb GPU instance` / `no free GPU instance of their profile`
+    no_free: String,
+    /// `is full for 20 GB` / `is full for their size`
+    full_for: String,
+    /// `H100-4C` / `these types`
+    name: String,
+    /// `it` / `them`
+    it: &'static str,
+}
+
+impl Words {
+    fn of(t: &TypeView) -> Self {
+        let fb = mib(t.framebuffer_mib.unwrap_or(0));
+        let profile = t.mig_profile.clone().unwrap_or_else(|| "its".into());
+        Self {
+            has_size: format!("{} has {fb}", t.name),
+            needs_size: format!("{} needs {fb}", t.name),
+            instance: format!("a {profile} GPU instance"),
+            no_free: format!("no free {profile} GPU instance"),
+            full_for: format!("is full for {fb}"),
+            name: t.name.clone(),
+            it: "it",
+        }
+    }
+
+    fn group() -> Self {
+        Self {
+            has_size: "these types have another size".into(),
+            needs_size: "these types need more".into(),
+            instance: "a GPU instance of the type's profile".into(),
+            no_free: "no free GPU instance of their profile".into(),
+            full_for: "is full for their size".into(),
+            name: "these types".into(),
+            it: "them",
+        }
+    }
+}
+
 /// The reason `t` has no creatable instance on `view`, in the admin's terms.
 pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> String {
+    reason(view, t, parsed, &Words::of(t))
+}
+
+/// The same reason worded for every type it applies to, so that a table
+/// can group the types of one GPU by cause and say it once.
+pub fn why_not_grouped(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> String {
+    reason(view, t, parsed, &Words::group())
+}
+
+fn reason(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>, w: &Words) -> String {
     let gpu = view.gpu;
     if view.interface == Interface::None {
         return no_interface(view);
     }
     match t.kind {
         Some(VgpuKind::MigBacked) => {
-            let profile = t.mig_profile.clone().unwrap_or_else(|| "its".into());
             if !view.mig_enabled() {
-                return format!("MIG mode is off on {gpu}; enable it (vgpuctl mig enable {gpu}) and create a {profile} GPU instance");
+                return format!("MIG mode is off on {gpu}; enable it (vgpuctl mig enable {gpu}) and create {}", w.instance);
             }
             if view.vgpus.iter().any(|v| v.kind == Some(VgpuKind::TimeSliced)) {
                 return format!("{gpu} holds time-sliced vGPUs ({}); time-sliced and MIG-backed vGPUs never share a GPU", holdings(view));
@@ -45,7 +101,10 @@ pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> S
             }
             // Counted from the GPU's instances (view::cap_mig_backed): none of
             // this profile is free and none fits beside the others.
-            format!("no free {profile} GPU instance on {gpu} and no room to make one beside its other instances; vgpuctl mig status shows them (destroying those no vGPU uses frees room)")
+            format!(
+                "{} on {gpu} and no room to make one beside its other instances; vgpuctl mig status shows them (destroying those no vGPU uses frees room)",
+                w.no_free
+            )
         }
         Some(VgpuKind::TimeSliced) => {
             if view.mig_enabled() || view.holds_mig_backed() {
@@ -64,10 +123,10 @@ pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> S
                     _ => String::new(),
                 };
                 return format!(
-                    "{gpu} holds {}; equal-size mode allows one framebuffer size per GPU and {} has {}: remove those vGPUs to use it{mixed}",
+                    "{gpu} holds {}; equal-size mode allows one framebuffer size per GPU and {}: remove those vGPUs to use {}{mixed}",
                     holdings(view),
-                    t.name,
-                    mib(fb)
+                    w.has_size,
+                    w.it
                 );
             }
             if het {
@@ -76,19 +135,18 @@ pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> S
                     let total = u64::from(total) * 1024;
                     if used + fb > total {
                         return format!(
-                            "mixed-size mode: {} of {} framebuffer in use ({}); {} needs {}: remove vGPUs to free it",
+                            "mixed-size mode: {} of {} framebuffer in use ({}); {}: remove vGPUs to free it",
                             mib(used),
                             mib(total),
                             holdings(view),
-                            t.name,
-                            mib(fb)
+                            w.needs_size
                         );
                     }
                 }
             }
             let same = sizes.get(&fb).copied().unwrap_or(0);
             if let Some(max) = t.max_instances.filter(|m| same >= *m) {
-                return format!("{gpu} is full for {} ({} of at most {max}): remove one ({})", mib(fb), same, holdings(view));
+                return format!("{gpu} {} ({} of at most {max}): remove one ({})", w.full_for, same, holdings(view));
             }
             if view.free_slots == 0 {
                 return match view.interface {
@@ -96,9 +154,9 @@ pub fn why_not(view: &GpuView, t: &TypeView, parsed: Option<&VgpuTypeName>) -> S
                     _ => format!("every VF of {gpu} holds a vGPU ({}/{}): remove one, or enable more VFs", view.slots, view.slots),
                 };
             }
-            format!("the driver offers {} on no free slot of {gpu} right now", t.name)
+            format!("the driver offers {} on no free slot of {gpu} right now", w.name)
         }
-        None => format!("the driver lists {} without a parsable vGPU name; vgpuctl cannot tell why it is not available", t.name),
+        None => format!("the driver lists {} without a parsable vGPU name; vgpuctl cannot tell why it is not available", w.name),
     }
 }
 

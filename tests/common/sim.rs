@@ -31,7 +31,7 @@ impl SimHost {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
-        c.arg("--root").arg(&self.root).env_remove("VGPUCTL_ROOT").env("VGPUCTL_NVIDIA_SMI", "/nonexistent/nvidia-smi");
+        c.arg("--root").arg(&self.root).env_remove("VGPUCTL_ROOT").env_remove("COLUMNS").env("VGPUCTL_NVIDIA_SMI", "/nonexistent/nvidia-smi");
         c
     }
 
