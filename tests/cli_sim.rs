@@ -300,3 +300,37 @@ fn test_help_works_for_every_vm_command_without_the_helper() {
     assert_eq!(code, Some(0));
     assert!(out.contains("Usage: vgpuctl hook qemu") && out.contains("What libvirt passes"), "{out}");
 }
+
+/// Every subcommand's `--help` works, and every option and argument of every
+/// subcommand has a sentence of help (found from the clap definitions, so a
+/// new option without one fails here).
+#[test]
+fn test_every_option_of_every_subcommand_has_help() {
+    use clap::CommandFactory;
+    fn walk(c: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, Vec<String>)>) {
+        let missing: Vec<String> = c
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_help().is_none_or(|h| h.to_string().trim().len() < 8))
+            .map(|a| a.get_id().to_string())
+            .collect();
+        out.push((path.clone(), missing));
+        for s in c.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut p = path.clone();
+            p.push(s.get_name().to_string());
+            walk(s, p, out);
+        }
+    }
+    let mut all = Vec::new();
+    walk(&vgpuctl::cli::Cli::command(), Vec::new(), &mut all);
+    let undocumented: Vec<String> = all.iter().filter(|(_, m)| !m.is_empty()).map(|(p, m)| format!("vgpuctl {}: {m:?}", p.join(" "))).collect();
+    assert!(undocumented.is_empty(), "options without help: {undocumented:#?}");
+    assert!(all.len() > 40, "{} subcommands", all.len());
+    for (path, _) in &all {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = Command::new(env!("CARGO_BIN_EXE_vgpuctl")).args(&args).env("VGPUCTL_LIBVIRT_HELPER", "/nonexistent").output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "vgpuctl {}: {}", args.join(" "), stderr(&o));
+        assert!(stdout(&o).contains("Usage: vgpuctl"), "vgpuctl {}: {}", args.join(" "), stdout(&o));
+    }
+}
