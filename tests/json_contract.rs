@@ -199,6 +199,7 @@ fn test_every_json_command_validates_against_its_schema_on_every_profile() {
         r.ok(&["hook", "test", &xml, "--json"], "hook-test");
         r.ok(&["vm", "explain", &xml, "--json"], "vm-explain");
         r.ok(&["hook", "uninstall", "--json"], "hook-uninstall");
+        r.ok(&["install-units", "--binary", "/usr/bin/vgpuctl", "--json"], "install-units");
         // plan / apply --check / apply from a host config.
         let cfg = write(&h, "host.toml", &format!("[[gpu]]\nselect = \"{g2}\"\nmode = \"mig\"\nlayout = [{{ profile = \"2g.20gb\" }}]\n"));
         r.ok(&["plan", "-f", &cfg, "--json"], "plan");
@@ -241,9 +242,9 @@ fn test_every_json_command_validates_against_its_schema_on_every_profile() {
         r.ok(&["passthrough", "release", "0000:01:00.0", "--json"], "passthrough-release");
         read_only(r, "L40S-4Q");
     }
-    // vm define and vm show are answered by vgpuctl-libvirt, which needs a
-    // libvirtd: tests/libvirt_real.rs validates those two documents.
-    covered.extend(["vm define".to_string(), "vm show".to_string()]);
+    // vm define/attach/detach/show are answered by vgpuctl-libvirt, which
+    // needs a libvirtd: tests/libvirt_real.rs validates those documents.
+    covered.extend(["vm define", "vm attach", "vm detach", "vm show"].map(String::from));
     let missing: Vec<String> = json_commands().difference(&covered).cloned().collect();
     assert!(missing.is_empty(), "commands with --json that no test validated: {missing:?}");
 }

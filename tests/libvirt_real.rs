@@ -69,8 +69,11 @@ fn test_define_start_attach_detach_config_round_trip() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&virsh(&["domstate", &name])).trim(), "running");
 
-    let o = vgpuctl(root, &["vm", "attach", &name, "--mdev", u, "--config"]);
+    let o = vgpuctl(root, &["vm", "attach", &name, "--mdev", u, "--config", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
+    let attached: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    common::contract::validate("vm-attach", &attached, "vm attach --json");
+    assert_eq!((attached["live"].as_bool(), attached["persistent"].as_bool()), (Some(false), Some(true)), "{attached}");
     let inactive = text(&virsh(&["dumpxml", "--inactive", &name]));
     assert!(inactive.contains(&format!("<address uuid='{u}'/>")), "{inactive}");
     assert!(inactive.contains("<vgpuctl:gpus xmlns:vgpuctl=\"https://vgpuctl.dev/xmlns/libvirt/domain/1\">"), "{inactive}");
@@ -95,8 +98,10 @@ fn test_define_start_attach_detach_config_round_trip() {
     assert!(!o.status.success());
     assert!(text(&o).contains("libvirt refused to attach"), "{}", text(&o));
 
-    let o = vgpuctl(root, &["vm", "detach", &name, "--mdev", u, "--config"]);
+    let o = vgpuctl(root, &["vm", "detach", &name, "--mdev", u, "--config", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
+    let detached: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    common::contract::validate("vm-detach", &detached, "vm detach --json");
     let inactive = text(&virsh(&["dumpxml", "--inactive", &name]));
     assert!(!inactive.contains(u), "{inactive}");
 }

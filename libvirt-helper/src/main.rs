@@ -96,7 +96,7 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 print_out(&format!("defined {} ({uuid})\n", domain.name));
             }
         }
-        Cmd::Attach { domain, devices, live, config, .. } => {
+        Cmd::Attach { domain, devices, live, config, json, .. } => {
             if devices.is_empty() {
                 return Err(HelperError::Msg("nothing to attach: give --vgpu, --mdev, --mdev-type or --passthrough".into()));
             }
@@ -141,14 +141,19 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
                     .map_err(lv("metadata"))?;
             }
-            print_out(&format!(
-                "attached {} device(s) to {domain}{}{}\n",
-                specs.len(),
-                if live { " (live)" } else { "" },
-                if config { " (persistent)" } else { "" }
-            ));
+            if *json {
+                let d = doc::Versioned::new(doc::VmAttached { domain: domain.clone(), devices: specs, live, persistent: config });
+                print_out(&doc::render(&d).unwrap_or_default());
+            } else {
+                print_out(&format!(
+                    "attached {} device(s) to {domain}{}{}\n",
+                    specs.len(),
+                    if live { " (live)" } else { "" },
+                    if config { " (persistent)" } else { "" }
+                ));
+            }
         }
-        Cmd::Detach { domain, mdev, pci, live, config, .. } => {
+        Cmd::Detach { domain, mdev, pci, live, config, json, .. } => {
             let dom = lookup(conn, domain)?;
             let active = dom.is_active().map_err(lv("domain state"))?;
             let (live, config) = if !*live && !*config { (active, !active) } else { (*live, *config) };
@@ -177,10 +182,11 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
             dom.detach_device_flags(&h[0], flags(live, config))
                 .map_err(|e| HelperError::Libvirt(format!("libvirt refused to detach from {domain}: {}", e.message())))?;
             let uuid = dom.uuid_string().ok();
+            let mut freed = false;
             if live {
                 let _lock = HostLock::acquire(host, hook::LOCK_TIMEOUT).map_err(|e| any_err(&e))?;
-                let freed = hook::release_one(host, &parsed.name, uuid.as_deref(), &hook::made_for(host, &spec)).map_err(|e| any_err(&e))?;
-                if freed {
+                freed = hook::release_one(host, &parsed.name, uuid.as_deref(), &hook::made_for(host, &spec)).map_err(|e| any_err(&e))?;
+                if freed && !*json {
                     print_out(&format!("freed the device vgpuctl made for {domain}\n"));
                 }
             }
@@ -191,7 +197,12 @@ fn run_with(host: &Host, conn: &Connect, cmd: &Cmd) -> Result<(), HelperError> {
                 dom.set_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(&frag), Some("vgpuctl"), Some(NAMESPACE), sys::VIR_DOMAIN_AFFECT_CONFIG)
                     .map_err(lv("metadata"))?;
             }
-            print_out(&format!("detached from {domain}\n"));
+            if *json {
+                let d = doc::Versioned::new(doc::VmDetached { domain: domain.clone(), live, persistent: config, freed });
+                print_out(&doc::render(&d).unwrap_or_default());
+            } else {
+                print_out(&format!("detached from {domain}\n"));
+            }
         }
         Cmd::Show { domain, inactive, json, .. } => {
             let dom = lookup(conn, domain)?;

@@ -32,6 +32,28 @@ pub struct VmDefined {
     pub defined: bool,
 }
 
+/// `vm attach --json` (printed by vgpuctl-libvirt).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VmAttached {
+    pub domain: String,
+    /// The devices attached, as the domain's metadata records them.
+    pub devices: Vec<crate::libvirt::generate::DeviceSpec>,
+    /// To the running domain (its devices made now, as a start would).
+    pub live: bool,
+    /// To the persistent definition.
+    pub persistent: bool,
+}
+
+/// `vm detach --json` (printed by vgpuctl-libvirt).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VmDetached {
+    pub domain: String,
+    pub live: bool,
+    pub persistent: bool,
+    /// The device vgpuctl had made for the domain was freed with it.
+    pub freed: bool,
+}
+
 /// A body that has no `schema_version` of its own, given one.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Versioned<T> {
@@ -118,6 +140,7 @@ documents! {
     Versioned<super::HookTest> => "hook-test",
     Versioned<crate::hook::install::Installed> => "hook-install",
     Versioned<super::HookRemoved> => "hook-uninstall",
+    Versioned<super::UnitsInstalled> => "install-units",
     Versioned<super::PassthroughCheck> => "passthrough-check",
     Versioned<pt::Prepared> => "passthrough-prepare",
     Versioned<pt::Released> => "passthrough-release",
@@ -139,6 +162,8 @@ documents! {
     crate::mdev::RestoreReport => "mdev-restore",
     super::vm::VmReport => "vm-explain",
     Versioned<VmDefined> => "vm-define",
+    Versioned<VmAttached> => "vm-attach",
+    Versioned<VmDetached> => "vm-detach",
 }
 
 /// `vgpuctl --version --json`: this build and the helpers it would run.

@@ -168,6 +168,9 @@ pub enum Command {
         /// The vgpuctl binary the units run (default: this one, by the path it was started as; refused from a cargo build tree).
         #[arg(long)]
         binary: Option<String>,
+        /// Print the files written as JSON (docs/schema/install-units.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Simulated hosts for demos, tests and planning.
     #[command(subcommand)]
@@ -616,10 +619,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let host = open_host(&cli)?;
             return vgpu::run_explain(&host, type_name, *json);
         }
-        Command::InstallUnits { unit_dir, binary } => {
+        Command::InstallUnits { unit_dir, binary, json } => {
             let host = open_host(&cli)?;
             let binary = crate::binary::chosen(binary.as_deref()).map_err(crate::units::UnitError::from)?;
             let written = crate::units::install(&host, unit_dir, &binary)?;
+            if *json {
+                print_json(&doc::Versioned::new(UnitsInstalled { written, binary }))?;
+                return Ok(exit::OK);
+            }
             let mut text = String::new();
             for w in &written {
                 text.push_str(&format!("wrote {w}\n"));
@@ -676,6 +683,15 @@ pub struct Cleaned {
 pub struct HookTest {
     pub domain: String,
     pub actions: Vec<crate::hook::Action>,
+}
+
+/// `install-units --json`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct UnitsInstalled {
+    /// The unit files written, as the host names them.
+    pub written: Vec<String>,
+    /// The vgpuctl binary the units run.
+    pub binary: String,
 }
 
 /// `hook uninstall --json`.

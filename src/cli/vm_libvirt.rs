@@ -67,6 +67,9 @@ pub enum Cmd {
         /// Attach to the persistent definition (the default when it is not running).
         #[arg(long)]
         config: bool,
+        /// Print what was attached as JSON (docs/schema/vm-attach.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Detach a GPU: an mdev UUID, a VF or a passthrough PCI address.
     Detach {
@@ -86,6 +89,9 @@ pub enum Cmd {
         /// Detach from the persistent definition (the default when it is not running).
         #[arg(long)]
         config: bool,
+        /// Print what was detached as JSON (docs/schema/vm-detach.json).
+        #[arg(long)]
+        json: bool,
     },
     /// A domain's GPUs and their state on this host.
     Show {
