@@ -25,3 +25,9 @@ if ! command -v ansible-playbook >/dev/null; then
     python3 -m pip install ansible-core 2>/dev/null || python3 -m pip install --break-system-packages ansible-core
 fi
 command -v ansible-playbook >/dev/null || { echo "install-test-deps: ansible-playbook not on PATH after install" >&2; exit 1; }
+# Nova's own option definitions read `vgpuctl export --format nova` back
+# (tests/nova_export.rs), through oslo.config.
+if ! python3 -c "import nova.conf.devices" 2>/dev/null; then
+    python3 -m pip install nova 2>/dev/null || python3 -m pip install --break-system-packages nova
+fi
+python3 -c "import nova.conf.devices" || { echo "install-test-deps: the nova package does not import after install" >&2; exit 1; }

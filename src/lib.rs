@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod binary;
 pub mod cli;
+pub mod fleet;
 pub mod hook;
 pub mod host;
 pub mod ids;

@@ -111,7 +111,8 @@ pub enum ApplyError {
     Host(#[from] crate::host::HostError),
 }
 
-fn nvidia_gpus(inv: &Inventory) -> Vec<config::Selectable> {
+/// The NVIDIA GPUs as a `select` sees them (also for the fleet exports).
+pub fn selectable_gpus(inv: &Inventory) -> Vec<config::Selectable> {
     inv.gpus
         .iter()
         .filter(|g| g.is_nvidia())
@@ -129,7 +130,7 @@ fn nvidia_gpus(inv: &Inventory) -> Vec<config::Selectable> {
 pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
     let inv = Inventory::scan_with(host, &ScanOptions { usage: false, mig: true })?;
     let views: Vec<GpuView> = view::build(&inv, &HostFacts { host });
-    let gpus = nvidia_gpus(&inv);
+    let gpus = selectable_gpus(&inv);
     let mut problems = Vec::new();
     let mut steps = Vec::new();
     let mut seen: BTreeMap<PciAddress, usize> = BTreeMap::new();

@@ -158,8 +158,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the current host as a config (TOML) to stdout.
-    Export,
+    /// Write the current host as a config (TOML), or the configuration an
+    /// engine needs for it (--format nova: the nova.conf vGPU options), to stdout.
+    Export {
+        /// `toml`: the host as a vgpuctl config; `nova`: the nova.conf
+        /// [devices]/[mdev_<type>] options for the host config (docs/fleet.md).
+        #[arg(long, default_value = "toml", value_parser = ["toml", "nova"])]
+        format: String,
+        /// With --format nova: the host config to export (default: the host
+        /// config when there is one, else the host as it is now).
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
+        /// With --format nova: the Nova release the options are for, by name
+        /// or version (wallaby, xena, 2024.1, 29.0.0; default: 2024.1 or later).
+        #[arg(long, value_parser = |s: &str| s.parse::<crate::fleet::nova::Release>())]
+        nova_release: Option<crate::fleet::nova::Release>,
+    },
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
         /// Where unit files go (below --root).
@@ -395,7 +409,7 @@ fn driver_wants(cmd: &Command) -> Option<Wants> {
             mig::MigCommand::Profiles { .. } | mig::MigCommand::Plan { .. } => Wants::MIG_PROFILES | Wants::MIG_INSTANCES,
             _ => Wants::MIG | Wants::VGPU,
         },
-        Command::Plan { .. } | Command::Apply { .. } | Command::Export | Command::Sriov(_) => Wants::VGPU | Wants::MIG,
+        Command::Plan { .. } | Command::Apply { .. } | Command::Export { .. } | Command::Sriov(_) => Wants::VGPU | Wants::MIG,
         _ => return None,
     })
 }
@@ -585,8 +599,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 print_out(if r.changed { "applied\n" } else { "the host already matches its config\n" });
             }
         }
-        Command::Export => {
+        Command::Export { format, file, nova_release } => {
             let host = open_host(&cli)?;
+            if format == "nova" {
+                return export_nova(&host, file.as_deref(), nova_release.unwrap_or(crate::fleet::nova::Release::Caracal));
+            }
+            if file.is_some() || nova_release.is_some() {
+                return Err(CliError::Usage("--file and --nova-release go with --format nova".into()));
+            }
             let cfg = crate::apply::export(&host)?;
             print_out(&format!(
                 "# vgpuctl host config, exported from the current host\n{}",
@@ -683,6 +703,30 @@ pub struct Cleaned {
 pub struct HookTest {
     pub domain: String,
     pub actions: Vec<crate::hook::Action>,
+}
+
+/// `export --format nova`: the config, or — when Nova can be given none of
+/// the host's GPUs — a refusal that says why for each (exit 3).
+fn export_nova(host: &Host, file: Option<&str>, release: crate::fleet::nova::Release) -> Result<i32, CliError> {
+    let path = file.unwrap_or(crate::apply::config::DEFAULT_PATH);
+    let cfg = if file.is_some() || host.exists(path) {
+        crate::apply::config::load(host, path).map_err(crate::apply::ApplyError::from)?
+    } else {
+        crate::apply::export(host)?
+    };
+    let e = crate::fleet::nova::export(host, &cfg).map_err(|e| CliError::Refused(e.to_string()))?;
+    if e.groups.is_empty() {
+        let why: Vec<String> = e.not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
+        return Err(CliError::Refused(format!(
+            "no GPU here can be given to Nova as an mdev type{}",
+            if why.is_empty() { " (the config puts no GPU in vgpu mode)".to_string() } else { format!(": {}", why.join("; ")) }
+        )));
+    }
+    for (g, w) in &e.not_exported {
+        note(&format!("warning: not exported: {g}: {w}"));
+    }
+    print_out(&crate::fleet::nova::render(&e, release));
+    Ok(exit::OK)
 }
 
 /// `install-units --json`.
