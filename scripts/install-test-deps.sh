@@ -15,7 +15,7 @@ apt-get install -y --no-install-recommends \
     mdevctl busybox-static cpio pkg-config kmod make gcc bc flex bison libelf-dev \
     linux-image-amd64 linux-headers-amd64 linux-source-6.1 python3-pip xz-utils \
     prometheus prometheus-node-exporter \
-    dpkg-dev binutils lintian rpm man-db systemd
+    dpkg-dev binutils lintian rpm man-db systemd openssh-server openssh-client
 if ! command -v vng >/dev/null; then
     # Debian's system pip refuses to install outside a venv (PEP 668); pyenv's does not.
     python3 -m pip install virtme-ng 2>/dev/null || python3 -m pip install --break-system-packages virtme-ng

@@ -139,7 +139,7 @@ pub enum Command {
     },
     /// What applying the host config would change, in order.
     Plan {
-        /// The host config to plan from.
+        /// The host config to plan from (`-` reads it from stdin).
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
         file: String,
         /// Print the result as JSON (schema in docs/json-schema.md).
@@ -148,7 +148,7 @@ pub enum Command {
     },
     /// Converge the host to its config (VFs, MIG, GPU instances, vGPUs, mdevs).
     Apply {
-        /// The host config to converge to.
+        /// The host config to converge to (`-` reads it from stdin).
         #[arg(short = 'f', long = "file", default_value = crate::apply::config::DEFAULT_PATH)]
         file: String,
         /// Change nothing: exit 0 when the host matches, 2 when changes are pending.
@@ -560,7 +560,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Plan { file, json } => {
             let host = open_host(&cli)?;
-            let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
+            let cfg = load_config(&host, file)?;
             let p = crate::apply::plan(&host, &cfg)?;
             if *json {
                 print_json(&p)?;
@@ -570,7 +570,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Apply { file, check, json } => {
             let host = open_host(&cli)?;
-            let cfg = crate::apply::config::load(&host, file).map_err(crate::apply::ApplyError::from)?;
+            let cfg = load_config(&host, file)?;
             if *check {
                 let p = crate::apply::plan(&host, &cfg)?;
                 let pending = !p.steps.is_empty();
@@ -705,15 +705,23 @@ pub struct HookTest {
     pub actions: Vec<crate::hook::Action>,
 }
 
+/// The host config from `-f FILE`, or from stdin with `-f -` (what a
+/// configuration tool checks without writing a file first).
+fn load_config(host: &Host, file: &str) -> Result<crate::apply::config::HostConfig, CliError> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .map_err(|e| CliError::Failed(format!("cannot read the host config from stdin: {e}")))?;
+        return Ok(crate::apply::config::parse(&text, "<stdin>").map_err(crate::apply::ApplyError::from)?);
+    }
+    Ok(crate::apply::config::load(host, file).map_err(crate::apply::ApplyError::from)?)
+}
+
 /// `export --format nova`: the config, or — when Nova can be given none of
 /// the host's GPUs — a refusal that says why for each (exit 3).
 fn export_nova(host: &Host, file: Option<&str>, release: crate::fleet::nova::Release) -> Result<i32, CliError> {
     let path = file.unwrap_or(crate::apply::config::DEFAULT_PATH);
-    let cfg = if file.is_some() || host.exists(path) {
-        crate::apply::config::load(host, path).map_err(crate::apply::ApplyError::from)?
-    } else {
-        crate::apply::export(host)?
-    };
+    let cfg = if file.is_some() || host.exists(path) { load_config(host, path)? } else { crate::apply::export(host)? };
     let e = crate::fleet::nova::export(host, &cfg).map_err(|e| CliError::Refused(e.to_string()))?;
     if e.groups.is_empty() {
         let why: Vec<String> = e.not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
