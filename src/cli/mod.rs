@@ -162,8 +162,10 @@ pub enum Command {
     /// engine needs for it (--format nova: the nova.conf vGPU options), to stdout.
     Export {
         /// `toml`: the host as a vgpuctl config; `nova`: the nova.conf
-        /// [devices]/[mdev_<type>] options for the host config (docs/fleet.md).
-        #[arg(long, default_value = "toml", value_parser = ["toml", "nova"])]
+        /// [devices]/[mdev_<type>] options for the host config; `kubevirt`:
+        /// the KubeVirt CR's permittedHostDevices and mediated-device
+        /// configuration for it (docs/fleet.md).
+        #[arg(long, default_value = "toml", value_parser = ["toml", "nova", "kubevirt"])]
         format: String,
         /// With --format nova: the host config to export (default: the host
         /// config when there is one, else the host as it is now).
@@ -173,6 +175,10 @@ pub enum Command {
         /// or version (wallaby, xena, 2024.1, 29.0.0; default: 2024.1 or later).
         #[arg(long, value_parser = |s: &str| s.parse::<crate::fleet::nova::Release>())]
         nova_release: Option<crate::fleet::nova::Release>,
+        /// With --format kubevirt: this host's Kubernetes node name
+        /// (default: its hostname), for nodeMediatedDeviceTypes.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Install the systemd units shipped with vgpuctl.
     InstallUnits {
@@ -599,13 +605,22 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 print_out(if r.changed { "applied\n" } else { "the host already matches its config\n" });
             }
         }
-        Command::Export { format, file, nova_release } => {
+        Command::Export { format, file, nova_release, node } => {
             let host = open_host(&cli)?;
+            if nova_release.is_some() && format != "nova" {
+                return Err(CliError::Usage("--nova-release goes with --format nova".into()));
+            }
+            if node.is_some() && format != "kubevirt" {
+                return Err(CliError::Usage("--node goes with --format kubevirt".into()));
+            }
             if format == "nova" {
                 return export_nova(&host, file.as_deref(), nova_release.unwrap_or(crate::fleet::nova::Release::Caracal));
             }
-            if file.is_some() || nova_release.is_some() {
-                return Err(CliError::Usage("--file and --nova-release go with --format nova".into()));
+            if format == "kubevirt" {
+                return export_kubevirt(&host, file.as_deref(), node.as_deref());
+            }
+            if file.is_some() {
+                return Err(CliError::Usage("--file goes with --format nova or kubevirt".into()));
             }
             let cfg = crate::apply::export(&host)?;
             print_out(&format!(
@@ -715,6 +730,42 @@ fn load_config(host: &Host, file: &str) -> Result<crate::apply::config::HostConf
         return Ok(crate::apply::config::parse(&text, "<stdin>").map_err(crate::apply::ApplyError::from)?);
     }
     Ok(crate::apply::config::load(host, file).map_err(crate::apply::ApplyError::from)?)
+}
+
+/// The host config an export is for: `-f FILE`, else the host config when
+/// there is one, else the host as it is now.
+fn export_config(host: &Host, file: Option<&str>) -> Result<crate::apply::config::HostConfig, CliError> {
+    let path = file.unwrap_or(crate::apply::config::DEFAULT_PATH);
+    if file.is_some() || host.exists(path) {
+        load_config(host, path)
+    } else {
+        Ok(crate::apply::export(host)?)
+    }
+}
+
+/// `export --format kubevirt`: the KubeVirt CR (JSON, which kubectl takes as
+/// YAML too), or a refusal naming each GPU when none can be handed over.
+fn export_kubevirt(host: &Host, file: Option<&str>, node: Option<&str>) -> Result<i32, CliError> {
+    let cfg = export_config(host, file)?;
+    let hostname = match node {
+        Some(n) => n.to_string(),
+        None => host.read_attr_opt("/proc/sys/kernel/hostname")?.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()),
+    };
+    let e = crate::fleet::kubevirt::export(host, &cfg, &hostname).map_err(|e| CliError::Refused(e.to_string()))?;
+    if e.empty {
+        let why: Vec<String> = e.not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
+        return Err(CliError::Refused(format!(
+            "no GPU here can be given to KubeVirt{}",
+            if why.is_empty() { " (the config puts no GPU in vgpu or passthrough mode)".to_string() } else { format!(": {}", why.join("; ")) }
+        )));
+    }
+    for (g, w) in &e.not_exported {
+        note(&format!("warning: not exported: {g}: {w}"));
+    }
+    let mut text = serde_json::to_string_pretty(&e.cr)?;
+    text.push('\n');
+    print_out(&text);
+    Ok(exit::OK)
 }
 
 /// `export --format nova`: the config, or — when Nova can be given none of
