@@ -15,7 +15,7 @@ apt-get install -y --no-install-recommends \
     mdevctl busybox-static cpio pkg-config kmod make gcc bc flex bison libelf-dev \
     linux-image-amd64 linux-headers-amd64 linux-source-6.1 python3-pip xz-utils \
     prometheus prometheus-node-exporter \
-    dpkg-dev binutils lintian rpm man-db systemd openssh-server openssh-client
+    dpkg-dev binutils lintian rpm man-db systemd openssh-server openssh-client python3-venv
 if ! command -v vng >/dev/null; then
     # Debian's system pip refuses to install outside a venv (PEP 668); pyenv's does not.
     python3 -m pip install virtme-ng 2>/dev/null || python3 -m pip install --break-system-packages virtme-ng
@@ -26,8 +26,11 @@ if ! command -v ansible-playbook >/dev/null; then
 fi
 command -v ansible-playbook >/dev/null || { echo "install-test-deps: ansible-playbook not on PATH after install" >&2; exit 1; }
 # Nova's own option definitions read `vgpuctl export --format nova` back
-# (tests/nova_export.rs), through oslo.config.
-if ! python3 -c "import nova.conf.devices" 2>/dev/null; then
-    python3 -m pip install nova 2>/dev/null || python3 -m pip install --break-system-packages nova
+# (tests/nova_export.rs), through oslo.config. In a venv of its own: nova
+# pulls in dozens of packages that must not replace the system's.
+NOVA_VENV=/opt/vgpuctl-test/nova
+if ! "$NOVA_VENV/bin/python" -c "import nova.conf.devices" 2>/dev/null; then
+    python3 -m venv "$NOVA_VENV"
+    "$NOVA_VENV/bin/python" -m pip install --quiet nova
 fi
-python3 -c "import nova.conf.devices" || { echo "install-test-deps: the nova package does not import after install" >&2; exit 1; }
+"$NOVA_VENV/bin/python" -c "import nova.conf.devices" || { echo "install-test-deps: the nova package does not import after install" >&2; exit 1; }

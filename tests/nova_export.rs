@@ -128,11 +128,24 @@ fn test_export_gives_nova_one_type_per_gpu_and_says_what_it_cannot() {
     h.fails(&["export", "--nova-release", "2024.1"], 64);
 }
 
+/// The python with the nova package: VGPUCTL_NOVA_PYTHON, else the venv
+/// scripts/install-test-deps.sh makes, else python3.
+fn nova_python() -> String {
+    if let Ok(p) = std::env::var("VGPUCTL_NOVA_PYTHON") {
+        return p;
+    }
+    let venv = "/opt/vgpuctl-test/nova/bin/python";
+    if std::path::Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
+}
+
 fn read_with_nova(conf: &str) -> Result<Value, String> {
     let dir = common::sim::tempdir();
     let path = dir.path().join("nova.conf");
     std::fs::write(&path, conf).unwrap();
-    let o = Command::new("python3").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/read_nova_conf.py")).arg(&path).output().expect("python3");
+    let o = Command::new(nova_python()).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/read_nova_conf.py")).arg(&path).output().expect("python with nova");
     if o.status.success() {
         Ok(serde_json::from_slice(&o.stdout).unwrap())
     } else {
@@ -141,7 +154,7 @@ fn read_with_nova(conf: &str) -> Result<Value, String> {
 }
 
 #[test]
-#[ignore = "needs the nova package from PyPI (scripts/install-test-deps.sh installs it)"]
+#[ignore = "needs the nova package from PyPI (scripts/install-test-deps.sh installs it in /opt/vgpuctl-test/nova)"]
 fn test_nova_reads_the_export_with_its_own_options_in_every_release_form() {
     let (h, f) = a100();
     let want = expected_a100(&h);
