@@ -145,7 +145,8 @@ fn read_with_nova(conf: &str) -> Result<Value, String> {
     let dir = common::sim::tempdir();
     let path = dir.path().join("nova.conf");
     std::fs::write(&path, conf).unwrap();
-    let o = Command::new(nova_python()).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/read_nova_conf.py")).arg(&path).output().expect("python with nova");
+    let o =
+        Command::new(nova_python()).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nova/read_nova_conf.py")).arg(&path).output().expect("python with nova");
     if o.status.success() {
         Ok(serde_json::from_slice(&o.stdout).unwrap())
     } else {

@@ -743,6 +743,20 @@ fn export_config(host: &Host, file: Option<&str>) -> Result<crate::apply::config
     }
 }
 
+/// What an export could not hand to `engine`: a refusal naming every GPU
+/// and why when nothing is left (exit 3), else one warning per GPU.
+fn left_out(engine: &str, modes: &str, nothing: bool, not_exported: &[(crate::ids::PciAddress, String)]) -> Result<(), CliError> {
+    if nothing {
+        let why: Vec<String> = not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
+        let why = if why.is_empty() { format!(" (the config puts no GPU {modes})") } else { format!(": {}", why.join("; ")) };
+        return Err(CliError::Refused(format!("no GPU here can be given to {engine}{why}")));
+    }
+    for (g, w) in not_exported {
+        note(&format!("warning: not exported: {g}: {w}"));
+    }
+    Ok(())
+}
+
 /// `export --format kubevirt`: the KubeVirt CR (JSON, which kubectl takes as
 /// YAML too), or a refusal naming each GPU when none can be handed over.
 fn export_kubevirt(host: &Host, file: Option<&str>, node: Option<&str>) -> Result<i32, CliError> {
@@ -752,16 +766,7 @@ fn export_kubevirt(host: &Host, file: Option<&str>, node: Option<&str>) -> Resul
         None => host.read_attr_opt("/proc/sys/kernel/hostname")?.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()),
     };
     let e = crate::fleet::kubevirt::export(host, &cfg, &hostname).map_err(|e| CliError::Refused(e.to_string()))?;
-    if e.empty {
-        let why: Vec<String> = e.not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
-        return Err(CliError::Refused(format!(
-            "no GPU here can be given to KubeVirt{}",
-            if why.is_empty() { " (the config puts no GPU in vgpu or passthrough mode)".to_string() } else { format!(": {}", why.join("; ")) }
-        )));
-    }
-    for (g, w) in &e.not_exported {
-        note(&format!("warning: not exported: {g}: {w}"));
-    }
+    left_out("KubeVirt", "in vgpu or passthrough mode", e.empty, &e.not_exported)?;
     let mut text = serde_json::to_string_pretty(&e.cr)?;
     text.push('\n');
     print_out(&text);
@@ -771,19 +776,9 @@ fn export_kubevirt(host: &Host, file: Option<&str>, node: Option<&str>) -> Resul
 /// `export --format nova`: the config, or — when Nova can be given none of
 /// the host's GPUs — a refusal that says why for each (exit 3).
 fn export_nova(host: &Host, file: Option<&str>, release: crate::fleet::nova::Release) -> Result<i32, CliError> {
-    let path = file.unwrap_or(crate::apply::config::DEFAULT_PATH);
-    let cfg = if file.is_some() || host.exists(path) { load_config(host, path)? } else { crate::apply::export(host)? };
+    let cfg = export_config(host, file)?;
     let e = crate::fleet::nova::export(host, &cfg).map_err(|e| CliError::Refused(e.to_string()))?;
-    if e.groups.is_empty() {
-        let why: Vec<String> = e.not_exported.iter().map(|(g, w)| format!("{g}: {w}")).collect();
-        return Err(CliError::Refused(format!(
-            "no GPU here can be given to Nova as an mdev type{}",
-            if why.is_empty() { " (the config puts no GPU in vgpu mode)".to_string() } else { format!(": {}", why.join("; ")) }
-        )));
-    }
-    for (g, w) in &e.not_exported {
-        note(&format!("warning: not exported: {g}: {w}"));
-    }
+    left_out("Nova as an mdev type", "in vgpu mode", e.groups.is_empty(), &e.not_exported)?;
     print_out(&crate::fleet::nova::render(&e, release));
     Ok(exit::OK)
 }
