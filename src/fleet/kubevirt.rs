@@ -22,7 +22,7 @@ use crate::apply::config::{HostConfig, Mode};
 use crate::host::Host;
 use crate::ids::PciAddress;
 use crate::inventory::{Inventory, ScanOptions};
-use crate::vgpu::view::{self, HostFacts, Interface, TypeRef};
+use crate::vgpu::view::{self, HostFacts};
 
 /// The export: the CR, and each GPU left out with why.
 #[derive(Debug, Clone)]
@@ -60,45 +60,30 @@ pub fn export(host: &Host, cfg: &HostConfig, node: &str) -> Result<KubevirtExpor
                     pci.insert(selector, resource_name(&model));
                 }
                 Mode::Vgpu => {
-                    let names: Vec<&str> = spec.vgpus.iter().filter(|c| c.count > 0).map(|c| c.type_name.as_str()).collect();
-                    let [one] = names.as_slice() else {
-                        if !names.is_empty() {
-                            not_exported.push((gpu, format!("the config gives it {} types; KubeVirt creates one mdev type per parent", names.len())));
-                        }
+                    let Some(v) = views.iter().find(|v| v.gpu == gpu) else {
+                        not_exported.push((gpu, "not a vGPU-capable GPU on this host".into()));
                         continue;
                     };
-                    let Some(v) = views.iter().find(|v| v.gpu == gpu) else { continue };
-                    if v.interface == Interface::VendorVfio {
-                        not_exported.push((gpu, "it uses NVIDIA's vendor-specific VFIO (vGPU 17+): its vGPUs are VFs, not mdevs, which KubeVirt's mediated-device support does not see".into()));
-                        continue;
-                    }
-                    let parsed = match one.parse::<crate::vgpu::typename::VgpuTypeName>() {
-                        Ok(p) => p,
-                        Err(e) => {
-                            not_exported.push((gpu, e.to_string()));
+                    let c = match super::mdev_choice(&inv, v, spec, super::Engine::Kubevirt) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => continue,
+                        Err(why) => {
+                            not_exported.push((gpu, why));
                             continue;
                         }
-                    };
-                    if parsed.kind() == crate::vgpu::typename::VgpuKind::MigBacked {
-                        not_exported.push((gpu, format!("{one} is MIG-backed; KubeVirt's mediated devices are time-sliced types")));
-                        continue;
-                    }
-                    let Some(TypeRef::Mdev(ty)) = v.find_type(&parsed).and_then(|t| t.id.clone()) else {
-                        not_exported.push((gpu, format!("it offers no mdev type {one} (are its SR-IOV VFs enabled? vgpuctl apply)")));
-                        continue;
                     };
                     // The selector is the type's sysfs name, as the device plugin reads it.
                     let sysfs_name = inv
                         .mdev_parents
                         .iter()
-                        .filter(|p| p.name.pci_address().is_some_and(|a| a == gpu || g.sriov.as_ref().is_some_and(|s| s.vfs.iter().any(|vf| vf.address == a))))
+                        .filter(|p| p.name.pci_address().is_some_and(|a| c.parents.contains(&a)))
                         .flat_map(|p| p.types.iter())
-                        .find(|t| t.id == ty)
+                        .find(|t| t.id == c.mdev_type)
                         .and_then(|t| t.name.clone())
-                        .unwrap_or_else(|| one.to_string());
+                        .unwrap_or_else(|| c.name.clone());
                     let e = mediated.entry(sysfs_name.clone()).or_insert_with(|| (resource_name(&sysfs_name), Vec::new()));
-                    if !e.1.contains(&ty.to_string()) {
-                        e.1.push(ty.to_string());
+                    if !e.1.contains(&c.mdev_type.to_string()) {
+                        e.1.push(c.mdev_type.to_string());
                     }
                 }
                 Mode::Mig | Mode::Unmanaged => {}

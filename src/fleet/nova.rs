@@ -21,8 +21,7 @@ use crate::apply::config::{HostConfig, Mode};
 use crate::host::Host;
 use crate::ids::{MdevTypeId, PciAddress};
 use crate::inventory::{Inventory, ScanOptions};
-use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
-use crate::vgpu::view::{self, GpuView, HostFacts, Interface, TypeRef};
+use crate::vgpu::view::{self, HostFacts};
 
 /// Which option names a Nova release reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,32 +114,21 @@ pub fn export(host: &Host, cfg: &HostConfig) -> Result<NovaExport, NovaError> {
                 out.not_exported.push((gpu, "not a vGPU-capable GPU on this host".into()));
                 continue;
             };
-            let names: Vec<&str> = spec.vgpus.iter().filter(|c| c.count > 0).map(|c| c.type_name.as_str()).collect();
-            match names.as_slice() {
-                [] => out.not_exported.push((gpu, "the config gives it no vGPU type".into())),
-                [one] => match group_for(&inv, v, one) {
-                    Ok((ty, addresses, max)) => {
-                        let g = groups.entry(ty.clone()).or_insert_with(|| TypeGroup {
-                            mdev_type: ty,
-                            name: one.to_string(),
-                            addresses: Vec::new(),
-                            max_instances: None,
-                        });
-                        g.addresses.extend(addresses);
-                        if let Some(m) = max {
-                            g.max_instances = Some(g.max_instances.unwrap_or(0) + m);
-                        }
+            match super::mdev_choice(&inv, v, spec, super::Engine::Nova) {
+                Ok(None) => out.not_exported.push((gpu, "the config gives it no vGPU type".into())),
+                Ok(Some(c)) => {
+                    let g = groups.entry(c.mdev_type.clone()).or_insert_with(|| TypeGroup {
+                        mdev_type: c.mdev_type,
+                        name: c.name,
+                        addresses: Vec::new(),
+                        max_instances: None,
+                    });
+                    g.addresses.extend(c.parents);
+                    if let Some(m) = c.max_instances {
+                        g.max_instances = Some(g.max_instances.unwrap_or(0) + m);
                     }
-                    Err(why) => out.not_exported.push((gpu, why)),
-                },
-                many => out.not_exported.push((
-                    gpu,
-                    format!(
-                        "the config gives it {} types ({}); Nova gives each physical GPU one mdev type, so a mixed-size GPU cannot be handed to it",
-                        many.len(),
-                        many.join(", ")
-                    ),
-                )),
+                }
+                Err(why) => out.not_exported.push((gpu, why)),
             }
         }
     }
@@ -150,45 +138,6 @@ pub fn export(host: &Host, cfg: &HostConfig) -> Result<NovaExport, NovaError> {
         g.addresses.dedup();
     }
     Ok(out)
-}
-
-/// The mdev type of `name` on `v`, its parent addresses and the cap.
-fn group_for(inv: &Inventory, v: &GpuView, name: &str) -> Result<(MdevTypeId, Vec<PciAddress>, Option<u32>), String> {
-    let parsed: VgpuTypeName = name.parse().map_err(|e: crate::vgpu::typename::TypeNameError| e.to_string())?;
-    if parsed.kind() == VgpuKind::MigBacked {
-        return Err(format!("{name} is MIG-backed; Nova's libvirt driver hands out time-sliced mdev types only"));
-    }
-    match v.interface {
-        Interface::VendorVfio => {
-            return Err(
-                "it uses NVIDIA's vendor-specific VFIO (vGPU 17+): its vGPUs are SR-IOV VFs driven by nvidia's vfio-pci variant driver, not mdevs, and Nova's [devices] enabled_mdev_types cannot use them. Nova 2025.1 (31.0.0) documents such VFs as PCI passthrough devices ([pci] device_spec and alias) instead; vgpuctl does not generate that"
-                    .into(),
-            )
-        }
-        Interface::None if v.sriov_total_vfs.unwrap_or(0) > 0 && v.sriov_num_vfs == Some(0) => {
-            return Err("its SR-IOV VFs are not enabled, so whether they will be mdev parents (legacy vGPU) or vendor-specific VFIO devices (vGPU 17+) cannot be told yet: enable them (vgpuctl apply, or vgpuctl sriov enable) and export again".into())
-        }
-        Interface::None => return Err("the NVIDIA vGPU manager offers no vGPU types on it".into()),
-        Interface::LegacyMdev | Interface::LegacyMdevVfs => {}
-    }
-    let t = v.find_type(&parsed).ok_or_else(|| format!("it does not offer {name}"))?;
-    let Some(TypeRef::Mdev(ty)) = &t.id else {
-        return Err(format!("the driver lists {name} on it without an mdev type"));
-    };
-    if v.interface == Interface::LegacyMdev {
-        return Ok((ty.clone(), vec![v.gpu], None));
-    }
-    let vfs: Vec<PciAddress> = inv
-        .gpus
-        .iter()
-        .find(|g| g.address == v.gpu)
-        .and_then(|g| g.sriov.as_ref())
-        .map(|s| s.vfs.iter().filter(|vf| vf.mdev_parent).map(|vf| vf.address).collect())
-        .unwrap_or_default();
-    if vfs.is_empty() {
-        return Err("its SR-IOV VFs are not enabled (vgpuctl sriov enable, or vgpuctl apply)".into());
-    }
-    Ok((ty.clone(), vfs, t.max_instances))
 }
 
 /// The `nova.conf` text for `release`.
