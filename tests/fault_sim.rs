@@ -86,10 +86,11 @@ fn mig_host() -> SimHost {
 #[test]
 fn test_mig_create_with_compute_instances_each_step_fails_in_turn() {
     let h = mig_host();
-    // The GPU instance, then three compute instances: four driver changes,
-    // each failing in turn leaves no instance behind (rolled back).
+    // The ledger's intent, the GPU instance, its id on the ledger, then
+    // three compute instances: six steps, each failing in turn leaves no
+    // instance and no ledger entry behind (rolled back).
     let n = writes_of(&h, &["mig", "create", "--profile", "3g.40gb", "--gpu", G, "--compute-instances", "3x1c.3g.40gb"]);
-    assert_eq!(n, 4);
+    assert_eq!(n, 6);
     let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
     assert_eq!(s[0]["instances"][0]["compute_instances"].as_array().unwrap().len(), 3);
     // destroy --force: the compute instances, then the GPU instance.
@@ -197,4 +198,76 @@ fn test_state_writes_fail_whole_and_leave_no_temporary_files() {
         .unwrap();
     assert!(!o.status.success());
     h.assert_unchanged(&before, "a failed mdev define");
+}
+
+fn mig_shape(h: &SimHost) -> Vec<(String, u64)> {
+    let s = h.json(&["mig", "status", "--json"]);
+    let mut v: Vec<(String, u64)> =
+        s["gpus"][0]["instances"].as_array().unwrap().iter().map(|i| (i["profile"].as_str().unwrap().to_string(), i["start"].as_u64().unwrap())).collect();
+    v.sort();
+    v
+}
+
+/// Every instance on the GPU is on the ledger exactly once, with its id.
+fn assert_ledger_matches(h: &SimHost, what: &str) {
+    let s = h.json(&["mig", "status", "--json"]);
+    let ids: Vec<u64> = s["gpus"][0]["instances"].as_array().unwrap().iter().map(|i| i["gi"].as_u64().unwrap()).collect();
+    let l: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(h.path("/run/vgpuctl/mig-gis.json")).unwrap_or("[]".into())).unwrap();
+    let mut on: Vec<u64> = l.iter().filter_map(|m| m["gi"].as_u64()).collect();
+    on.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(on, ids, "{what}: ledger {l:?}");
+}
+
+/// `mig defrag` journals its moves: failing any step undoes it at once (the
+/// old layout), a kill at any step leaves what `gc` finishes or reverts;
+/// either way the GPU ends with the old or the new layout, the ledger names
+/// every instance, and no journal is left.
+#[test]
+fn test_defrag_each_step_fails_and_crashes_in_turn() {
+    let fresh = || {
+        let h = mig_host();
+        h.json(&["vgpu", "create", "--type", "H100-1-10C", "--gpu", G, "--json"]);
+        h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "1"]);
+        h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "3"]);
+        h
+    };
+    let h = fresh();
+    let old = mig_shape(&h);
+    let new = vec![("1g.10gb".to_string(), 4), ("1g.10gb".to_string(), 5), ("1g.10gb".to_string(), 6)];
+    let mut steps = 0;
+    for n in 1..64 {
+        let h = fresh();
+        let o = h.cmd().args(["mig", "defrag"]).env("VGPUCTL_FAULT", format!("write:{n}:EIO")).output().unwrap();
+        let what = format!("defrag failing at write {n}");
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{what}");
+        if o.status.success() {
+            assert_eq!(mig_shape(&h), new, "{what}");
+            steps = n;
+            break;
+        }
+        assert_eq!(mig_shape(&h), old, "{what}: undone at once");
+        assert!(!h.path("/run/vgpuctl/mig-move.json").exists(), "{what}: journal left");
+        assert_ledger_matches(&h, &what);
+    }
+    assert!(steps > 6, "journal, two destroys, two creates with their ledger writes: {steps}");
+    for n in 1..steps {
+        let h = fresh();
+        let o = h.cmd().args(["mig", "defrag"]).env("VGPUCTL_FAULT", format!("write:{n}:die")).output().unwrap();
+        let what = format!("defrag killed at write {n}");
+        assert!(!o.status.success(), "{what}");
+        let gc = h.json(&["gc", "--json"]);
+        let shape = mig_shape(&h);
+        assert!(shape == old || shape == new, "{what}: {shape:?} after gc {gc}");
+        if n > 1 {
+            assert_eq!(shape, new, "{what}: every instance was idle, so gc finishes: {gc}");
+            assert!(gc.to_string().contains("finished"), "{what}: {gc}");
+        }
+        assert!(!h.path("/run/vgpuctl/mig-move.json").exists(), "{what}: journal left");
+        assert_ledger_matches(&h, &what);
+        // The GPU works as before: a second defrag converges.
+        h.ok(&["mig", "defrag"]);
+        assert_eq!(mig_shape(&h), new, "{what}");
+    }
 }

@@ -188,6 +188,8 @@ fn test_every_json_command_validates_against_its_schema_on_every_profile() {
         let (plan, _) = r.run(&["mig", "plan", "--want", "3g.40gb,2x1g.10gb", "--json"], "mig-plan");
         assert!(plan.get("placements").is_some() || plan.get("error").is_some(), "{plan}");
         r.ok(&["mig", "plan", "--want", "1g.10gb", "--gpu", g2, "--json"], "mig-plan");
+        r.ok(&["mig", "defrag", "--dry-run", "--json"], "mig-defrag");
+        r.ok(&["mig", "defrag", "--gpu", g2, "--json"], "mig-defrag");
         let gi = gi["gi"].as_u64().unwrap().to_string();
         r.ok(&["mig", "destroy", "--gpu", g2, &gi, "--force", "--json"], "mig-destroy");
         r.ok(&["mig", "disable", g2, "--json"], "mig-mode");

@@ -310,3 +310,96 @@ fn test_plan_places_a_batch_the_online_planner_would_strand() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["exact_search"], "no placement", "{v}");
 }
+
+/// The GPU's instances as (profile, start), sorted: what a layout is.
+fn shape(h: &SimHost, gpu: &str) -> Vec<(String, u64)> {
+    let s = h.json(&["mig", "status", "--json"]);
+    let g = s["gpus"].as_array().unwrap().iter().find(|g| g["gpu"] == gpu).unwrap().clone();
+    let mut v: Vec<(String, u64)> =
+        g["instances"].as_array().unwrap().iter().map(|i| (i["profile"].as_str().unwrap().to_string(), i["start"].as_u64().unwrap())).collect();
+    v.sort();
+    v
+}
+
+/// A vGPU's instance at slice 6 (busy) and two idle 1g instances at slices 1
+/// and 3 that break the left half: moving the idle ones right makes room for
+/// a 4g.
+fn fragmented(h: &SimHost) {
+    h.ok(&["mig", "enable", G]);
+    let v = h.json(&["vgpu", "create", "--type", "H100-1-10C", "--gpu", G, "--json"]);
+    assert_eq!(v["gi"], 1);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "1"]);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "3"]);
+}
+
+#[test]
+fn test_defrag_moves_only_provably_idle_instances_vgpuctl_made() {
+    let h = host();
+    fragmented(&h);
+    let before = shape(&h, G);
+    let snap = h.snapshot();
+    // Dry run: the plan, nothing changed.
+    let d = h.json(&["mig", "defrag", "--gpu", G, "--dry-run", "--json"]);
+    let g = &d["gpus"][0];
+    assert_eq!(g["slice_map_before"], ".1.1..1.");
+    assert_eq!(g["largest_free_before"], "2g.20gb");
+    assert_eq!(g["largest_free_after"], "4g.40gb");
+    assert_eq!(g["moves"].as_array().unwrap().len(), 2, "{d}");
+    assert!(g["moves"].as_array().unwrap().iter().all(|m| m["gi_after"].is_null()));
+    assert_eq!(g["pinned"][0]["gi"], 1);
+    assert!(g["pinned"][0]["why"].as_str().unwrap().contains("a vGPU on VF"), "{d}");
+    h.assert_unchanged(&snap, "mig defrag --dry-run");
+
+    // A VM start the hook journaled pins the instance it made.
+    let journal = h.path("/run/vgpuctl/domains/11111111-2222-3333-4444-555555555555.json");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    std::fs::write(&journal, format!(r#"{{"format":1,"domain":"vm1","uuid":"11111111-2222-3333-4444-555555555555","pid":1,"state":"prepared","updated":0,"entries":[{{"kind":"mig_gi","gpu":"{G}","gi":2,"done":true}}]}}"#)).unwrap();
+    let d = h.json(&["mig", "defrag", "--gpu", G, "--dry-run", "--json"]);
+    let pinned = d["gpus"][0]["pinned"].to_string();
+    assert!(pinned.contains("the hook made it for VM vm1"), "{d}");
+    assert!(d["gpus"][0]["moves"].as_array().unwrap().iter().all(|m| m["gi"] != 2), "{d}");
+    std::fs::remove_file(&journal).unwrap();
+
+    // Instances another tool made (not on the ledger) stay unless asked.
+    let ledger = h.path("/run/vgpuctl/mig-gis.json");
+    let full = std::fs::read_to_string(&ledger).unwrap();
+    let mine: Vec<serde_json::Value> = serde_json::from_str::<Vec<serde_json::Value>>(&full).unwrap().into_iter().filter(|m| m["gi"] == 1).collect();
+    std::fs::write(&ledger, serde_json::to_string(&mine).unwrap()).unwrap();
+    let d = h.json(&["mig", "defrag", "--gpu", G, "--json"]);
+    assert!(d["gpus"][0]["moves"].as_array().unwrap().is_empty(), "{d}");
+    assert!(d["gpus"][0]["pinned"].to_string().contains("--include-foreign"), "{d}");
+    assert_eq!(shape(&h, G), before);
+    let text = h.ok(&["mig", "defrag", "--include-foreign"]);
+    assert!(text.contains("moved 2 idle GPU instance(s): .1.1..1. → ....111.; room for 4g.40gb (was 2g.20gb)"), "{text}");
+    assert!(text.contains("stays: GPU instance 1 (1g.10gb at slice 6): a vGPU on VF"), "{text}");
+    assert_eq!(shape(&h, G), vec![("1g.10gb".into(), 4), ("1g.10gb".into(), 5), ("1g.10gb".into(), 6)]);
+    // The moved instances are vgpuctl's now (the admin's): movable again, never swept.
+    let l: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&ledger).unwrap()).unwrap();
+    assert_eq!(l.iter().filter(|m| m["owner"] == "admin").count(), 2, "{l:?}");
+    let gc = h.json(&["gc", "--json"]);
+    assert!(!gc.to_string().contains("destroyed"), "{gc}");
+    // Room for the 4g is real, and a second defrag has nothing to do.
+    let again = h.json(&["mig", "defrag", "--json"]);
+    assert!(again["gpus"][0]["moves"].as_array().unwrap().is_empty(), "{again}");
+    h.ok(&["mig", "create", "--profile", "4g.40gb", "--gpu", G]);
+}
+
+#[test]
+fn test_defrag_leaves_instances_with_compute_instances_and_gpus_in_use() {
+    let h = host();
+    h.ok(&["mig", "enable", G]);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "1", "--compute-instances", "all"]);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "5"]);
+    let d = h.json(&["mig", "defrag", "--gpu", G, "--json"]);
+    let g = &d["gpus"][0];
+    assert!(g["pinned"][0]["why"].as_str().unwrap().contains("compute instances"), "{d}");
+    // The idle one joins the pinned one's half: the other half is free for a 3g.
+    assert_eq!(g["moves"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(g["moves"][0]["from"], 5);
+    assert!(g["moves"][0]["to"].as_u64().unwrap() < 4, "{d}");
+    assert_eq!(g["largest_free_after"], "3g.40gb");
+    // MIG off: a named GPU is refused, the rest skipped.
+    h.fails(&["mig", "defrag", "--gpu", "0000:2a:00.0"], 3);
+    let none = h.ok(&["mig", "defrag", "--gpu", G]);
+    assert!(none.contains("no move lets it take more"), "{none}");
+}

@@ -150,6 +150,7 @@ documents! {
     Versioned<mig::MigCreatedDoc> => "mig-create",
     Versioned<mig::MigDestroyedDoc> => "mig-destroy",
     Versioned<mig::MigPlanDoc> => "mig-plan",
+    Versioned<mig::MigDefragDoc> => "mig-defrag",
     Versioned<crate::vgpu::VgpuCreated> => "vgpu-create",
     Versioned<crate::vgpu::VgpuRemoved> => "vgpu-remove",
     Versioned<crate::vgpu::ModeChange> => "vgpu-mode",

@@ -139,7 +139,9 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             | MigError::NoInstance { .. }
             | MigError::InUse { .. }
             | MigError::CiNoRoom { .. }
-            | MigError::HasComputeInstances { .. } => R,
+            | MigError::HasComputeInstances { .. }
+            | MigError::Pinned { .. }
+            | MigError::MoveUnfinished { .. } => R,
             MigError::UnknownProfile { .. } | MigError::UnknownCiProfile { .. } => Some(exit::USAGE),
             MigError::Nvml(n) => class(n),
             MigError::Policy(_) => Some(exit::USAGE),

@@ -88,6 +88,23 @@ pub enum MigCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move idle GPU instances within each GPU so it can take the largest
+    /// profile it can (then the most of the planner's mix); busy instances
+    /// never move.
+    Defrag {
+        /// Only this GPU: PCI address, GPU UUID or index (default: every GPU in MIG mode).
+        #[arg(long, value_parser = gpu_ref)]
+        gpu: Option<GpuRef>,
+        /// Show the moves without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also move idle instances vgpuctl did not make (by nvidia-smi or another tool).
+        #[arg(long)]
+        include_foreign: bool,
+        /// Print the result as JSON (docs/schema/mig-defrag.json).
+        #[arg(long)]
+        json: bool,
+    },
     /// Would these instances fit, and where? e.g. --want "3g.40gb,2x2g.20gb,1g.10gb"
     Plan {
         /// The instances wanted: profiles, each optionally with a count, comma-separated ("3g.40gb,2x2g.20gb").
@@ -172,6 +189,49 @@ pub(crate) struct MigDestroyedDoc {
     gi: u32,
     /// Destroyed with it (--force).
     compute_instances_destroyed: bool,
+}
+
+/// `mig defrag --json`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MigDefragDoc {
+    /// Nothing was changed (--dry-run).
+    dry_run: bool,
+    /// An unfinished earlier move that was settled first (finished or reverted).
+    recovered: Vec<String>,
+    gpus: Vec<GpuDefrag>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct GpuDefrag {
+    gpu: PciAddress,
+    slice_map_before: String,
+    slice_map_after: String,
+    /// The largest profile that fits before and after (null: none).
+    largest_free_before: Option<String>,
+    largest_free_after: Option<String>,
+    /// Empty: no move lets the GPU take more.
+    moves: Vec<DefragMove>,
+    /// Instances that may not move, and why.
+    pinned: Vec<PinnedGi>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct DefragMove {
+    /// The instance id before the move.
+    gi: u32,
+    profile: String,
+    from: u8,
+    to: u8,
+    /// Its id after the move (null with --dry-run).
+    gi_after: Option<u32>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct PinnedGi {
+    gi: u32,
+    profile: String,
+    start: u8,
+    why: String,
 }
 
 /// `mig plan --json`.
@@ -556,6 +616,33 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 print_out(&format!("GPU instance {gi} on {gpu} destroyed\n"));
             }
         }
+        MigCommand::Defrag { gpu, dry_run, include_foreign, json } => {
+            let candidates: Vec<PciAddress> = match gpu {
+                Some(r) => vec![resolve(host, r)?],
+                None => mig_gpus(host)?.into_iter().map(|(g, _)| g).collect(),
+            };
+            let _l = HostLock::acquire(host, lock)?;
+            let recovered: Vec<String> = if !*dry_run && crate::mig::moves::pending(host) {
+                crate::mig::moves::recover(&instances).map_err(mig_err)?.into_iter().map(|(w, a)| format!("{w}: {a}")).collect()
+            } else {
+                Vec::new()
+            };
+            let mut gpus = Vec::new();
+            for g in candidates {
+                if b.mode(g).map_err(mig_err)?.current != MigModeState::Enabled {
+                    if gpu.is_some() {
+                        return Err(mig_err(MigError::Off { gpu: g }));
+                    }
+                    continue;
+                }
+                gpus.push(defrag_gpu(&instances, host, g, *dry_run, *include_foreign)?);
+            }
+            if *json {
+                print_json(&super::doc::Versioned::new(MigDefragDoc { dry_run: *dry_run, recovered, gpus }))?;
+            } else {
+                print_out(&render_defrag(&recovered, &gpus, *dry_run));
+            }
+        }
         MigCommand::Plan { want, gpu, json } => {
             let wanted = parse_want(want)?;
             let candidates: Vec<PciAddress> = match gpu {
@@ -694,4 +781,85 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
         }
     }
     Ok(super::exit::OK)
+}
+
+/// One GPU of `mig defrag`: which instances are pinned, the best reshape,
+/// and (unless a dry run) the moves carried out.
+fn defrag_gpu(instances: &Instances, host: &Host, gpu: PciAddress, dry_run: bool, include_foreign: bool) -> Result<GpuDefrag, CliError> {
+    use crate::mig::reshape;
+    let b = instances.backend();
+    let table = b.profiles(gpu).map_err(mig_err)?;
+    let planner = crate::mig::policy::planner(host, &table).map_err(|e| mig_err(e.into()))?;
+    let idle = instances.idleness(gpu, include_foreign).map_err(mig_err)?;
+    let items: Vec<reshape::Item> = idle.iter().map(|(i, why)| reshape::Item { profile_id: i.profile_id, start: i.start, movable: why.is_none() }).collect();
+    let all: Vec<GpuInstance> = idle.iter().map(|(i, _)| i.clone()).collect();
+    let before = layout(&all);
+    let name_of = |l: &Layout| {
+        let best = reshape::largest_free(&table, l);
+        table.iter().find(|p| u32::from(p.compute_slices()) * 16 + u32::from(p.size) == best && best > 0).map(|p| p.name.to_string())
+    };
+    let pinned =
+        idle.iter().filter_map(|(i, why)| why.as_ref().map(|w| PinnedGi { gi: i.gi, profile: i.profile.clone(), start: i.start, why: w.clone() })).collect();
+    let reshaped = reshape::defrag(&table, &items, &|l| planner.capacity(l));
+    let (after, mut moves) = match &reshaped {
+        Some(a) => (
+            a.layout.clone(),
+            a.moves
+                .iter()
+                .map(|m| DefragMove { gi: idle[m.index].0.gi, profile: idle[m.index].0.profile.clone(), from: m.from, to: m.to, gi_after: None })
+                .collect(),
+        ),
+        None => (before.clone(), Vec::new()),
+    };
+    if let (Some(a), false) = (&reshaped, dry_run) {
+        let moving: Vec<(GpuInstance, u8)> = a.moves.iter().map(|m| (idle[m.index].0.clone(), m.to)).collect();
+        let done = instances.relocate(gpu, &moving, include_foreign).map_err(mig_err)?;
+        for (m, d) in moves.iter_mut().zip(&done) {
+            m.gi_after = Some(d.gi);
+        }
+    }
+    Ok(GpuDefrag {
+        gpu,
+        slice_map_before: before.slice_map(&table),
+        slice_map_after: after.slice_map(&table),
+        largest_free_before: name_of(&before),
+        largest_free_after: name_of(&after),
+        moves,
+        pinned,
+    })
+}
+
+fn render_defrag(recovered: &[String], gpus: &[GpuDefrag], dry_run: bool) -> String {
+    let mut out = String::new();
+    for r in recovered {
+        out.push_str(&format!("unfinished earlier move: {r}\n"));
+    }
+    if gpus.is_empty() {
+        out.push_str("no GPU in MIG mode\n");
+    }
+    let none = |n: &Option<String>| n.clone().unwrap_or_else(|| "nothing".into());
+    for g in gpus {
+        if g.moves.is_empty() {
+            out.push_str(&format!("{}: no move lets it take more ({}; room for {})\n", g.gpu, g.slice_map_before, none(&g.largest_free_before)));
+        } else {
+            let verb = if dry_run { "would move" } else { "moved" };
+            out.push_str(&format!(
+                "{}: {verb} {} idle GPU instance(s): {} → {}; room for {} (was {})\n",
+                g.gpu,
+                g.moves.len(),
+                g.slice_map_before,
+                g.slice_map_after,
+                none(&g.largest_free_after),
+                none(&g.largest_free_before)
+            ));
+            for m in &g.moves {
+                let now = m.gi_after.map(|x| format!(", now GPU instance {x}")).unwrap_or_default();
+                out.push_str(&format!("  GPU instance {} ({}): slice {} → {}{now}\n", m.gi, m.profile, m.from, m.to));
+            }
+        }
+        for p in &g.pinned {
+            out.push_str(&format!("  stays: GPU instance {} ({} at slice {}): {}\n", p.gi, p.profile, p.start, p.why));
+        }
+    }
+    out
 }

@@ -476,6 +476,14 @@ pub fn gc(host: &Host, grace: Duration) -> Result<Vec<GcItem>, HookError> {
         };
         out.push(GcItem { domain: j.domain, key, action });
     }
+    // A reshape of GPU instances a crash cut short: finished or reverted
+    // before the sweep, which would otherwise see its new instances as strays.
+    if crate::mig::moves::pending(host) {
+        match crate::mig::instances::Instances::open(host).and_then(|m| crate::mig::moves::recover(&m)) {
+            Ok(done) => out.extend(done.into_iter().map(|(key, action)| GcItem { domain: "-".into(), key, action })),
+            Err(e) => out.push(GcItem { domain: "-".into(), key: crate::mig::moves::FILE.into(), action: format!("left alone: {e}") }),
+        }
+    }
     match crate::mig::instances::Instances::open(host).and_then(|m| m.sweep()) {
         Ok(swept) => {
             for (key, action) in swept {

@@ -35,6 +35,10 @@ pub enum MigError {
     UnknownCiProfile { gi: u32, gi_profile: String, wanted: String, known: String },
     #[error("compute instance {profile} does not fit in GPU instance {gi}: {why}")]
     CiNoRoom { gi: u32, profile: String, why: String },
+    #[error("GPU instance {gi} on {gpu} cannot move: {why}")]
+    Pinned { gpu: PciAddress, gi: u32, why: String },
+    #[error("a move of GPU instances on {gpu} is unfinished ({file}): run vgpuctl gc to finish or revert it first")]
+    MoveUnfinished { gpu: PciAddress, file: String },
     #[error("GPU instance {gi} on {gpu} has compute instances {cis}: add --force to destroy them with it")]
     HasComputeInstances { gpu: PciAddress, gi: u32, cis: String },
     #[error(transparent)]
@@ -129,16 +133,21 @@ pub fn layout(instances: &[GpuInstance]) -> Layout {
     Layout { instances: instances.iter().map(|i| Placed { profile_id: i.profile_id, start: i.start, size: i.size }).collect() }
 }
 
-/// GPU instances vgpuctl created for MIG-backed vGPUs, so removing the vGPU
-/// can remove the instance too (never one an admin made), and `gc` can free
-/// one a crash left. The intent (GPU, profile, start) is recorded *before*
-/// the driver is asked, and the instance id added once known, so a crash at
-/// any point leaves an entry `gc` can resolve.
+/// GPU instances vgpuctl created: for MIG-backed vGPUs (owner `vgpuctl`),
+/// so removing the vGPU can remove the instance too and `gc` can free one a
+/// crash left; and for the admin (owner `admin`: `mig create`, a layout
+/// `apply` declares, one handed over with `--keep-gi`), which vgpuctl never
+/// removes on its own but may move while idle (`mig defrag`), since it knows
+/// nothing outside vgpuctl was set up around it. An instance not on the
+/// ledger was made by another tool. The intent (GPU, profile, start) is
+/// recorded *before* the driver is asked, and the instance id added once
+/// known, so a crash at any point leaves an entry `gc` can resolve.
 pub mod ledger {
     use serde::{Deserialize, Serialize};
 
     use crate::host::{Host, HostError};
     use crate::ids::PciAddress;
+    pub use crate::mig::instances::Owner;
 
     pub const FILE: &str = "/run/vgpuctl/mig-gis.json";
 
@@ -149,6 +158,9 @@ pub mod ledger {
         pub start: u8,
         /// `None` while the driver has not answered yet (or a crash came first).
         pub gi: Option<u32>,
+        /// Entries of vgpuctl before 2026-12 have none: they were all its own.
+        #[serde(default)]
+        pub owner: Owner,
     }
 
     /// What the file holds: entries, or the (GPU, instance) pairs older
@@ -177,7 +189,7 @@ pub mod ledger {
             .map(|s| match s {
                 Stored::Entry(m) => m,
                 // Profile and start of an old entry are not known; it is matched by its id.
-                Stored::Pair(gpu, gi) => Made { gpu, profile_id: u32::MAX, start: u8::MAX, gi: Some(gi) },
+                Stored::Pair(gpu, gi) => Made { gpu, profile_id: u32::MAX, start: u8::MAX, gi: Some(gi), owner: Owner::Vgpuctl },
             })
             .collect())
     }
@@ -192,16 +204,52 @@ pub mod ledger {
         Ok(host.write_state(FILE, serde_json::to_string(v).unwrap_or_default().as_bytes(), 0o600)?)
     }
 
-    /// Whether vgpuctl made GPU instance `gi` on `gpu`.
+    /// Whether vgpuctl made GPU instance `gi` on `gpu` for its own use.
     pub fn holds(host: &Host, gpu: PciAddress, gi: u32) -> Result<bool, LedgerError> {
-        Ok(load(host)?.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)))
+        Ok(owner(host, gpu, gi)? == Some(Owner::Vgpuctl))
+    }
+
+    /// Whose GPU instance `gi` on `gpu` is, when vgpuctl made it.
+    pub fn owner(host: &Host, gpu: PciAddress, gi: u32) -> Result<Option<Owner>, LedgerError> {
+        Ok(load(host)?.iter().find(|m| m.gpu == gpu && m.gi == Some(gi)).map(|m| m.owner))
     }
 
     /// Records that an instance of `profile_id` at `start` is about to be made on `gpu`.
-    pub fn intend(host: &Host, gpu: PciAddress, profile_id: u32, start: u8) -> Result<(), LedgerError> {
+    pub fn intend(host: &Host, gpu: PciAddress, profile_id: u32, start: u8, owner: Owner) -> Result<(), LedgerError> {
         let mut l = load(host)?;
-        l.push(Made { gpu, profile_id, start, gi: None });
+        // An intent a crash left for the same place was never made (the
+        // place is free again, or the driver would refuse): it is this one.
+        l.retain(|m| !(m.gpu == gpu && m.profile_id == profile_id && m.start == start && m.gi.is_none()));
+        l.push(Made { gpu, profile_id, start, gi: None, owner });
         save(host, &l)
+    }
+
+    /// Makes sure instance `gi` (of `profile_id` at `start`) is recorded as
+    /// `owner`'s: an intent for it gets its id, a missing entry is added.
+    pub fn adopt(host: &Host, gpu: PciAddress, gi: u32, profile_id: u32, start: u8, owner: Owner) -> Result<(), LedgerError> {
+        let mut l = load(host)?;
+        if l.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)) {
+            return Ok(());
+        }
+        match l.iter_mut().find(|m| m.gpu == gpu && m.gi.is_none() && m.profile_id == profile_id && m.start == start) {
+            Some(m) => m.gi = Some(gi),
+            None => l.push(Made { gpu, profile_id, start, gi: Some(gi), owner }),
+        }
+        save(host, &l)
+    }
+
+    /// Hands an instance vgpuctl made for itself to the admin; `true` when it was recorded.
+    pub fn hand_over(host: &Host, gpu: PciAddress, gi: u32) -> Result<bool, LedgerError> {
+        let mut l = load(host)?;
+        let mut found = false;
+        for m in l.iter_mut().filter(|m| m.gpu == gpu && m.gi == Some(gi)) {
+            m.owner = Owner::Admin;
+            found = true;
+        }
+        if found {
+            save(host, &l)?;
+        }
+        Ok(found)
     }
 
     /// The driver made it: its id. `None` for `gi`: it did not, the intent goes.

@@ -6,17 +6,21 @@
 //! leaves an entry `gc` can resolve).
 
 use super::backend::{ledger, vgpu_holders, GpuInstance, MigBackend, MigError};
+use super::moves;
 use super::profiles::Profile;
 use crate::host::Host;
 use crate::ids::PciAddress;
 use crate::parse::MigModeState;
 
-/// Whose a new GPU instance is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whose a new GPU instance is. Both are on the ledger (vgpuctl made them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Owner {
-    /// vgpuctl's, for a MIG-backed vGPU: ledgered, removed with the vGPU and swept by `gc`.
+    /// vgpuctl's, for a MIG-backed vGPU: removed with the vGPU and swept by `gc`.
+    #[default]
     Vgpuctl,
-    /// The admin's (`mig create`, a layout `apply` declares): never removed by vgpuctl on its own.
+    /// The admin's (`mig create`, a layout `apply` declares, `--keep-gi`):
+    /// never removed by vgpuctl on its own; moved while idle by `mig defrag`.
     Admin,
 }
 
@@ -36,6 +40,10 @@ impl<'a> Instances<'a> {
     /// The host's MIG side, as its NVIDIA driver gives it.
     pub fn open(host: &'a Host) -> Result<Self, MigError> {
         Ok(Self { host, backend: host.nvidia().mig(host)? })
+    }
+
+    pub fn host(&self) -> &'a Host {
+        self.host
     }
 
     /// Reads (mode, profiles, instances, users) go to the backend directly.
@@ -81,14 +89,11 @@ impl<'a> Instances<'a> {
         Err(MigError::NoRoom { gpu: first, profile: p.name.to_string(), at, map })
     }
 
-    /// Creates a GPU instance of `p` at `start` on `gpu`. For vgpuctl's own,
-    /// the intent is recorded first and the id after; an instance whose id
-    /// cannot be recorded is destroyed again rather than kept unrecorded.
+    /// Creates a GPU instance of `p` at `start` on `gpu`. The intent is
+    /// recorded first and the id after; an instance whose id cannot be
+    /// recorded is destroyed again rather than kept unrecorded.
     pub fn create(&self, gpu: PciAddress, p: &Profile, start: u8, owner: Owner) -> Result<u32, MigError> {
-        if owner == Owner::Admin {
-            return self.backend.create(gpu, p, start);
-        }
-        ledger::intend(self.host, gpu, p.id, start)?;
+        ledger::intend(self.host, gpu, p.id, start, owner)?;
         let gi = match self.backend.create(gpu, p, start) {
             Ok(gi) => gi,
             Err(e) => {
@@ -110,7 +115,7 @@ impl<'a> Instances<'a> {
             }
             return Err(e.into());
         }
-        tracing::info!(%gpu, gi, "created a {} GPU instance for vgpuctl", p.name);
+        tracing::info!(%gpu, gi, ?owner, "created a {} GPU instance", p.name);
         Ok(gi)
     }
 
@@ -146,6 +151,137 @@ impl<'a> Instances<'a> {
             return Err(MigError::HasComputeInstances { gpu, gi, cis: cis.join(", ") });
         }
         Ok(inst)
+    }
+
+    /// Which GPU instances of `gpu` may move (destroyed and made again at
+    /// another start of the same GPU) and why each other one may not. Idle
+    /// means provably idle: no vGPU on it (a VF's `gpu_instance_id` with a
+    /// type), no VF of it held through VFIO, no compute process, no hook
+    /// journal naming it (a VM starting or running), no compute instances
+    /// (host workloads address those by MIG UUID, which a move changes), and
+    /// vgpuctl made it (on the ledger) unless `include_foreign`. When
+    /// something cannot be read (the ledger, a journal, /proc), nothing it
+    /// could have vouched for moves. Call under the host lock.
+    pub fn idleness(&self, gpu: PciAddress, include_foreign: bool) -> Result<Vec<(GpuInstance, Option<String>)>, MigError> {
+        let instances = self.backend.instances(gpu)?;
+        let made = ledger::load(self.host);
+        let journals =
+            if self.host.exists(crate::hook::journal::DIR) { crate::hook::journal::all(self.host).map_err(|e| e.to_string()) } else { Ok(Vec::new()) };
+        let users = crate::inventory::VfioUsers::scan(self.host);
+        let vfs = vf_instances(self.host, gpu);
+        let mut out = Vec::with_capacity(instances.len());
+        for inst in instances {
+            let pinned = self.pinned_by(gpu, &inst, &made, &journals, &users, &vfs, include_foreign);
+            out.push((inst, pinned));
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pinned_by(
+        &self,
+        gpu: PciAddress,
+        inst: &GpuInstance,
+        made: &Result<Vec<ledger::Made>, ledger::LedgerError>,
+        journals: &Result<Vec<crate::hook::journal::LoadedJournal>, String>,
+        users: &crate::inventory::VfioUsers,
+        vfs: &[(PciAddress, u32, bool, Option<u32>)],
+        include_foreign: bool,
+    ) -> Option<String> {
+        let gi = inst.gi;
+        if let Some((vf, ..)) = vfs.iter().find(|(_, g, typed, _)| *g == gi && *typed) {
+            return Some(format!("a vGPU on VF {vf} uses it"));
+        }
+        for (vf, _, _, group) in vfs.iter().filter(|(_, g, ..)| *g == gi) {
+            match group.map(|grp| users.in_use(grp)) {
+                Some(Some(false)) | None => {}
+                Some(Some(true)) => {
+                    return Some(format!(
+                        "VF {vf} is held through VFIO{}",
+                        group.and_then(|grp| users.user_of(grp)).map(|u| format!(" by {u}")).unwrap_or_default()
+                    ))
+                }
+                Some(None) => return Some(format!("whether VF {vf} is held through VFIO is unknown (/proc could not be read)")),
+            }
+        }
+        let procs = self.backend.users(gpu, gi);
+        if !procs.is_empty() {
+            return Some(format!("processes run on it: {}", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
+        }
+        if !inst.compute_instances.is_empty() {
+            return Some("it has compute instances (host workloads address them by MIG UUID, which a move changes)".into());
+        }
+        match journals {
+            Err(e) => return Some(format!("the hook journals cannot be read ({e})")),
+            Ok(all) => {
+                for (key, j) in all {
+                    match j {
+                        Err(e) => return Some(format!("hook journal {key} cannot be read ({e})")),
+                        Ok(j) if j.entries.iter().any(|e| matches!(e, crate::hook::journal::Entry::MigGi { gpu: g, gi: x, .. } if *g == gpu && *x == gi)) => {
+                            return Some(format!("the hook made it for VM {}", j.domain));
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+        match made {
+            Err(e) => Some(e.to_string()),
+            Ok(m) if !include_foreign && !m.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)) => {
+                Some("vgpuctl did not make it (--include-foreign moves it anyway)".into())
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// Moves idle GPU instances of `gpu` as `moves` say ((instance, new
+    /// start)), journaled so a crash at any step leaves what `gc` finishes
+    /// (or, when finishing is impossible, reverts): see [`moves`]. Every
+    /// instance is checked idle again first. Call under the host lock.
+    pub fn relocate(&self, gpu: PciAddress, moving: &[(GpuInstance, u8)], include_foreign: bool) -> Result<Vec<moves::Moved>, MigError> {
+        let idle = self.idleness(gpu, include_foreign)?;
+        for (inst, _) in moving {
+            match idle.iter().find(|(i, _)| i.gi == inst.gi && i.start == inst.start && i.profile_id == inst.profile_id) {
+                None => return Err(MigError::NoInstance { gpu, gi: inst.gi }),
+                Some((_, Some(why))) => return Err(MigError::Pinned { gpu, gi: inst.gi, why: why.clone() }),
+                Some((_, None)) => {}
+            }
+        }
+        let owners = ledger::load(self.host)?;
+        let plan: Vec<moves::Planned> = moving
+            .iter()
+            .map(|(i, to)| moves::Planned {
+                profile_id: i.profile_id,
+                profile: i.profile.clone(),
+                from: i.start,
+                to: *to,
+                gi: i.gi,
+                owner: owners.iter().find(|m| m.gpu == gpu && m.gi == Some(i.gi)).map(|m| m.owner).unwrap_or(Owner::Admin),
+            })
+            .collect();
+        moves::run(self, gpu, plan)
+    }
+
+    /// A ledger-and-driver create without the placement checks of callers,
+    /// for the move engine.
+    pub(crate) fn remake(&self, gpu: PciAddress, profile_id: u32, start: u8, owner: Owner) -> Result<u32, MigError> {
+        let table = self.backend.profiles(gpu)?;
+        let p = table.iter().find(|p| p.id == profile_id).ok_or_else(|| MigError::unknown_profile(gpu, &profile_id.to_string(), &table))?;
+        self.create(gpu, p, start, owner)
+    }
+
+    /// Destroys an instance the move engine checked idle (no compute
+    /// instances). Off the ledger first: instance ids are reused, so an
+    /// entry outliving its instance could later name another one; an
+    /// instance a crash leaves unrecorded is named by the move journal.
+    pub(crate) fn take_down(&self, gpu: PciAddress, gi: u32) -> Result<(), MigError> {
+        ledger::forget(self.host, gpu, gi)?;
+        self.backend.destroy(gpu, gi)
+    }
+
+    /// Records an instance the move engine found in place as `owner`'s.
+    pub(crate) fn adopt(&self, gpu: PciAddress, gi: u32, profile_id: u32, start: u8, owner: Owner) -> Result<(), MigError> {
+        Ok(ledger::adopt(self.host, gpu, gi, profile_id, start, owner)?)
     }
 
     /// Destroys a GPU instance after [`Instances::check_destroy`], and takes
@@ -189,7 +325,7 @@ impl<'a> Instances<'a> {
     /// Hands an instance vgpuctl made to the admin (`vgpu remove --keep-gi`):
     /// off the ledger, never vgpuctl's to remove again.
     pub fn hand_over(&self, gpu: PciAddress, gi: u32) -> Result<bool, MigError> {
-        Ok(ledger::forget(self.host, gpu, gi)?)
+        Ok(ledger::hand_over(self.host, gpu, gi)?)
     }
 
     /// Takes an instance that is gone off the ledger.
@@ -240,6 +376,11 @@ impl<'a> Instances<'a> {
                 out.push((what, "gone already; forgotten".to_string()));
                 continue;
             }
+            // The admin's: never destroyed here, only kept track of.
+            if m.owner == Owner::Admin {
+                keep.push(m);
+                continue;
+            }
             match self.check_destroy(m.gpu, gi, DestroyOptions { with_compute_instances: true }) {
                 Ok(_) => match self.backend.destroy(m.gpu, gi) {
                     Ok(()) => out.push((what, "held no vGPU; destroyed".to_string())),
@@ -255,4 +396,21 @@ impl<'a> Instances<'a> {
         ledger::save(self.host, &keep)?;
         Ok(out)
     }
+}
+
+/// Every VF of `gpu` that names a GPU instance: (VF, instance, whether a
+/// vGPU type is set on it, its IOMMU group).
+fn vf_instances(host: &Host, gpu: PciAddress) -> Vec<(PciAddress, u32, bool, Option<u32>)> {
+    let dir = format!("/sys/bus/pci/devices/{gpu}");
+    let mut out = Vec::new();
+    for name in host.list_dir(&dir).unwrap_or_default().into_iter().filter(|n| n.starts_with("virtfn")) {
+        let Some(vf) = host.link_name(&format!("{dir}/{name}")).ok().flatten().and_then(|v| v.parse::<PciAddress>().ok()) else { continue };
+        let read =
+            |attr: &str| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/{attr}")).ok().flatten().and_then(|v| v.trim().parse::<u32>().ok());
+        let Some(gi) = read("gpu_instance_id") else { continue };
+        let typed = read("current_vgpu_type").is_some_and(|t| t != 0);
+        let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
+        out.push((vf, gi, typed, group));
+    }
+    out
 }

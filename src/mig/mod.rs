@@ -8,9 +8,11 @@ pub mod batch;
 pub mod compute;
 pub mod instances;
 pub mod layout;
+pub mod moves;
 pub mod nvml_backend;
 pub mod planner;
 pub mod policy;
+pub mod reshape;
 /// GPU-instance profile tables: shared NVIDIA domain types, in the leaf `nvidia` module.
 pub use crate::nvidia::profiles;
 pub mod shapes;
