@@ -7,6 +7,7 @@
 //! against brute force; run for N <= 64).
 //!
 //!   cargo bench --bench placement [-- --quick|--headline|--no-oracle|--gpus N|--out FILE.jsonl]
+//!   cargo bench --bench placement -- --idle [--quick]   (moving idle instances: placement/idle.rs)
 //!
 //! Streams come from a SplitMix64 generator seeded per run, so a run is
 //! reproduced by its seed; every run's result is one JSONL line.
@@ -21,6 +22,8 @@ use vgpuctl::mig::planner::{best_fit, first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{find, hopper_80gb, Profile};
 use vgpuctl::mig::shapes::Shapes;
 
+#[path = "placement/idle.rs"]
+mod idle;
 #[path = "placement/optimum.rs"]
 mod optimum;
 
@@ -227,6 +230,10 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let no_oracle = args.iter().any(|a| a == "--no-oracle");
     let headline_only = args.iter().any(|a| a == "--headline");
+    if args.iter().any(|a| a == "--idle") {
+        idle::run(quick);
+        return;
+    }
     if args.iter().any(|a| a == "--sweep") {
         sweep();
         return;

@@ -403,3 +403,50 @@ fn test_defrag_leaves_instances_with_compute_instances_and_gpus_in_use() {
     let none = h.ok(&["mig", "defrag", "--gpu", G]);
     assert!(none.contains("no move lets it take more"), "{none}");
 }
+
+/// `repack_moves` in the planner policy: a create that has no place moves
+/// idle instances within a GPU to make room, says so, and never moves a
+/// busy one; without it the same create is refused.
+#[test]
+fn test_opt_in_repack_makes_room_by_moving_idle_instances() {
+    let h = host();
+    fragmented(&h);
+    let snap = h.snapshot();
+    let e = h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G], 3);
+    assert!(e.contains("does not fit"), "{e}");
+    h.assert_unchanged(&snap, "refused without repack");
+    let policy = h.path("/etc/vgpuctl/mig-planner.toml");
+    std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+    // One move is not enough: both idle 1g instances must leave the left half.
+    std::fs::write(&policy, "repack_moves = 1\n").unwrap();
+    let before = shape(&h, G);
+    h.fails(&["mig", "create", "--profile", "4g.40gb", "--gpu", G], 3);
+    assert_eq!(shape(&h, G), before, "refused within the bound, nothing moved");
+    std::fs::write(&policy, "repack_moves = 2\n").unwrap();
+    let c = h.json(&["mig", "create", "--profile", "4g.40gb", "--gpu", G, "--json"]);
+    assert_eq!(c["start"], 0);
+    assert_eq!(c["moved"].as_array().unwrap().len(), 2, "{c}");
+    assert_eq!(shape(&h, G), vec![("1g.10gb".into(), 4), ("1g.10gb".into(), 5), ("1g.10gb".into(), 6), ("4g.40gb".into(), 0)]);
+    // The vGPU's instance (slice 6) never moved.
+    let s = h.json(&["mig", "status", "--json"]);
+    let gi1 = s["gpus"][0]["instances"].as_array().unwrap().iter().find(|i| i["gi"] == 1).unwrap().clone();
+    assert_eq!(gi1["start"], 6);
+    // The same through a MIG-backed vGPU: an idle 1g in each half of a
+    // second layout, a 3g vGPU wanted: one moves, the vGPU says so.
+    h.ok(&["mig", "destroy", "--gpu", G, &c["gi"].to_string()]);
+    let s = h.json(&["mig", "status", "--json"]);
+    let left: Vec<String> = s["gpus"][0]["instances"].as_array().unwrap().iter().filter(|i| i["gi"] != 1).map(|i| i["gi"].to_string()).collect();
+    for gi in left {
+        h.ok(&["mig", "destroy", "--gpu", G, &gi]);
+    }
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "1"]);
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "5"]);
+    let v = h.json(&["vgpu", "create", "--type", "H100-3-40C", "--gpu", G, "--json"]);
+    assert_eq!(v["gi_created"], true, "{v}");
+    assert_eq!(v["gi_moved"].as_array().unwrap().len(), 1, "{v}");
+    let text = h.ok(&["vgpu", "remove", v["vf"].as_str().unwrap()]);
+    assert!(!text.is_empty());
+    std::fs::write(&policy, "repack_moves = 9\n").unwrap();
+    let e = h.fails(&["mig", "create", "--profile", "1g.10gb", "--gpu", G], 64);
+    assert!(e.contains("repack_moves: at most 8"), "{e}");
+}

@@ -174,6 +174,8 @@ pub(crate) struct MigCreatedDoc {
     profile: String,
     start: u8,
     compute_instances: Vec<MadeCi>,
+    /// Idle instances moved on the GPU to make room (`repack_moves` in the planner policy).
+    moved: Vec<crate::mig::moves::Moved>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -560,9 +562,12 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             };
             let (profile, compute_instances) = (&gi_profile, &ci_request);
             let p = profiles::find(&table, profile).ok_or_else(|| mig_err(MigError::unknown_profile(layouts[0].0, profile, &table)))?;
+            let mut moved = Vec::new();
             let (g, start) = if placement == "auto" {
                 let gpus: Vec<PciAddress> = layouts.iter().map(|(g, _, _)| *g).collect();
-                instances.place(&gpus, &table, p).map_err(mig_err)?
+                let at = instances.place_or_repack(&gpus, &table, p).map_err(mig_err)?;
+                moved = at.moved;
+                (at.gpu, at.start)
             } else {
                 let s: u8 = placement.parse().map_err(|_| CliError::Usage(format!("--placement {placement:?}: a start slice 0-7 or auto")))?;
                 if layouts.len() != 1 {
@@ -596,13 +601,19 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
             };
             if *json {
                 let compute_instances = cis.iter().map(|(ci, profile)| MadeCi { ci: *ci, profile: profile.clone() }).collect();
-                print_json(&super::doc::Versioned::new(MigCreatedDoc { gpu: g, gi, profile: p.name.to_string(), start, compute_instances }))?;
+                print_json(&super::doc::Versioned::new(MigCreatedDoc { gpu: g, gi, profile: p.name.to_string(), start, compute_instances, moved }))?;
             } else {
                 let ci_text = if cis.is_empty() {
                     String::new()
                 } else {
                     format!(", compute instances {}", cis.iter().map(|(ci, n)| format!("{ci} ({n})")).collect::<Vec<_>>().join(", "))
                 };
+                for m in &moved {
+                    print_out(&format!(
+                        "moved idle GPU instance {} ({}) on {g} from slice {} to {} (now GPU instance {}) to make room\n",
+                        m.gi_before, m.profile, m.from, m.to, m.gi
+                    ));
+                }
                 print_out(&format!("GPU instance {gi}: {} on {g} at slice {start}{ci_text}\n", p.name));
             }
         }

@@ -120,6 +120,12 @@ pub fn run_vgpu(host: &Host, cmd: &VgpuCommand) -> Result<i32, CliError> {
                     (_, Some(u)) => format!("mdev {u}"),
                     _ => "?".into(),
                 };
+                for m in &c.gi_moved {
+                    print_out(&format!(
+                        "moved idle GPU instance {} ({}) on {} from slice {} to {} (now GPU instance {}) to make room\n",
+                        m.gi_before, m.profile, c.gpu, m.from, m.to, m.gi
+                    ));
+                }
                 print_out(&format!("{} on {} ({what})\n", c.type_name, c.gpu));
             }
         }

@@ -203,7 +203,8 @@ fn perform(host: &Host, a: &Action, j: &mut Journal, key: &str) -> Result<(), Fa
                         Some(pf) => crate::vgpu::make_gi_for(host, &views, &t, Some(pf)).map_err(|e| fail(&e))?,
                         None => None,
                     };
-                    if let Some((gpu, gi)) = made {
+                    if let Some((gpu, gi, _moved)) = made {
+                        // Moves to make room (opt-in) are logged where they are made.
                         record(host, key, j, Entry::MigGi { gpu, gi, done: false })?;
                         finish(host, key, j)?;
                     }

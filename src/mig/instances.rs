@@ -31,6 +31,15 @@ pub struct DestroyOptions {
     pub with_compute_instances: bool,
 }
 
+/// Where a new GPU instance goes, and what was moved to make room for it.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub gpu: PciAddress,
+    pub start: u8,
+    /// Idle instances moved (on `gpu`) by the opt-in repack.
+    pub moved: Vec<moves::Moved>,
+}
+
 pub struct Instances<'a> {
     host: &'a Host,
     backend: Box<dyn MigBackend + 'a>,
@@ -87,6 +96,43 @@ impl<'a> Instances<'a> {
         };
         let map = gpus.iter().zip(&layouts).map(|(g, l)| format!("{g} [{}]", l.slice_map(table))).collect::<Vec<_>>().join(", ");
         Err(MigError::NoRoom { gpu: first, profile: p.name.to_string(), at, map })
+    }
+
+    /// [`Instances::place`], and when nothing fits and the policy allows it
+    /// (`repack_moves`), an on-demand repack: the GPU where the fewest
+    /// moves of idle instances (within that GPU, at most `repack_moves`)
+    /// make room, with the moves carried out (journaled, as `mig defrag`
+    /// makes them). The moves are not undone if what the room was made for
+    /// fails afterwards: every instance is still there. Call under the host lock.
+    pub fn place_or_repack(&self, gpus: &[PciAddress], table: &[Profile], p: &Profile) -> Result<Placement, MigError> {
+        let refused = match self.place(gpus, table, p) {
+            Ok((gpu, start)) => return Ok(Placement { gpu, start, moved: Vec::new() }),
+            Err(e @ MigError::NoRoom { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let policy = super::policy::load(self.host)?;
+        if policy.repack_moves == 0 {
+            return Err(refused);
+        }
+        let planner = policy.planner(table)?;
+        let mut idle = Vec::with_capacity(gpus.len());
+        for g in gpus {
+            idle.push(self.idleness(*g, false)?);
+        }
+        let items: Vec<Vec<super::reshape::Item>> = idle
+            .iter()
+            .map(|v| v.iter().map(|(i, why)| super::reshape::Item { profile_id: i.profile_id, start: i.start, movable: why.is_none() }).collect())
+            .collect();
+        let Some((g, a)) = super::reshape::repack(table, &items, p.id, policy.repack_moves as usize, &|l| planner.capacity(l)) else {
+            return Err(refused);
+        };
+        let Some(start) = a.added.first().map(|(_, s)| *s) else { return Err(refused) };
+        let moving: Vec<(GpuInstance, u8)> = a.moves.iter().map(|m| (idle[g][m.index].0.clone(), m.to)).collect();
+        let moved = self.relocate(gpus[g], &moving, false)?;
+        for m in &moved {
+            tracing::info!(gpu = %gpus[g], "moved idle GPU instance {} ({}) from slice {} to {} to make room for a {}", m.gi_before, m.profile, m.from, m.to, p.name);
+        }
+        Ok(Placement { gpu: gpus[g], start, moved })
     }
 
     /// Creates a GPU instance of `p` at `start` on `gpu`. The intent is

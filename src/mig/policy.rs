@@ -52,6 +52,10 @@ pub struct PlannerConfig {
     /// that would keep every compute slice busy).
     #[serde(default = "default_load")]
     pub load: f64,
+    /// On-demand repack: when a new GPU instance has no place, move up to
+    /// this many idle instances within one GPU to make room (0: never).
+    #[serde(default)]
+    pub repack_moves: u32,
 }
 
 fn default_load() -> f64 {
@@ -60,7 +64,15 @@ fn default_load() -> f64 {
 
 impl Default for PlannerConfig {
     fn default() -> Self {
-        Self { mix: BTreeMap::new(), reserve_whole_gpus: 0, reserve_half_gpus: 0, score: Score::default(), admission: false, load: default_load() }
+        Self {
+            mix: BTreeMap::new(),
+            reserve_whole_gpus: 0,
+            reserve_half_gpus: 0,
+            score: Score::default(),
+            admission: false,
+            load: default_load(),
+            repack_moves: 0,
+        }
     }
 }
 
@@ -88,6 +100,9 @@ impl PlannerConfig {
         }
         if c.admission && c.score != Score::Value {
             return Err(PolicyError::Invalid("admission = true needs score = \"value\" (it compares a request with the room it takes on its GPU)".into()));
+        }
+        if c.repack_moves > 8 {
+            return Err(PolicyError::Invalid(format!("repack_moves: at most 8 (a GPU holds at most 7 instances), not {}", c.repack_moves)));
         }
         if c.reserve_whole_gpus > 64 || c.reserve_half_gpus > 64 {
             return Err(PolicyError::Invalid("reserve_whole_gpus / reserve_half_gpus: at most 64".into()));

@@ -211,6 +211,40 @@ pub fn make_room(table: &[Profile], current: &[Item], profile_id: u32, max_moves
     (a.moves.len() <= max_moves).then_some(a)
 }
 
+/// On-demand repack across a host: the GPU where room for one more
+/// `profile_id` takes the fewest moves of movable instances (at most
+/// `max_moves`), ties to the most capacity left, then the lowest index.
+/// `gpus[i]` is GPU i's instances. GPUs with nothing movable, or without
+/// the free slices the profile needs, are skipped without a search, and
+/// GPUs holding the same instances are searched once.
+pub fn repack(table: &[Profile], gpus: &[Vec<Item>], profile_id: u32, max_moves: usize, capacity: &dyn Fn(&Layout) -> f64) -> Option<(usize, Arrangement)> {
+    let p = table.iter().find(|p| p.id == profile_id)?;
+    let mut seen: std::collections::HashMap<Vec<(u32, u8, bool)>, Option<Arrangement>> = std::collections::HashMap::new();
+    let mut top: Option<(usize, f64, usize, Arrangement)> = None;
+    for (g, items) in gpus.iter().enumerate() {
+        if !items.iter().any(|i| i.movable) {
+            continue;
+        }
+        let used: u32 = items.iter().filter_map(|i| table.iter().find(|t| t.id == i.profile_id)).map(|t| u32::from(t.size)).sum();
+        if used + u32::from(p.size) > 8 {
+            continue;
+        }
+        let mut key: Vec<(u32, u8, bool)> = items.iter().map(|i| (i.profile_id, i.start, i.movable)).collect();
+        key.sort_unstable();
+        let found = seen.entry(key).or_insert_with(|| make_room(table, items, profile_id, max_moves, capacity)).clone();
+        let Some(a) = found else { continue };
+        let c = capacity(&a.layout);
+        let better = match &top {
+            None => true,
+            Some((m, bc, _, _)) => a.moves.len() < *m || a.moves.len() == *m && c > bc + 1e-9,
+        };
+        if better {
+            top = Some((a.moves.len(), c, g, a));
+        }
+    }
+    top.map(|(_, _, g, a)| (g, a))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::profiles::{find, hopper_80gb};
@@ -280,6 +314,24 @@ mod tests {
         assert_eq!(a.moves, vec![Move { index: 0, profile_id: id(&t, "2g.20gb"), from: 0, to: 4 }]);
         let pinned = vec![item(&t, "2g.20gb", 0, false)];
         assert!(best(&t, &pinned, &[(id(&t, "4g.40gb"), Some(0))], &|_| [0.0; 3]).is_none());
+    }
+
+    #[test]
+    fn test_repack_picks_the_gpu_needing_the_fewest_moves() {
+        let t = hopper_80gb();
+        let gpus = vec![
+            // One move makes room for a 3g (the 1g at 0 to slice 6), but it
+            // leaves only slice 7, which no profile can use.
+            vec![item(&t, "1g.10gb", 0, true), item(&t, "1g.10gb", 4, true), item(&t, "1g.10gb", 5, true)],
+            // Pinned everywhere: skipped.
+            vec![item(&t, "1g.10gb", 0, false), item(&t, "1g.10gb", 4, false)],
+            // One move too (the idle 1g at 4 joins the pinned one's half),
+            // leaving two 1g slots: this one wins.
+            vec![item(&t, "1g.10gb", 0, false), item(&t, "1g.10gb", 4, true)],
+        ];
+        let (g, a) = repack(&t, &gpus, id(&t, "3g.40gb"), 3, &cap(&t)).unwrap();
+        assert_eq!((g, a.moves.len()), (2, 1));
+        assert_eq!(repack(&t, &gpus[1..2], id(&t, "3g.40gb"), 3, &cap(&t)), None);
     }
 
     /// Against brute force: on random GPUs, the fewest moves that make room

@@ -72,6 +72,9 @@ pub struct VgpuCreated {
     /// MIG-backed: the GPU instance it sits on, and whether vgpuctl made it for this vGPU.
     pub gi: Option<u32>,
     pub gi_created: bool,
+    /// Idle GPU instances moved to make room for the one made for this vGPU
+    /// (only with `repack_moves` in the planner policy).
+    pub gi_moved: Vec<crate::mig::moves::Moved>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,12 +102,14 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
     let (_, mut views) = views(host)?;
     super::exists::check(&views, &req.type_name)?;
     let mut gi_created = None;
+    let mut gi_moved = Vec::new();
     if req.type_name.kind() == super::typename::VgpuKind::MigBacked && alloc::choose(&views, &req.type_name, req.gpu, req.policy).is_none() {
         // No free GPU instance of the profile: make one where the planner says.
         // Recorded in the ledger before and after the driver call: if this
         // process dies before the vGPU lands on it, `vgpuctl gc` frees it.
-        if let Some((gpu, gi)) = make_gi_for(host, &views, &req.type_name, req.gpu)? {
+        if let Some((gpu, gi, moved)) = make_gi_for(host, &views, &req.type_name, req.gpu)? {
             gi_created = Some((gpu, gi));
+            gi_moved = moved;
             views = match self::views(host) {
                 Ok(v) => v.1,
                 Err(e) => {
@@ -130,6 +135,7 @@ pub fn create_locked(host: &Host, req: &VgpuCreateRequest) -> Result<VgpuCreated
     if let Some((_, gi)) = gi_created {
         c.gi_created = c.gi == Some(gi);
     }
+    c.gi_moved = gi_moved;
     Ok(c)
 }
 
@@ -144,12 +150,17 @@ fn drop_made_gi(host: &Host, gpu: PciAddress, gi: u32) {
 /// Makes a GPU instance for a MIG-backed type where the planner says, as
 /// vgpuctl's own (ledgered); `Ok(None)` when no GPU can take one or the
 /// driver would not make it.
-pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Result<Option<(PciAddress, u32)>, VgpuError> {
+pub fn make_gi_for(
+    host: &Host,
+    views: &[GpuView],
+    t: &VgpuTypeName,
+    only: Option<PciAddress>,
+) -> Result<Option<(PciAddress, u32, Vec<crate::mig::moves::Moved>)>, VgpuError> {
     // One manager for the placement and the create: it reads the driver once.
     let Ok(m) = Instances::open(host) else { return Ok(None) };
-    let Some((gpu, p, start)) = gi_placement(&m, views, t, only) else { return Ok(None) };
+    let Some((gpu, p, start, moved)) = gi_placement(&m, views, t, only) else { return Ok(None) };
     match m.create(gpu, &p, start, Owner::Vgpuctl) {
-        Ok(gi) => Ok(Some((gpu, gi))),
+        Ok(gi) => Ok(Some((gpu, gi, moved))),
         Err(MigError::Ledger(e)) => Err(e.into()),
         Err(e) => {
             tracing::warn!(%gpu, "could not create a {} GPU instance at slice {start}: {e}", p.name);
@@ -160,7 +171,14 @@ pub fn make_gi_for(host: &Host, views: &[GpuView], t: &VgpuTypeName, only: Optio
 
 /// Where the planner would put a GPU instance for a MIG-backed type: among
 /// the GPUs in MIG mode of the type's model that hold no time-sliced vGPU.
-fn gi_placement(m: &Instances, views: &[GpuView], t: &VgpuTypeName, only: Option<PciAddress>) -> Option<(PciAddress, crate::mig::profiles::Profile, u8)> {
+/// With `repack_moves` in the planner policy, idle instances may be moved
+/// to make room (and are, before this returns).
+fn gi_placement(
+    m: &Instances,
+    views: &[GpuView],
+    t: &VgpuTypeName,
+    only: Option<PciAddress>,
+) -> Option<(PciAddress, crate::mig::profiles::Profile, u8, Vec<crate::mig::moves::Moved>)> {
     let profile = t.mig_profile()?;
     let gpus: Vec<PciAddress> = views
         .iter()
@@ -170,8 +188,8 @@ fn gi_placement(m: &Instances, views: &[GpuView], t: &VgpuTypeName, only: Option
         .collect();
     let table = m.backend().profiles(*gpus.first()?).ok()?;
     let p = crate::mig::profiles::find(&table, &profile.to_string())?;
-    match m.place(&gpus, &table, p) {
-        Ok((gpu, start)) => Some((gpu, p.clone(), start)),
+    match m.place_or_repack(&gpus, &table, p) {
+        Ok(at) => Some((at.gpu, p.clone(), at.start, at.moved)),
         Err(MigError::NoRoom { .. }) => None,
         Err(e) => {
             tracing::error!("{e}");
@@ -209,6 +227,7 @@ fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<
                 parent: None,
                 gi: None,
                 gi_created: false,
+                gi_moved: Vec::new(),
             })
         }
         (Slot::Mdev { parent }, TypeRef::Mdev(t)) => {
@@ -224,6 +243,7 @@ fn create_on(host: &Host, req: &VgpuCreateRequest, views: &[GpuView]) -> Result<
                 parent: Some(parent.clone()),
                 gi: None,
                 gi_created: false,
+                gi_moved: Vec::new(),
             })
         }
         // A vendor slot always carries a vendor id and an mdev slot an mdev type.
