@@ -281,7 +281,61 @@ fn test_mig_layout_is_placed_exactly_in_any_order() {
     assert_eq!(gis.len(), 4, "{p}");
     h.ok(&["apply", "-f", &f]);
     let s = h.json(&["mig", "status", "--json"])["gpus"].clone();
-    assert_eq!(s[0]["slice_map"], "11223333", "the whole GPU, as planned");
+    let map = s[0]["slice_map"].as_str().unwrap().to_string();
+    let mut sorted: Vec<char> = map.chars().collect();
+    sorted.sort();
+    assert_eq!(sorted.into_iter().collect::<String>(), "11223333", "the whole GPU, as planned: {map}");
     // Re-applying changes nothing.
     assert_eq!(h.run(&["apply", "--check", "-f", &f]).status.code(), Some(0));
+}
+
+/// A changed layout is reshaped in place: the busy instance (a vGPU on it)
+/// stays where it is, idle instances vgpuctl made move or go, the rest is
+/// made; `plan` says which instances stay, move, are made and destroyed.
+#[test]
+fn test_a_changed_mig_layout_is_reshaped_around_busy_instances() {
+    let h = SimHost::new("h100x8-vfio");
+    let g = "0000:18:00.0";
+    h.ok(&["sriov", "enable", g]);
+    let old = cfg(
+        &h,
+        "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"1g.10gb\", placement = 6 }, { profile = \"1g.10gb\", placement = 1 }, { profile = \"1g.10gb\", placement = 3 }, { profile = \"2g.20gb\", placement = 4 }]\n",
+    );
+    h.ok(&["apply", "-f", &old]);
+    // A VM's vGPU lands on one of the 1g instances: that one is busy now.
+    let v = h.json(&["vgpu", "create", "--type", "H100-1-10C", "--gpu", g, "--json"]);
+    let busy = v["gi"].as_u64().unwrap();
+    let s = h.json(&["mig", "status", "--json"]);
+    let busy_start = s["gpus"][0]["instances"].as_array().unwrap().iter().find(|i| i["gi"] == busy).unwrap()["start"].as_u64().unwrap();
+    // The new layout: a 4g and three 1g. The old 2g goes, idle 1g instances
+    // move out of the left half unless busy.
+    let new = cfg(
+        &h,
+        "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"1g.10gb\" }, { profile = \"1g.10gb\" }, { profile = \"1g.10gb\" }, { profile = \"3g.40gb\" }]\nvgpus = [{ type = \"H100-1-10C\", count = 1 }]\n",
+    );
+    let before = h.snapshot();
+    let p = h.json(&["plan", "-f", &new, "--json"]);
+    h.assert_unchanged(&before, "plan");
+    let l = &p["layouts"][0];
+    assert_eq!(l["destroy"].as_array().unwrap().len(), 1, "{p}");
+    assert!(l["destroy"][0].as_str().unwrap().starts_with("2g.20gb at 4"), "{p}");
+    assert_eq!(l["make"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(l["move"].as_array().unwrap().len(), 1, "one idle 1g leaves the 3g's half: {p}");
+    assert!(l["stay"].to_string().contains(&format!("(GPU instance {busy})")), "the busy one stays: {p}");
+    assert!(!l["move"].to_string().contains(&format!("(GPU instance {busy})")), "{p}");
+    let text = h.ok(&["plan", "-f", &new]);
+    assert!(text.contains("layout: stay") && text.contains("destroy 2g.20gb at 4"), "{text}");
+    h.ok(&["apply", "-f", &new]);
+    let s = h.json(&["mig", "status", "--json"]);
+    let inst = s["gpus"][0]["instances"].as_array().unwrap().clone();
+    assert_eq!(inst.len(), 4, "{s}");
+    let b = inst.iter().find(|i| i["gi"] == busy).expect("the busy instance is still there");
+    assert_eq!(b["start"].as_u64().unwrap(), busy_start, "and where it was");
+    assert_eq!(inst.iter().filter(|i| i["profile"] == "3g.40gb").count(), 1);
+    assert_eq!(h.run(&["apply", "--check", "-f", &new]).status.code(), Some(0), "converged");
+    // A layout that cannot fit beside the busy instance is refused, naming it.
+    let bad =
+        cfg(&h, "[[gpu]]\nselect = \"0000:18:00.0\"\nmode = \"mig\"\nlayout = [{ profile = \"7g.80gb\" }]\nvgpus = [{ type = \"H100-1-10C\", count = 1 }]\n");
+    let e = h.fails(&["plan", "-f", &bad], 3);
+    assert!(e.contains("7g.80gb does not fit beside the instances that stay") && e.contains("a vGPU on VF"), "{e}");
 }

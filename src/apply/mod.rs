@@ -19,7 +19,6 @@ use serde::Serialize;
 use crate::host::Host;
 use crate::ids::{MdevParent, MdevTypeId, MdevUuid, PciAddress};
 use crate::inventory::{Inventory, ScanOptions};
-use crate::mig::layout::Layout;
 use crate::parse::MigModeState;
 use crate::vgpu::typename::{VgpuKind, VgpuTypeName};
 use crate::vgpu::view::{self, GpuView, HostFacts};
@@ -37,6 +36,19 @@ pub enum Step {
     SetMig {
         gpu: PciAddress,
         on: bool,
+    },
+    /// An idle GPU instance vgpuctl made that the declared layout no longer has.
+    DestroyGi {
+        gpu: PciAddress,
+        gi: u32,
+        profile: String,
+        start: u8,
+    },
+    /// Idle GPU instances moved within the GPU so the declared layout fits
+    /// beside the busy ones (journaled, as `mig defrag` moves them).
+    MoveGis {
+        gpu: PciAddress,
+        moves: Vec<GiMove>,
     },
     CreateGi {
         gpu: PciAddress,
@@ -69,12 +81,42 @@ pub enum Step {
     },
 }
 
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct GiMove {
+    pub gi: u32,
+    pub profile: String,
+    pub from: u8,
+    pub to: u8,
+}
+
+/// What `plan` does with one GPU's instances for its declared layout.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct LayoutPlan {
+    pub gpu: PciAddress,
+    /// Instances that stay where they are (`3g.40gb at 4 (GPU instance 2)`).
+    pub stay: Vec<String>,
+    /// Idle instances moved to another start.
+    #[serde(rename = "move")]
+    pub moves: Vec<String>,
+    /// Instances made.
+    pub make: Vec<String>,
+    /// Idle instances vgpuctl made that the layout no longer has.
+    pub destroy: Vec<String>,
+    /// Busy or foreign instances the layout does not name: kept, with why.
+    pub kept: Vec<String>,
+}
+
 impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::BindVfio { gpu } => format!("bind {gpu} (and its card's functions) to vfio-pci"),
             Step::EnableVfs { gpu } => format!("enable SR-IOV VFs on {gpu}"),
             Step::SetMig { gpu, on } => format!("turn MIG mode {} on {gpu}", if *on { "on" } else { "off" }),
+            Step::DestroyGi { gpu, gi, profile, start } => format!("destroy idle GPU instance {gi} ({profile} at slice {start}) on {gpu}: not in the layout"),
+            Step::MoveGis { gpu, moves } => format!(
+                "move idle GPU instance(s) on {gpu}: {}",
+                moves.iter().map(|m| format!("{} ({}) slice {} → {}", m.gi, m.profile, m.from, m.to)).collect::<Vec<_>>().join(", ")
+            ),
             Step::CreateGi { gpu, profile, placement } => {
                 format!("create a {profile} GPU instance on {gpu}{}", placement.map(|p| format!(" at slice {p}")).unwrap_or_default())
             }
@@ -92,6 +134,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Devices on the host the config does not ask for: left alone.
     pub untouched: Vec<String>,
+    /// Per GPU in mode = "mig": which instances stay, move, are made or destroyed.
+    pub layouts: Vec<LayoutPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +179,8 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
     let mut steps = Vec::new();
     let mut seen: BTreeMap<PciAddress, usize> = BTreeMap::new();
     let mig = crate::mig::backend::backend(host).ok();
+    let gis = crate::mig::instances::Instances::open(host).ok();
+    let mut layouts = Vec::new();
     for (i, spec) in cfg.gpu.iter().enumerate() {
         let at = format!("[[gpu]] #{} ({})", i + 1, spec.select);
         let targets = match config::select(&spec.select, &gpus) {
@@ -178,7 +224,11 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                 Mode::Vgpu | Mode::Mig if g.driver.as_deref() == Some("vfio-pci") => problems.push(format!(
                     "{at}: {gpu} is bound to vfio-pci (whole-GPU passthrough), so it cannot hold vGPUs or MIG instances; give it back to the nvidia driver first (vgpuctl passthrough release {gpu}), or select mode = \"passthrough\""
                 )),
-                Mode::Vgpu | Mode::Mig => plan_vgpu(spec, &at, gpu, g, v, mig.as_deref(), &mut steps, &mut problems),
+                Mode::Vgpu | Mode::Mig => {
+                    if let Some(l) = plan_vgpu(spec, &at, gpu, g, v, mig.as_deref(), gis.as_ref(), &mut steps, &mut problems) {
+                        layouts.push(l);
+                    }
+                }
             }
         }
     }
@@ -214,12 +264,15 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
         Step::BindVfio { .. } => 0,
         Step::EnableVfs { .. } => 1,
         Step::SetMig { .. } => 2,
-        Step::CreateGi { .. } => 3,
-        Step::SetHeterogeneous { .. } => 4,
+        // Room first: what goes, then what moves, then what is made.
+        Step::DestroyGi { .. } => 3,
+        Step::MoveGis { .. } => 4,
+        Step::CreateGi { .. } => 5,
+        Step::SetHeterogeneous { .. } => 6,
         // Fixed-UUID mdevs first: legacy vGPUs among them count towards `vgpus`.
-        Step::CreateMdev { .. } => 5,
-        Step::DefineMdev { .. } => 6,
-        Step::CreateVgpus { .. } => 7,
+        Step::CreateMdev { .. } => 7,
+        Step::DefineMdev { .. } => 8,
+        Step::CreateVgpus { .. } => 9,
     });
     let planned: Vec<(PciAddress, String)> = steps
         .iter()
@@ -242,13 +295,15 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
     }
     steps.retain(|st| !matches!(st, Step::CreateVgpus { count: 0, .. }));
     let wanted: Vec<MdevUuid> = cfg.mdev.iter().map(|m| m.uuid).collect();
-    let untouched = inv
+    let mut untouched: Vec<String> = inv
         .mdevs
         .iter()
         .filter(|d| !wanted.contains(&d.uuid) && d.parent.as_ref().is_some_and(|p| p.pci_address().is_none()))
         .map(|d| format!("mdev {} ({:?})", d.uuid, d.type_id.as_ref().map(|t| t.to_string())))
         .collect();
-    Ok(Plan { schema_version: crate::inventory::SCHEMA_VERSION, steps, untouched })
+    // A vGPU's own instance is part of its vGPU, which `vgpus` counts.
+    untouched.extend(layouts.iter().flat_map(|l| l.kept.iter().filter(|k| !k.contains(": a vGPU on VF")).map(move |k| format!("{} GPU instance {k}", l.gpu))));
+    Ok(Plan { schema_version: crate::inventory::SCHEMA_VERSION, steps, untouched, layouts })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,9 +314,10 @@ fn plan_vgpu(
     g: &crate::inventory::Gpu,
     v: Option<&GpuView>,
     mig: Option<&dyn crate::mig::backend::MigBackend>,
+    gis: Option<&crate::mig::instances::Instances>,
     steps: &mut Vec<Step>,
     problems: &mut Vec<String>,
-) {
+) -> Option<LayoutPlan> {
     let want_mig = spec.mode == Mode::Mig;
     let mut types = Vec::new();
     for c in &spec.vgpus {
@@ -325,13 +381,13 @@ fn plan_vgpu(
                 wrong.len(),
                 wrong.join(", ")
             ));
-            return;
+            return None;
         }
     }
     if want_mig {
         if current_mig.is_none() || current_mig == Some(MigModeState::NotSupported) {
             problems.push(format!("{at}: {gpu} does not support MIG (or no NVIDIA driver reports it)"));
-            return;
+            return None;
         }
         if current_mig != Some(MigModeState::Enabled) {
             steps.push(Step::SetMig { gpu, on: true });
@@ -342,21 +398,19 @@ fn plan_vgpu(
             Some(Ok(t)) if !t.is_empty() => t,
             Some(Err(e)) => {
                 problems.push(format!("{at}: cannot read the MIG profile table of {gpu} ({e}); apply does not plan a layout with another GPU's"));
-                return;
+                return None;
             }
             Some(Ok(_)) => {
                 problems.push(format!("{at}: the NVIDIA driver reports no MIG profiles for {gpu}; apply does not plan a layout with another GPU's"));
-                return;
+                return None;
             }
             _ => {
                 problems.push(format!(
                     "{at}: no MIG profile table for {gpu} (no NVIDIA driver answers for MIG here); apply does not plan a layout with another GPU's"
                 ));
-                return;
+                return None;
             }
         };
-        let existing = if current_mig == Some(MigModeState::Enabled) { mig.and_then(|b| b.instances(gpu).ok()).unwrap_or_default() } else { Vec::new() };
-        let mut l = Layout::default();
         let mut want: Vec<(&crate::mig::profiles::Profile, Option<u8>)> = Vec::new();
         for gi in &spec.layout {
             match crate::mig::profiles::find(&table, &gi.profile) {
@@ -368,69 +422,34 @@ fn plan_vgpu(
                 )),
             }
         }
-        // Existing instances first (one of the profile, at the placement if
-        // given, satisfies an entry), then explicit placements, then the rest
-        // placed together by the exact search `mig plan` uses: a layout that
-        // fits one GPU is always found, whatever order the config lists it in.
-        want.sort_by_key(|(p, s)| (s.is_none(), std::cmp::Reverse(p.size)));
-        let mut matched: Vec<u32> = Vec::new();
-        let mut demand = vec![0u32; table.len()];
-        for (p, s) in want {
-            if let Some(e) = existing.iter().find(|e| e.profile_id == p.id && !matched.contains(&e.gi) && s.is_none_or(|s| s == e.start)) {
-                matched.push(e.gi);
-                l.place(p, e.start);
-                continue;
-            }
-            match s {
-                Some(s) if l.fits_at(p, s) => {
-                    l.place(p, s);
-                    steps.push(Step::CreateGi { gpu, profile: p.name.to_string(), placement: Some(s) });
+        // The instances there now, each idle (may move or go) or not, and why.
+        let existing: Vec<(crate::mig::backend::GpuInstance, Option<String>)> = if current_mig == Some(MigModeState::Enabled) {
+            match gis.map(|m| m.idleness(gpu, false)) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    problems.push(format!("{at}: cannot read the GPU instances of {gpu} ({e})"));
+                    return None;
                 }
-                Some(s) => problems.push(format!(
-                    "{at}: {} cannot start at slice {s} beside the rest of the layout (allowed starts {:?}, slice map {})",
-                    p.name,
-                    p.starts,
-                    l.slice_map(&table)
-                )),
-                None => {
-                    if let Some(k) = table.iter().position(|t| t.id == p.id) {
-                        demand[k] += 1;
+                None => mig.and_then(|b| b.instances(gpu).ok()).unwrap_or_default().into_iter().map(|i| (i, Some("no NVIDIA driver answers".into()))).collect(),
+            }
+        } else {
+            Vec::new()
+        };
+        match plan_layout(at, gpu, &table, &want, &existing, steps) {
+            Ok(l) => {
+                for (t, n) in &types {
+                    let have = v.map(|v| v.count_of(t)).unwrap_or(0);
+                    if have < *n {
+                        steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
                     }
                 }
+                return Some(l);
+            }
+            Err(p) => {
+                problems.push(p);
+                return None;
             }
         }
-        match crate::mig::batch::place(&table, std::slice::from_ref(&l), &demand) {
-            Some(adds) => {
-                for (k, start) in adds.into_iter().next().unwrap_or_default() {
-                    l.place(&table[k], start);
-                    steps.push(Step::CreateGi { gpu, profile: table[k].name.to_string(), placement: Some(start) });
-                }
-            }
-            None => {
-                // Name what does not fit: the smallest instances dropped until the rest does.
-                let mut rest = demand.clone();
-                let mut dropped: Vec<String> = Vec::new();
-                let mut order: Vec<usize> = (0..table.len()).collect();
-                order.sort_by_key(|k| table[*k].size);
-                while crate::mig::batch::place(&table, std::slice::from_ref(&l), &rest).is_none() {
-                    let Some(k) = order.iter().copied().find(|k| rest[*k] > 0) else { break };
-                    rest[k] -= 1;
-                    dropped.push(table[k].name.to_string());
-                }
-                problems.push(format!(
-                    "{at}: {} does not fit beside the rest of the layout (slice map {}); a GPU has 8 slices: e.g. 4g.40gb+3g.40gb, 3g.40gb+2×2g.20gb, or 7×1g.10gb fit",
-                    dropped.join(" + "),
-                    l.slice_map(&table)
-                ));
-            }
-        }
-        for (t, n) in &types {
-            let have = v.map(|v| v.count_of(t)).unwrap_or(0);
-            if have < *n {
-                steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
-            }
-        }
-        return;
     }
     if current_mig == Some(MigModeState::Enabled) {
         steps.push(Step::SetMig { gpu, on: false });
@@ -453,6 +472,130 @@ fn plan_vgpu(
             steps.push(Step::CreateVgpus { gpu, type_name: t.to_string(), count: n - have, target: *n });
         }
     }
+    None
+}
+
+/// One GPU's declared layout against its instances: an instance at a
+/// declared start, or of a declared profile, satisfies that entry (a busy
+/// one first: it cannot move anyway); busy and foreign instances never
+/// move; idle ones vgpuctl made move when that lets the layout fit, and go
+/// when the layout no longer has them; the rest is made. The fewest moves
+/// win (then the most room left). Every step it needs is added to `steps`.
+fn plan_layout(
+    at: &str,
+    gpu: PciAddress,
+    table: &[crate::mig::profiles::Profile],
+    want: &[(&crate::mig::profiles::Profile, Option<u8>)],
+    existing: &[(crate::mig::backend::GpuInstance, Option<String>)],
+    steps: &mut Vec<Step>,
+) -> Result<LayoutPlan, String> {
+    use crate::mig::reshape::{self, Item};
+    let name = |id: u32| table.iter().find(|p| p.id == id).map(|p| p.name.to_string()).unwrap_or_else(|| id.to_string());
+    let mut matched = vec![false; existing.len()];
+    let mut stay_put: Vec<usize> = Vec::new();
+    let mut may_move: Vec<usize> = Vec::new();
+    let mut add: Vec<(u32, Option<u8>)> = Vec::new();
+    for (p, s) in want.iter().filter(|(_, s)| s.is_some()) {
+        match (0..existing.len()).find(|i| !matched[*i] && existing[*i].0.profile_id == p.id && Some(existing[*i].0.start) == *s) {
+            Some(i) => {
+                matched[i] = true;
+                stay_put.push(i);
+            }
+            None => add.push((p.id, *s)),
+        }
+    }
+    for (p, _) in want.iter().filter(|(_, s)| s.is_none()) {
+        match (0..existing.len()).filter(|i| !matched[*i] && existing[*i].0.profile_id == p.id).min_by_key(|i| existing[*i].1.is_none()) {
+            Some(i) => {
+                matched[i] = true;
+                if existing[i].1.is_some() {
+                    stay_put.push(i);
+                } else {
+                    may_move.push(i);
+                }
+            }
+            None => add.push((p.id, None)),
+        }
+    }
+    let mut plan = LayoutPlan { gpu, stay: Vec::new(), moves: Vec::new(), make: Vec::new(), destroy: Vec::new(), kept: Vec::new() };
+    let describe = |e: &crate::mig::backend::GpuInstance| format!("{} at {} (GPU instance {})", e.profile, e.start, e.gi);
+    let mut items: Vec<Item> = Vec::new();
+    let mut index: Vec<usize> = Vec::new();
+    for (i, (e, why)) in existing.iter().enumerate() {
+        if matched[i] {
+            continue;
+        }
+        match why {
+            Some(w) => {
+                items.push(Item { profile_id: e.profile_id, start: e.start, movable: false });
+                index.push(i);
+                plan.kept.push(format!("{} ({} at slice {}): {w}", e.gi, e.profile, e.start));
+            }
+            None => {
+                steps.push(Step::DestroyGi { gpu, gi: e.gi, profile: e.profile.clone(), start: e.start });
+                plan.destroy.push(describe(e));
+            }
+        }
+    }
+    for &i in &stay_put {
+        items.push(Item { profile_id: existing[i].0.profile_id, start: existing[i].0.start, movable: false });
+        index.push(i);
+    }
+    for &i in &may_move {
+        items.push(Item { profile_id: existing[i].0.profile_id, start: existing[i].0.start, movable: true });
+        index.push(i);
+    }
+    let room = crate::mig::planner::Planner::new(table, &crate::mig::planner::Mix::uniform(table));
+    let rank = |a: &reshape::Arrangement| [-(a.moves.len() as f64), room.capacity(&a.layout), 0.0];
+    let Some(a) = reshape::best(table, &items, &add, &rank) else {
+        // Name what does not fit: the smallest new instances dropped until the rest does.
+        let mut rest = add.clone();
+        let mut dropped = Vec::new();
+        rest.sort_by_key(|(id, s)| (s.is_some(), std::cmp::Reverse(table.iter().find(|p| p.id == *id).map(|p| p.size).unwrap_or(0))));
+        while !rest.is_empty() && reshape::best(table, &items, &rest, &rank).is_none() {
+            if let Some((id, _)) = rest.pop() {
+                dropped.push(name(id));
+            }
+        }
+        let pinned: Vec<String> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| !it.movable)
+            .map(|(k, _)| &existing[index[k]])
+            .map(|(e, w)| match w {
+                Some(w) => format!("{}: {w}", describe(e)),
+                None => describe(e),
+            })
+            .collect();
+        return Err(format!(
+            "{at}: {} does not fit beside the instances that stay on {gpu} ({}); a GPU has 8 slices: e.g. 4g.40gb+3g.40gb, 3g.40gb+2×2g.20gb, or 7×1g.10gb fit",
+            if dropped.is_empty() { "the layout".to_string() } else { dropped.join(" + ") },
+            if pinned.is_empty() { "none".to_string() } else { pinned.join("; ") }
+        ));
+    };
+    let moved: Vec<usize> = a.moves.iter().map(|m| index[m.index]).collect();
+    for &i in &index {
+        if matched[i] && !moved.contains(&i) {
+            plan.stay.push(describe(&existing[i].0));
+        }
+    }
+    if !a.moves.is_empty() {
+        let moves: Vec<GiMove> = a
+            .moves
+            .iter()
+            .map(|m| {
+                let e = &existing[index[m.index]].0;
+                plan.moves.push(format!("{} (GPU instance {}) from {} to {}", e.profile, e.gi, m.from, m.to));
+                GiMove { gi: e.gi, profile: e.profile.clone(), from: m.from, to: m.to }
+            })
+            .collect();
+        steps.push(Step::MoveGis { gpu, moves });
+    }
+    for (id, start) in &a.added {
+        plan.make.push(format!("{} at {start}", name(*id)));
+        steps.push(Step::CreateGi { gpu, profile: name(*id), placement: Some(*start) });
+    }
+    Ok(plan)
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -485,6 +628,31 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
                 if m.current != if *on { MigModeState::Enabled } else { MigModeState::Disabled } {
                     return Err(err(format!("the MIG mode change of {gpu} is pending a GPU reset (nvidia-smi -r); apply again after it").into()));
                 }
+            }
+            Step::DestroyGi { gpu, gi, profile, start } => {
+                let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
+                let m = crate::mig::instances::Instances::open(host).map_err(|e| err(Box::new(e)))?;
+                // Idle again now, under the lock: a VM may have started on it since the plan.
+                let idle = m.idleness(*gpu, false).map_err(|e| err(Box::new(e)))?;
+                match idle.iter().find(|(i, _)| i.gi == *gi && i.start == *start && i.profile == *profile) {
+                    None => {}
+                    Some((_, Some(why))) => return Err(err(Box::new(crate::mig::backend::MigError::Pinned { gpu: *gpu, gi: *gi, why: why.clone() }))),
+                    Some((_, None)) => m.destroy(*gpu, *gi, crate::mig::instances::DestroyOptions::default()).map_err(|e| err(Box::new(e)))?,
+                }
+            }
+            Step::MoveGis { gpu, moves } => {
+                let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
+                let m = crate::mig::instances::Instances::open(host).map_err(|e| err(Box::new(e)))?;
+                let now = m.backend().instances(*gpu).map_err(|e| err(Box::new(e)))?;
+                let mut moving = Vec::new();
+                for mv in moves {
+                    let inst = now
+                        .iter()
+                        .find(|i| i.gi == mv.gi && i.start == mv.from && i.profile == mv.profile)
+                        .ok_or_else(|| err(Box::new(crate::mig::backend::MigError::NoInstance { gpu: *gpu, gi: mv.gi })))?;
+                    moving.push((inst.clone(), mv.to));
+                }
+                m.relocate(*gpu, &moving, false).map_err(|e| err(Box::new(e)))?;
             }
             Step::CreateGi { gpu, profile, placement } => {
                 let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;

@@ -571,7 +571,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             if *json {
                 print_json(&p)?;
             } else {
-                print_out(&render_plan(&p.steps, &p.untouched));
+                print_out(&render_plan(&p));
             }
         }
         Command::Apply { file, check, json } => {
@@ -589,7 +589,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                         untouched: p.untouched,
                     })?;
                 } else {
-                    print_out(&render_plan(&p.steps, &p.untouched));
+                    print_out(&render_plan(&p));
                 }
                 return Ok(if pending { exit::PENDING } else { exit::OK });
             }
@@ -990,15 +990,26 @@ fn run_passthrough(host: &Host, cmd: &PassthroughCommand) -> Result<i32, CliErro
     }
 }
 
-fn render_plan(steps: &[crate::apply::Step], untouched: &[String]) -> String {
+fn render_plan(p: &crate::apply::Plan) -> String {
     let mut t = String::new();
-    if steps.is_empty() {
+    if p.steps.is_empty() {
         t.push_str("the host matches its config: nothing to do\n");
     }
-    for (i, s) in steps.iter().enumerate() {
+    for (i, s) in p.steps.iter().enumerate() {
         t.push_str(&format!("{:>3}. {}\n", i + 1, s.describe()));
     }
-    for u in untouched {
+    // What each MIG layout keeps, moves and makes, when it changes anything.
+    for l in p.layouts.iter().filter(|l| !(l.moves.is_empty() && l.make.is_empty() && l.destroy.is_empty())) {
+        t.push_str(&format!("     {} layout:", l.gpu));
+        for (what, list) in [("stay", &l.stay), ("move", &l.moves), ("make", &l.make), ("destroy", &l.destroy)] {
+            if !list.is_empty() {
+                t.push_str(&format!(" {what} {};", list.join(", ")));
+            }
+        }
+        t.pop();
+        t.push('\n');
+    }
+    for u in &p.untouched {
         t.push_str(&format!("     left alone (not in the config): {u}\n"));
     }
     t
