@@ -6,7 +6,13 @@
 //! moved within their GPU; busy ones never. When the planner finds no
 //! place for a request, the repack looks for the GPU where the fewest moves
 //! (at most K) make room. First fit and the exact repack oracle (which may
-//! move every instance, to any GPU) are the ends of the gap.
+//! move every instance, to any GPU) are the ends of the gap. "repack-across"
+//! is a reference vgpuctl does not implement: idle instances may also go to
+//! another GPU (a VM's vGPU is bound to a VF of one GPU, so that move is not
+//! invisible to the VM's next start; docs/mig.md).
+//!
+//! IDLE_GPUS=N runs one host size, IDLE_F=0,0.25 the idle fractions (0 is
+//! needed for the gap's ends), IDLE_K the across-GPU reference's move bound.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
