@@ -271,3 +271,16 @@ fn test_defrag_each_step_fails_and_crashes_in_turn() {
         assert_eq!(mig_shape(&h), new, "{what}");
     }
 }
+
+/// A corrupt move journal is named, with what to do, and nothing moves.
+#[test]
+fn test_a_corrupt_move_journal_is_reported_not_guessed() {
+    let h = mig_host();
+    h.ok(&["mig", "create", "--profile", "1g.10gb", "--gpu", G, "--placement", "1"]);
+    std::fs::write(h.path("/run/vgpuctl/mig-move.json"), "{not json").unwrap();
+    let e = h.fails(&["mig", "defrag"], 1);
+    assert!(e.contains("/run/vgpuctl/mig-move.json") && e.contains("is corrupt") && e.contains("then remove it"), "{e}");
+    let gc = h.json(&["gc", "--json"]);
+    assert!(gc.to_string().contains("left alone"), "{gc}");
+    assert_eq!(mig_shape(&h), vec![("1g.10gb".to_string(), 1)]);
+}

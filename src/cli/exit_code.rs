@@ -142,6 +142,7 @@ fn class(e: &(dyn Error + 'static)) -> Option<i32> {
             | MigError::HasComputeInstances { .. }
             | MigError::Pinned { .. }
             | MigError::MoveUnfinished { .. } => R,
+            MigError::MoveJournalCorrupt { .. } => Some(exit::FAILED),
             MigError::UnknownProfile { .. } | MigError::UnknownCiProfile { .. } => Some(exit::USAGE),
             MigError::Nvml(n) => class(n),
             MigError::Policy(_) => Some(exit::USAGE),

@@ -39,6 +39,8 @@ pub enum MigError {
     Pinned { gpu: PciAddress, gi: u32, why: String },
     #[error("a move of GPU instances on {gpu} is unfinished ({file}): run vgpuctl gc to finish or revert it first")]
     MoveUnfinished { gpu: PciAddress, file: String },
+    #[error("the journal of GPU instance moves, {file}, is corrupt ({why}); look at the GPUs with vgpuctl mig status, then remove it")]
+    MoveJournalCorrupt { file: &'static str, why: String },
     #[error("GPU instance {gi} on {gpu} has compute instances {cis}: add --force to destroy them with it")]
     HasComputeInstances { gpu: PciAddress, gi: u32, cis: String },
     #[error(transparent)]
@@ -278,17 +280,25 @@ pub mod ledger {
 /// VFs of `gpu` whose vGPU sits on GPU instance `gi` (`nvidia/gpu_instance_id`
 /// with a type set): the users the driver means by "In use by another client".
 pub fn vgpu_holders(host: &Host, gpu: PciAddress, gi: u32) -> Vec<PciAddress> {
+    let mut out: Vec<PciAddress> = vf_instances(host, gpu).into_iter().filter(|(_, g, typed, _)| *g == gi && *typed).map(|(vf, ..)| vf).collect();
+    out.sort();
+    out
+}
+
+/// Every VF of `gpu` that names a GPU instance: (VF, instance, whether a
+/// vGPU type is set on it, its IOMMU group).
+pub(crate) fn vf_instances(host: &Host, gpu: PciAddress) -> Vec<(PciAddress, u32, bool, Option<u32>)> {
     let dir = format!("/sys/bus/pci/devices/{gpu}");
     let mut out = Vec::new();
     for name in host.list_dir(&dir).unwrap_or_default().into_iter().filter(|n| n.starts_with("virtfn")) {
         let Some(vf) = host.link_name(&format!("{dir}/{name}")).ok().flatten().and_then(|v| v.parse::<PciAddress>().ok()) else { continue };
         let read =
             |attr: &str| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/{attr}")).ok().flatten().and_then(|v| v.trim().parse::<u32>().ok());
-        if read("gpu_instance_id") == Some(gi) && read("current_vgpu_type").is_some_and(|t| t != 0) {
-            out.push(vf);
-        }
+        let Some(gi) = read("gpu_instance_id") else { continue };
+        let typed = read("current_vgpu_type").is_some_and(|t| t != 0);
+        let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
+        out.push((vf, gi, typed, group));
     }
-    out.sort();
     out
 }
 

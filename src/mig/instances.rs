@@ -214,7 +214,7 @@ impl<'a> Instances<'a> {
         let journals =
             if self.host.exists(crate::hook::journal::DIR) { crate::hook::journal::all(self.host).map_err(|e| e.to_string()) } else { Ok(Vec::new()) };
         let users = crate::inventory::VfioUsers::scan(self.host);
-        let vfs = vf_instances(self.host, gpu);
+        let vfs = super::backend::vf_instances(self.host, gpu);
         let mut out = Vec::with_capacity(instances.len());
         for inst in instances {
             let pinned = self.pinned_by(gpu, &inst, &made, &journals, &users, &vfs, include_foreign);
@@ -442,21 +442,4 @@ impl<'a> Instances<'a> {
         ledger::save(self.host, &keep)?;
         Ok(out)
     }
-}
-
-/// Every VF of `gpu` that names a GPU instance: (VF, instance, whether a
-/// vGPU type is set on it, its IOMMU group).
-fn vf_instances(host: &Host, gpu: PciAddress) -> Vec<(PciAddress, u32, bool, Option<u32>)> {
-    let dir = format!("/sys/bus/pci/devices/{gpu}");
-    let mut out = Vec::new();
-    for name in host.list_dir(&dir).unwrap_or_default().into_iter().filter(|n| n.starts_with("virtfn")) {
-        let Some(vf) = host.link_name(&format!("{dir}/{name}")).ok().flatten().and_then(|v| v.parse::<PciAddress>().ok()) else { continue };
-        let read =
-            |attr: &str| host.read_attr_opt(&format!("/sys/bus/pci/devices/{vf}/nvidia/{attr}")).ok().flatten().and_then(|v| v.trim().parse::<u32>().ok());
-        let Some(gi) = read("gpu_instance_id") else { continue };
-        let typed = read("current_vgpu_type").is_some_and(|t| t != 0);
-        let group = host.link_name(&format!("/sys/bus/pci/devices/{vf}/iommu_group")).ok().flatten().and_then(|g| g.parse::<u32>().ok());
-        out.push((vf, gi, typed, group));
-    }
-    out
 }
