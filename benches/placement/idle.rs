@@ -125,17 +125,7 @@ fn simulate(
             Pol::Planner { planner, max_moves, across: true } => match planner.choose(&gpus, p) {
                 Some(s) => Some(s),
                 None => {
-                    let items: Vec<Vec<Item>> = on
-                        .iter()
-                        .map(|ids| {
-                            ids.iter()
-                                .map(|id| {
-                                    let x = insts[*id].expect("placed");
-                                    Item { profile_id: kinds[x.kind].id, start: x.start, movable: x.idle }
-                                })
-                                .collect()
-                        })
-                        .collect();
+                    let items = items_of(&on, &insts, kinds);
                     match evict(table, kinds, &gpus, &items, p, *max_moves, planner) {
                         Some((g, a, out)) => {
                             for (idx, g2, s2) in &out {
@@ -169,17 +159,7 @@ fn simulate(
             Pol::Planner { planner, max_moves, across: false } => match planner.choose(&gpus, p) {
                 Some(s) => Some(s),
                 None if *max_moves > 0 => {
-                    let items: Vec<Vec<Item>> = on
-                        .iter()
-                        .map(|ids| {
-                            ids.iter()
-                                .map(|id| {
-                                    let x = insts[*id].expect("placed");
-                                    Item { profile_id: kinds[x.kind].id, start: x.start, movable: x.idle }
-                                })
-                                .collect()
-                        })
-                        .collect();
+                    let items = items_of(&on, &insts, kinds);
                     match reshape::repack(table, &items, p.id, *max_moves, &|l| planner.capacity(l)) {
                         Some((g, a)) => {
                             for m in &a.moves {
@@ -233,6 +213,13 @@ fn simulate(
         }
     }
     st
+}
+
+/// Every GPU's instances as the reshape sees them.
+fn items_of(on: &[Vec<usize>], insts: &[Option<Inst>], kinds: &[&Profile]) -> Vec<Vec<Item>> {
+    on.iter()
+        .map(|ids| ids.iter().filter_map(|id| insts[*id]).map(|x| Item { profile_id: kinds[x.kind].id, start: x.start, movable: x.idle }).collect())
+        .collect()
 }
 
 /// Room for `p` on some GPU g by moving idle instances of g to other GPUs

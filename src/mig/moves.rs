@@ -133,11 +133,18 @@ fn revert(m: &Instances, j: &Journal) -> Result<(), MigError> {
             m.take_down(j.gpu, gi)?;
         }
     }
+    fill(m, j, |mv| mv.from)
+}
+
+/// Every planned instance at its start (`at`: the old or the new one): one
+/// already there is recorded on the ledger as the journal's owner's, one
+/// missing is made.
+fn fill(m: &Instances, j: &Journal, at: impl Fn(&Planned) -> u8) -> Result<(), MigError> {
     for mv in &j.moves {
-        match present(m, j.gpu, mv.profile_id, mv.from)? {
-            Some(gi) => m.adopt(j.gpu, gi, mv.profile_id, mv.from, mv.owner)?,
+        match present(m, j.gpu, mv.profile_id, at(mv))? {
+            Some(gi) => m.adopt(j.gpu, gi, mv.profile_id, at(mv), mv.owner)?,
             None => {
-                m.remake(j.gpu, mv.profile_id, mv.from, mv.owner)?;
+                m.remake(j.gpu, mv.profile_id, at(mv), mv.owner)?;
             }
         }
     }
@@ -160,15 +167,7 @@ fn finish(m: &Instances, j: &Journal) -> Result<(), MigError> {
             m.take_down(j.gpu, gi)?;
         }
     }
-    for mv in &j.moves {
-        match present(m, j.gpu, mv.profile_id, mv.to)? {
-            Some(gi) => m.adopt(j.gpu, gi, mv.profile_id, mv.to, mv.owner)?,
-            None => {
-                m.remake(j.gpu, mv.profile_id, mv.to, mv.owner)?;
-            }
-        }
-    }
-    Ok(())
+    fill(m, j, |mv| mv.to)
 }
 
 /// Settles a reshape a crash cut short: finished when it can be, else
