@@ -380,3 +380,32 @@ fn test_live_attach_makes_a_mig_backed_vgpu_exactly_as_a_start_does() {
     assert!(matches!(e, hook::HookError::NoRoom(_)), "{e}");
     h.assert_unchanged(&before, "a live attach with no room");
 }
+
+/// With `repack_moves` in the planner policy, a VM start whose MIG-backed
+/// vGPU has no room moves an idle instance within its GPU and starts; the
+/// instance the hook made goes again at release, the moved one stays.
+#[test]
+fn test_vm_start_makes_room_by_moving_an_idle_instance_when_the_policy_allows() {
+    let h = SimHost::new("h100x8-vfio");
+    let g = "0000:18:00.0";
+    h.ok(&["sriov", "enable", g]);
+    h.ok(&["mig", "enable", g]);
+    // An idle 1g in each half: no 3g fits.
+    h.ok(&["mig", "create", "--gpu", g, "--profile", "1g.10gb", "--placement", "1"]);
+    h.ok(&["mig", "create", "--gpu", g, "--profile", "1g.10gb", "--placement", "5"]);
+    let xml = h.ok(&["vm", "xml", "--name", "m1", "--vgpu", "H100-3-40C", "--gpu", g]);
+    let (code, err) = h.hook(&["m1", "prepare", "begin", "-"], &xml);
+    assert_ne!(code, 0, "no room without repack: {err}");
+    let policy = h.path("/etc/vgpuctl/mig-planner.toml");
+    std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+    std::fs::write(&policy, "repack_moves = 1\n").unwrap();
+    let (code, err) = h.hook(&["m1", "prepare", "begin", "-"], &xml);
+    assert_eq!(code, 0, "{err}");
+    let s = h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].clone();
+    assert_eq!(s.as_array().unwrap().len(), 3, "{s}");
+    assert!(s.as_array().unwrap().iter().any(|i| i["profile"] == "3g.40gb"), "{s}");
+    assert_eq!(h.hook(&["m1", "release", "end", "-"], &xml).0, 0);
+    let s = h.json(&["mig", "status", "--json"])["gpus"][0]["instances"].clone();
+    assert_eq!(s.as_array().unwrap().len(), 2, "the hook's instance is gone, the moved one stays: {s}");
+    assert!(s.as_array().unwrap().iter().all(|i| i["profile"] == "1g.10gb"), "{s}");
+}
