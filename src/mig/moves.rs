@@ -54,10 +54,7 @@ pub struct Moved {
 
 fn load(host: &Host) -> Result<Option<Journal>, MigError> {
     let Some(text) = host.read_attr_opt(FILE)? else { return Ok(None) };
-    serde_json::from_str(&text).map(Some).map_err(|e| MigError::Smi {
-        args: FILE.into(),
-        msg: format!("the move journal is corrupt ({e}); look at the GPU with vgpuctl mig status, then remove it"),
-    })
+    serde_json::from_str(&text).map(Some).map_err(|e| MigError::MoveJournalCorrupt { file: FILE, why: e.to_string() })
 }
 
 fn save(host: &Host, j: &Journal) -> Result<(), MigError> {
@@ -117,34 +114,42 @@ fn undo(m: &Instances, j: &Journal, e: MigError) -> MigError {
     }
 }
 
-/// Where each planned move stands on the GPU now.
-fn present(m: &Instances, gpu: PciAddress, profile_id: u32, start: u8) -> Result<Option<u32>, MigError> {
-    Ok(m.backend().instances(gpu)?.into_iter().find(|i| i.profile_id == profile_id && i.start == start).map(|i| i.gi))
+/// The GPU's instances now, as (profile id, start) → instance id: each
+/// phase below reads the driver once (every planned start is distinct, so
+/// changing one place does not change what another move finds).
+fn places(m: &Instances, gpu: PciAddress) -> Result<Vec<(u32, u8, u32)>, MigError> {
+    Ok(m.backend().instances(gpu)?.into_iter().map(|i| (i.profile_id, i.start, i.gi)).collect())
+}
+
+fn at(places: &[(u32, u8, u32)], profile_id: u32, start: u8) -> Option<u32> {
+    places.iter().find(|(p, s, _)| *p == profile_id && *s == start).map(|(.., gi)| *gi)
 }
 
 /// Every move back: an instance made at `to` is destroyed, one missing at
 /// `from` made again.
 fn revert(m: &Instances, j: &Journal) -> Result<(), MigError> {
+    let now = places(m, j.gpu)?;
     for mv in &j.moves {
-        if present(m, j.gpu, mv.profile_id, mv.from)?.is_some() {
+        if at(&now, mv.profile_id, mv.from).is_some() {
             continue;
         }
-        if let Some(gi) = present(m, j.gpu, mv.profile_id, mv.to)? {
+        if let Some(gi) = at(&now, mv.profile_id, mv.to) {
             m.take_down(j.gpu, gi)?;
         }
     }
     fill(m, j, |mv| mv.from)
 }
 
-/// Every planned instance at its start (`at`: the old or the new one): one
-/// already there is recorded on the ledger as the journal's owner's, one
-/// missing is made.
-fn fill(m: &Instances, j: &Journal, at: impl Fn(&Planned) -> u8) -> Result<(), MigError> {
+/// Every planned instance at its start (`start`: the old or the new one):
+/// one already there is recorded on the ledger as the journal's owner's,
+/// one missing is made.
+fn fill(m: &Instances, j: &Journal, start: impl Fn(&Planned) -> u8) -> Result<(), MigError> {
+    let now = places(m, j.gpu)?;
     for mv in &j.moves {
-        match present(m, j.gpu, mv.profile_id, at(mv))? {
-            Some(gi) => m.adopt(j.gpu, gi, mv.profile_id, at(mv), mv.owner)?,
+        match at(&now, mv.profile_id, start(mv)) {
+            Some(gi) => m.adopt(j.gpu, gi, mv.profile_id, start(mv), mv.owner)?,
             None => {
-                m.remake(j.gpu, mv.profile_id, at(mv), mv.owner)?;
+                m.remake(j.gpu, mv.profile_id, start(mv), mv.owner)?;
             }
         }
     }
@@ -155,17 +160,18 @@ fn fill(m: &Instances, j: &Journal, at: impl Fn(&Planned) -> u8) -> Result<(), M
 /// checks again: a VM may have started on it since), what is missing at
 /// `to` made.
 fn finish(m: &Instances, j: &Journal) -> Result<(), MigError> {
+    let now = places(m, j.gpu)?;
+    // Judged once: destroying idle instances makes no other one busy.
+    let idle = m.idleness(j.gpu, true)?;
     for mv in &j.moves {
-        if let Some(gi) = present(m, j.gpu, mv.profile_id, mv.from)? {
-            if present(m, j.gpu, mv.profile_id, mv.to)?.is_some() {
-                continue;
-            }
-            let idle = m.idleness(j.gpu, true)?;
-            if let Some((_, Some(why))) = idle.iter().find(|(i, _)| i.gi == gi) {
-                return Err(MigError::Pinned { gpu: j.gpu, gi, why: why.clone() });
-            }
-            m.take_down(j.gpu, gi)?;
+        let Some(gi) = at(&now, mv.profile_id, mv.from) else { continue };
+        if at(&now, mv.profile_id, mv.to).is_some() {
+            continue;
         }
+        if let Some((_, Some(why))) = idle.iter().find(|(i, _)| i.gi == gi) {
+            return Err(MigError::Pinned { gpu: j.gpu, gi, why: why.clone() });
+        }
+        m.take_down(j.gpu, gi)?;
     }
     fill(m, j, |mv| mv.to)
 }
