@@ -824,7 +824,7 @@ fn defrag_gpu(instances: &Instances, host: &Host, gpu: PciAddress, dry_run: bool
     };
     if let (Some(a), false) = (&reshaped, dry_run) {
         let moving: Vec<(GpuInstance, u8)> = a.moves.iter().map(|m| (idle[m.index].0.clone(), m.to)).collect();
-        let done = instances.relocate(gpu, &moving, include_foreign).map_err(mig_err)?;
+        let done = instances.relocate_judged(gpu, &moving, &idle).map_err(mig_err)?;
         for (m, d) in moves.iter_mut().zip(&done) {
             m.gi_after = Some(d.gi);
         }

@@ -128,7 +128,7 @@ impl<'a> Instances<'a> {
         };
         let Some(start) = a.added.first().map(|(_, s)| *s) else { return Err(refused) };
         let moving: Vec<(GpuInstance, u8)> = a.moves.iter().map(|m| (idle[g][m.index].0.clone(), m.to)).collect();
-        let moved = self.relocate(gpus[g], &moving, false)?;
+        let moved = self.relocate_judged(gpus[g], &moving, &idle[g])?;
         for m in &moved {
             tracing::info!(gpu = %gpus[g], "moved idle GPU instance {} ({}) from slice {} to {} to make room for a {}", m.gi_before, m.profile, m.from, m.to, p.name);
         }
@@ -286,6 +286,18 @@ impl<'a> Instances<'a> {
     /// instance is checked idle again first. Call under the host lock.
     pub fn relocate(&self, gpu: PciAddress, moving: &[(GpuInstance, u8)], include_foreign: bool) -> Result<Vec<moves::Moved>, MigError> {
         let idle = self.idleness(gpu, include_foreign)?;
+        self.relocate_judged(gpu, moving, &idle)
+    }
+
+    /// [`Instances::relocate`] for a caller that judged the GPU's
+    /// instances ([`Instances::idleness`]) under the same hold of the host
+    /// lock it moves them in: not judged twice.
+    pub fn relocate_judged(
+        &self,
+        gpu: PciAddress,
+        moving: &[(GpuInstance, u8)],
+        idle: &[(GpuInstance, Option<String>)],
+    ) -> Result<Vec<moves::Moved>, MigError> {
         for (inst, _) in moving {
             match idle.iter().find(|(i, _)| i.gi == inst.gi && i.start == inst.start && i.profile_id == inst.profile_id) {
                 None => return Err(MigError::NoInstance { gpu, gi: inst.gi }),
