@@ -178,7 +178,6 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
     let mut problems = Vec::new();
     let mut steps = Vec::new();
     let mut seen: BTreeMap<PciAddress, usize> = BTreeMap::new();
-    let mig = crate::mig::backend::backend(host).ok();
     let gis = crate::mig::instances::Instances::open(host).ok();
     let mut layouts = Vec::new();
     for (i, spec) in cfg.gpu.iter().enumerate() {
@@ -225,7 +224,7 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                     "{at}: {gpu} is bound to vfio-pci (whole-GPU passthrough), so it cannot hold vGPUs or MIG instances; give it back to the nvidia driver first (vgpuctl passthrough release {gpu}), or select mode = \"passthrough\""
                 )),
                 Mode::Vgpu | Mode::Mig => {
-                    if let Some(l) = plan_vgpu(spec, &at, gpu, g, v, mig.as_deref(), gis.as_ref(), &mut steps, &mut problems) {
+                    if let Some(l) = plan_vgpu(spec, &at, gpu, g, v, gis.as_ref(), &mut steps, &mut problems) {
                         layouts.push(l);
                     }
                 }
@@ -313,7 +312,6 @@ fn plan_vgpu(
     gpu: PciAddress,
     g: &crate::inventory::Gpu,
     v: Option<&GpuView>,
-    mig: Option<&dyn crate::mig::backend::MigBackend>,
     gis: Option<&crate::mig::instances::Instances>,
     steps: &mut Vec<Step>,
     problems: &mut Vec<String>,
@@ -394,7 +392,7 @@ fn plan_vgpu(
         }
         // The layout must fit the GPU's own profile table; without it apply
         // stops here rather than plan with another model's slices.
-        let table = match mig.map(|b| b.profiles(gpu)) {
+        let table = match gis.map(|m| m.backend().profiles(gpu)) {
             Some(Ok(t)) if !t.is_empty() => t,
             Some(Err(e)) => {
                 problems.push(format!("{at}: cannot read the MIG profile table of {gpu} ({e}); apply does not plan a layout with another GPU's"));
@@ -423,17 +421,16 @@ fn plan_vgpu(
             }
         }
         // The instances there now, each idle (may move or go) or not, and why.
-        let existing: Vec<(crate::mig::backend::GpuInstance, Option<String>)> = if current_mig == Some(MigModeState::Enabled) {
-            match gis.map(|m| m.idleness(gpu, false)) {
-                Some(Ok(v)) => v,
-                Some(Err(e)) => {
+        // (Without a driver to answer, the profile table above already stopped the plan.)
+        let existing: Vec<(crate::mig::backend::GpuInstance, Option<String>)> = match gis {
+            Some(m) if current_mig == Some(MigModeState::Enabled) => match m.idleness(gpu, false) {
+                Ok(v) => v,
+                Err(e) => {
                     problems.push(format!("{at}: cannot read the GPU instances of {gpu} ({e})"));
                     return None;
                 }
-                None => mig.and_then(|b| b.instances(gpu).ok()).unwrap_or_default().into_iter().map(|i| (i, Some("no NVIDIA driver answers".into()))).collect(),
-            }
-        } else {
-            Vec::new()
+            },
+            _ => Vec::new(),
         };
         match plan_layout(at, gpu, &table, &want, &existing, steps) {
             Ok(l) => {
