@@ -104,6 +104,10 @@ pub struct LayoutPlan {
     pub destroy: Vec<String>,
     /// Busy or foreign instances the layout does not name: kept, with why.
     pub kept: Vec<String>,
+    /// Those of `kept` that are not a vGPU's own instance (the vGPU, which
+    /// `vgpus` counts, owns that one): reported as left alone.
+    #[serde(skip)]
+    pub left_alone: Vec<String>,
 }
 
 impl Step {
@@ -300,8 +304,7 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
         .filter(|d| !wanted.contains(&d.uuid) && d.parent.as_ref().is_some_and(|p| p.pci_address().is_none()))
         .map(|d| format!("mdev {} ({:?})", d.uuid, d.type_id.as_ref().map(|t| t.to_string())))
         .collect();
-    // A vGPU's own instance is part of its vGPU, which `vgpus` counts.
-    untouched.extend(layouts.iter().flat_map(|l| l.kept.iter().filter(|k| !k.contains(": a vGPU on VF")).map(move |k| format!("{} GPU instance {k}", l.gpu))));
+    untouched.extend(layouts.iter().flat_map(|l| l.left_alone.iter().cloned()));
     Ok(Plan { schema_version: crate::inventory::SCHEMA_VERSION, steps, untouched, layouts })
 }
 
@@ -422,7 +425,7 @@ fn plan_vgpu(
         }
         // The instances there now, each idle (may move or go) or not, and why.
         // (Without a driver to answer, the profile table above already stopped the plan.)
-        let existing: Vec<(crate::mig::backend::GpuInstance, Option<String>)> = match gis {
+        let existing: Vec<(crate::mig::backend::GpuInstance, Option<crate::mig::instances::Pin>)> = match gis {
             Some(m) if current_mig == Some(MigModeState::Enabled) => match m.idleness(gpu, false) {
                 Ok(v) => v,
                 Err(e) => {
@@ -483,7 +486,7 @@ fn plan_layout(
     gpu: PciAddress,
     table: &[crate::mig::profiles::Profile],
     want: &[(&crate::mig::profiles::Profile, Option<u8>)],
-    existing: &[(crate::mig::backend::GpuInstance, Option<String>)],
+    existing: &[(crate::mig::backend::GpuInstance, Option<crate::mig::instances::Pin>)],
     steps: &mut Vec<Step>,
 ) -> Result<LayoutPlan, String> {
     use crate::mig::reshape::{self, Item};
@@ -514,7 +517,7 @@ fn plan_layout(
             None => add.push((p.id, None)),
         }
     }
-    let mut plan = LayoutPlan { gpu, stay: Vec::new(), moves: Vec::new(), make: Vec::new(), destroy: Vec::new(), kept: Vec::new() };
+    let mut plan = LayoutPlan { gpu, stay: Vec::new(), moves: Vec::new(), make: Vec::new(), destroy: Vec::new(), kept: Vec::new(), left_alone: Vec::new() };
     let describe = |e: &crate::mig::backend::GpuInstance| format!("{} at {} (GPU instance {})", e.profile, e.start, e.gi);
     let mut items: Vec<Item> = Vec::new();
     let mut index: Vec<usize> = Vec::new();
@@ -526,7 +529,11 @@ fn plan_layout(
             Some(w) => {
                 items.push(Item { profile_id: e.profile_id, start: e.start, movable: false });
                 index.push(i);
-                plan.kept.push(format!("{} ({} at slice {}): {w}", e.gi, e.profile, e.start));
+                let line = format!("{} ({} at slice {}): {w}", e.gi, e.profile, e.start);
+                if !matches!(w, crate::mig::instances::Pin::Vgpu { .. }) {
+                    plan.left_alone.push(format!("{gpu} GPU instance {line}"));
+                }
+                plan.kept.push(line);
             }
             None => {
                 steps.push(Step::DestroyGi { gpu, gi: e.gi, profile: e.profile.clone(), start: e.start });
@@ -633,7 +640,7 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
                 let idle = m.idleness(*gpu, false).map_err(|e| err(Box::new(e)))?;
                 match idle.iter().find(|(i, _)| i.gi == *gi && i.start == *start && i.profile == *profile) {
                     None => {}
-                    Some((_, Some(why))) => return Err(err(Box::new(crate::mig::backend::MigError::Pinned { gpu: *gpu, gi: *gi, why: why.clone() }))),
+                    Some((_, Some(why))) => return Err(err(Box::new(crate::mig::backend::MigError::Pinned { gpu: *gpu, gi: *gi, why: why.to_string() }))),
                     Some((_, None)) => m.destroy(*gpu, *gi, crate::mig::instances::DestroyOptions::default()).map_err(|e| err(Box::new(e)))?,
                 }
             }

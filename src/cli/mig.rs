@@ -809,8 +809,10 @@ fn defrag_gpu(instances: &Instances, host: &Host, gpu: PciAddress, dry_run: bool
         let best = reshape::largest_free(&table, l);
         table.iter().find(|p| u32::from(p.compute_slices()) * 16 + u32::from(p.size) == best && best > 0).map(|p| p.name.to_string())
     };
-    let pinned =
-        idle.iter().filter_map(|(i, why)| why.as_ref().map(|w| PinnedGi { gi: i.gi, profile: i.profile.clone(), start: i.start, why: w.clone() })).collect();
+    let pinned = idle
+        .iter()
+        .filter_map(|(i, why)| why.as_ref().map(|w| PinnedGi { gi: i.gi, profile: i.profile.clone(), start: i.start, why: w.to_string() }))
+        .collect();
     let reshaped = reshape::defrag(&table, &items, &|l| planner.capacity(l));
     let (after, mut moves) = match &reshaped {
         Some(a) => (

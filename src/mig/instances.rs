@@ -31,6 +31,51 @@ pub struct DestroyOptions {
     pub with_compute_instances: bool,
 }
 
+/// Why a GPU instance may not move ([`Instances::idleness`]); the text is
+/// what `mig defrag`, `plan` and the errors say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// A vGPU sits on it: part of that vGPU.
+    Vgpu {
+        vf: PciAddress,
+    },
+    /// A VF of it is held through VFIO (by the process named, when known).
+    Vfio {
+        vf: PciAddress,
+        by: Option<String>,
+    },
+    /// /proc could not be read for a VF of it.
+    VfioUnknown {
+        vf: PciAddress,
+    },
+    /// Compute processes run on it (as the driver names them).
+    Processes(String),
+    ComputeInstances,
+    /// A hook journal names it: a VM is starting or running on it.
+    Hook {
+        domain: String,
+    },
+    /// The ledger or a hook journal cannot be read: nothing it could vouch for moves.
+    Unreadable(String),
+    /// Not on the ledger: another tool made it.
+    Foreign,
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pin::Vgpu { vf } => write!(f, "a vGPU on VF {vf} uses it"),
+            Pin::Vfio { vf, by } => write!(f, "VF {vf} is held through VFIO{}", by.as_ref().map(|u| format!(" by {u}")).unwrap_or_default()),
+            Pin::VfioUnknown { vf } => write!(f, "whether VF {vf} is held through VFIO is unknown (/proc could not be read)"),
+            Pin::Processes(p) => write!(f, "processes run on it: {p}"),
+            Pin::ComputeInstances => f.write_str("it has compute instances (host workloads address them by MIG UUID, which a move changes)"),
+            Pin::Hook { domain } => write!(f, "the hook made it for VM {domain}"),
+            Pin::Unreadable(why) => f.write_str(why),
+            Pin::Foreign => f.write_str("vgpuctl did not make it (--include-foreign moves it anyway)"),
+        }
+    }
+}
+
 /// Where a new GPU instance goes, and what was moved to make room for it.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -208,7 +253,7 @@ impl<'a> Instances<'a> {
     /// vgpuctl made it (on the ledger) unless `include_foreign`. When
     /// something cannot be read (the ledger, a journal, /proc), nothing it
     /// could have vouched for moves. Call under the host lock.
-    pub fn idleness(&self, gpu: PciAddress, include_foreign: bool) -> Result<Vec<(GpuInstance, Option<String>)>, MigError> {
+    pub fn idleness(&self, gpu: PciAddress, include_foreign: bool) -> Result<Vec<(GpuInstance, Option<Pin>)>, MigError> {
         let instances = self.backend.instances(gpu)?;
         let made = ledger::load(self.host);
         let journals =
@@ -233,38 +278,33 @@ impl<'a> Instances<'a> {
         users: &crate::inventory::VfioUsers,
         vfs: &[(PciAddress, u32, bool, Option<u32>)],
         include_foreign: bool,
-    ) -> Option<String> {
+    ) -> Option<Pin> {
         let gi = inst.gi;
         if let Some((vf, ..)) = vfs.iter().find(|(_, g, typed, _)| *g == gi && *typed) {
-            return Some(format!("a vGPU on VF {vf} uses it"));
+            return Some(Pin::Vgpu { vf: *vf });
         }
         for (vf, _, _, group) in vfs.iter().filter(|(_, g, ..)| *g == gi) {
             match group.map(|grp| users.in_use(grp)) {
                 Some(Some(false)) | None => {}
-                Some(Some(true)) => {
-                    return Some(format!(
-                        "VF {vf} is held through VFIO{}",
-                        group.and_then(|grp| users.user_of(grp)).map(|u| format!(" by {u}")).unwrap_or_default()
-                    ))
-                }
-                Some(None) => return Some(format!("whether VF {vf} is held through VFIO is unknown (/proc could not be read)")),
+                Some(Some(true)) => return Some(Pin::Vfio { vf: *vf, by: group.and_then(|grp| users.user_of(grp)).map(|u| u.to_string()) }),
+                Some(None) => return Some(Pin::VfioUnknown { vf: *vf }),
             }
         }
         let procs = self.backend.users(gpu, gi);
         if !procs.is_empty() {
-            return Some(format!("processes run on it: {}", procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
+            return Some(Pin::Processes(procs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
         }
         if !inst.compute_instances.is_empty() {
-            return Some("it has compute instances (host workloads address them by MIG UUID, which a move changes)".into());
+            return Some(Pin::ComputeInstances);
         }
         match journals {
-            Err(e) => return Some(format!("the hook journals cannot be read ({e})")),
+            Err(e) => return Some(Pin::Unreadable(format!("the hook journals cannot be read ({e})"))),
             Ok(all) => {
                 for (key, j) in all {
                     match j {
-                        Err(e) => return Some(format!("hook journal {key} cannot be read ({e})")),
+                        Err(e) => return Some(Pin::Unreadable(format!("hook journal {key} cannot be read ({e})"))),
                         Ok(j) if j.entries.iter().any(|e| matches!(e, crate::hook::journal::Entry::MigGi { gpu: g, gi: x, .. } if *g == gpu && *x == gi)) => {
-                            return Some(format!("the hook made it for VM {}", j.domain));
+                            return Some(Pin::Hook { domain: j.domain.clone() });
                         }
                         Ok(_) => {}
                     }
@@ -272,10 +312,8 @@ impl<'a> Instances<'a> {
             }
         }
         match made {
-            Err(e) => Some(e.to_string()),
-            Ok(m) if !include_foreign && !m.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)) => {
-                Some("vgpuctl did not make it (--include-foreign moves it anyway)".into())
-            }
+            Err(e) => Some(Pin::Unreadable(e.to_string())),
+            Ok(m) if !include_foreign && !m.iter().any(|m| m.gpu == gpu && m.gi == Some(gi)) => Some(Pin::Foreign),
             Ok(_) => None,
         }
     }
@@ -292,16 +330,11 @@ impl<'a> Instances<'a> {
     /// [`Instances::relocate`] for a caller that judged the GPU's
     /// instances ([`Instances::idleness`]) under the same hold of the host
     /// lock it moves them in: not judged twice.
-    pub fn relocate_judged(
-        &self,
-        gpu: PciAddress,
-        moving: &[(GpuInstance, u8)],
-        idle: &[(GpuInstance, Option<String>)],
-    ) -> Result<Vec<moves::Moved>, MigError> {
+    pub fn relocate_judged(&self, gpu: PciAddress, moving: &[(GpuInstance, u8)], idle: &[(GpuInstance, Option<Pin>)]) -> Result<Vec<moves::Moved>, MigError> {
         for (inst, _) in moving {
             match idle.iter().find(|(i, _)| i.gi == inst.gi && i.start == inst.start && i.profile_id == inst.profile_id) {
                 None => return Err(MigError::NoInstance { gpu, gi: inst.gi }),
-                Some((_, Some(why))) => return Err(MigError::Pinned { gpu, gi: inst.gi, why: why.clone() }),
+                Some((_, Some(why))) => return Err(MigError::Pinned { gpu, gi: inst.gi, why: why.to_string() }),
                 Some((_, None)) => {}
             }
         }

@@ -169,7 +169,7 @@ fn finish(m: &Instances, j: &Journal) -> Result<(), MigError> {
             continue;
         }
         if let Some((_, Some(why))) = idle.iter().find(|(i, _)| i.gi == gi) {
-            return Err(MigError::Pinned { gpu: j.gpu, gi, why: why.clone() });
+            return Err(MigError::Pinned { gpu: j.gpu, gi, why: why.to_string() });
         }
         m.take_down(j.gpu, gi)?;
     }
