@@ -65,6 +65,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
     echo "/bin/true                      $(ms "$t_true") ms"
     echo "nvidia-smi --query-gpu (mode)  $(ms "$t_query") ms"
     echo "nvidia-smi -L                  $(ms "$t_L") ms"
+    # What `status` reads, asked of nvidia-smi: the same utilization query costs it too.
+    t_util=$(med nvidia-smi --query-gpu=pci.bus_id,mig.mode.current,utilization.gpu,utilization.memory,memory.used,memory.total --format=csv)
+    echo "nvidia-smi --query-gpu (+util) $(ms "$t_util") ms"
     for part in identity profiles instances processes utilization vgpu all; do
         printf 'helper --want %-16s %s ms\n' "$part" "$(ms "$(med "$H" snapshot --want "$part" --sample-ms 0)")"
     done
@@ -86,6 +89,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
         worst=$(awk -v a="$r" -v w="$worst" 'BEGIN { print (a > w) ? a : w }')
     done
     echo "worst command / one nvidia-smi query: $worst (goal 1.2)"
+    # shellcheck disable=SC2086
+    t=$(VGPUCTL_NVML_HELPER=$H med "$B" status --json)
+    echo "status --json / nvidia-smi query of the same facts (+util): $(ratio "$t" "$t_util")"
     echo "## without the helper (VGPUCTL_NVIDIA_BACKEND=nvidia-smi)"
     for c in "list" "status --json" "mig status --json"; do
         # shellcheck disable=SC2086

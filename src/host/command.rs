@@ -55,9 +55,14 @@ pub const HELPER_HINT: &str = "install the vgpuctl package, which puts it in /us
 
 #[derive(Debug, Clone)]
 pub struct CommandOutput {
+    /// The exit code; `None` when a signal ended it, or when it had not
+    /// exited yet after ending its output (`still_running`).
     pub status: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// Only from [`Running::finish_output`]: the tool closed its output and
+    /// went on (a helper tearing down after its answer); it is reaped later.
+    pub still_running: bool,
 }
 
 impl CommandOutput {
@@ -143,6 +148,11 @@ impl CommandRunner {
         self.start(tool, args)?.finish(timeout)
     }
 
+    /// [`CommandRunner::run`] through [`Running::finish_output`].
+    pub fn run_output(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
+        self.start(tool, args)?.finish_output(timeout)
+    }
+
     /// Starts the tool and returns at once; [`Running::finish`] collects its
     /// output. What a command will surely need can so run while vgpuctl reads
     /// sysfs (the NVML helper's start is most of its cost).
@@ -164,12 +174,15 @@ impl CommandRunner {
         // pipe; stdout's end (the tool exited, as a rule) is what is waited for.
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, stdout) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(read_all(out.as_mut()));
         });
-        let err_t = std::thread::spawn(move || read_all(err.as_mut()));
-        Ok(Running { tool, child: Some(child), stdout: rx, stderr: Some(err_t), started: Instant::now() })
+        let (tx, stderr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_all(err.as_mut()));
+        });
+        Ok(Running { tool, child: Some(child), stdout, stderr, started: Instant::now() })
     }
 }
 
@@ -180,7 +193,7 @@ pub struct Running {
     tool: Tool,
     child: Option<std::process::Child>,
     stdout: std::sync::mpsc::Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: std::sync::mpsc::Receiver<String>,
     started: Instant,
 }
 
@@ -219,8 +232,38 @@ impl Running {
                 Err(source) => return Err(HostError::ToolSpawn { tool, source }),
             }
         };
-        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
-        Ok(CommandOutput { status: status.code(), stdout, stderr })
+        // Exited: stderr ends with it (unless something it started holds it).
+        let stderr = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+        Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false })
+    }
+
+    /// For a tool that ends its output once its answer is complete and then
+    /// goes on tearing down (vgpuctl-nvml closes both outputs before NVML's
+    /// shutdown, which costs 4–6 ms on an H200): returns when stdout and
+    /// stderr have ended, with the exit status if it has exited by then.
+    /// Otherwise `still_running` is set and a thread reaps it; a tool that
+    /// ends its output by exiting is waited for as [`Running::finish`] does.
+    pub fn finish_output(mut self, timeout: Duration) -> HostResult<CommandOutput> {
+        let tool = self.tool.program();
+        let deadline = self.started + timeout;
+        let Some(mut child) = self.child.take() else { return Err(HostError::ToolTimeout { tool, seconds: timeout.as_secs() }) };
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let ended = self.stdout.recv_timeout(left()).and_then(|stdout| Ok((stdout, self.stderr.recv_timeout(left())?)));
+        let Ok((stdout, stderr)) = ended else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HostError::ToolTimeout { tool, seconds: timeout.as_secs() });
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false }),
+            Ok(None) => {
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                Ok(CommandOutput { status: None, stdout, stderr, still_running: true })
+            }
+            Err(source) => Err(HostError::ToolSpawn { tool, source }),
+        }
     }
 }
 
@@ -327,5 +370,30 @@ mod tests {
         assert!(Path::new(&format!("/proc/{pid}")).exists());
         drop(running);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed and reaped");
+    }
+
+    #[test]
+    fn test_finish_output_returns_when_the_output_ends_and_reaps_the_tool_later() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ends its output, then goes on (as the NVML helper's shutdown does).
+        let p = script(dir.path(), "echo answer; echo note >&2; exec >&- 2>&-; exec sleep 30");
+        let r = CommandRunner::none().with_program(Tool::NvmlHelper, p);
+        let out = r.start(Tool::NvmlHelper, &[]).unwrap().finish_output(Duration::from_secs(20)).unwrap();
+        assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status, out.still_running), ("answer\n", "note\n", None, true));
+        // A tool that ends its output by exiting reports its status.
+        let q = dir.path().join("quick");
+        std::fs::write(&q, "#!/bin/sh\necho done; exit 3\n").unwrap();
+        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = CommandRunner::none().with_program(Tool::NvmlHelper, &q).run_output(Tool::NvmlHelper, &[], Duration::from_secs(20)).unwrap();
+        assert_eq!((out.stdout.as_str(), out.status, out.still_running), ("done\n", Some(3), false));
+    }
+
+    #[test]
+    fn test_finish_output_still_bounds_a_tool_that_keeps_stderr_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "echo answer; exec >&-; exec sleep 30");
+        let r = CommandRunner::none().with_program(Tool::NvmlHelper, p);
+        let err = r.run_output(Tool::NvmlHelper, &[], Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, HostError::ToolTimeout { .. }), "{err}");
     }
 }

@@ -129,7 +129,7 @@ impl NvmlSource {
         let ahead = self.pending.lock().ok().and_then(|mut p| p.take());
         if let Some((parts, ahead_choice, running)) = ahead {
             if parts.contains(need) && ahead_choice == choice && held.is_none() {
-                let fresh = answer(choice, running.finish(HELPER_TIMEOUT)?)?.map(Arc::new);
+                let fresh = answer(choice, running.finish_output(HELPER_TIMEOUT)?)?.map(Arc::new);
                 if let Ok(mut guard) = self.cache.lock() {
                     *guard = Some(Cached { parts, snap: fresh.clone() });
                 }
@@ -172,7 +172,7 @@ fn take(host: &Host, choice: Choice, parts: Wants) -> Result<Option<NvmlSnapshot
         };
     }
     let args = helper_args(parts);
-    let out = runner.run(Tool::NvmlHelper, &args.iter().map(String::as_str).collect::<Vec<_>>(), HELPER_TIMEOUT)?;
+    let out = runner.run_output(Tool::NvmlHelper, &args.iter().map(String::as_str).collect::<Vec<_>>(), HELPER_TIMEOUT)?;
     answer(choice, out)
 }
 
@@ -186,6 +186,11 @@ fn helper_args(parts: Wants) -> Vec<String> {
 
 /// The helper's answer: a snapshot, "no NVML here" (`None`, under auto), or an error.
 fn answer(choice: Choice, out: CommandOutput) -> Result<Option<NvmlSnapshot>, NvmlError> {
+    // The helper ends its output only after a whole snapshot, then shuts
+    // NVML down without vgpuctl waiting; a cut-short answer fails to parse.
+    if out.still_running {
+        return parse(&out.stdout).map(Some);
+    }
     match out.status {
         Some(0) => parse(&out.stdout).map(Some),
         Some(EXIT_NO_NVML) if choice == Choice::Auto => {
@@ -326,5 +331,16 @@ mod tests {
         let g = &s.gpus[0];
         assert_eq!(g.address().map(|a| a.to_string()).as_deref(), Some("0000:1b:00.0"));
         assert_eq!(g.mig_mode().current, MigModeState::NotSupported);
+    }
+
+    #[test]
+    fn test_an_answer_taken_before_the_helper_exits_must_be_whole() {
+        let early = |stdout: &str| CommandOutput { status: None, stdout: stdout.into(), stderr: String::new(), still_running: true };
+        let whole = "{\"schema_version\": 1, \"gpus\": []}";
+        assert!(answer(Choice::Auto, early(whole)).unwrap().is_some_and(|s| s.gpus.is_empty()));
+        assert!(matches!(answer(Choice::Auto, early(&whole[..10])), Err(NvmlError::Parse(_))));
+        // Killed by a signal after exiting (not ending its output early): an error, whatever it printed.
+        let killed = CommandOutput { status: None, stdout: whole.into(), stderr: String::new(), still_running: false };
+        assert!(matches!(answer(Choice::Auto, killed), Err(NvmlError::Helper(_))));
     }
 }
