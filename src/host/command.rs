@@ -149,8 +149,8 @@ impl CommandRunner {
     }
 
     /// [`CommandRunner::run`] through [`Running::finish_output`].
-    pub fn run_output(&self, tool: Tool, args: &[&str], timeout: Duration) -> HostResult<CommandOutput> {
-        self.start(tool, args)?.finish_output(timeout)
+    pub fn run_output(&self, tool: Tool, args: &[&str], timeout: Duration, answered: impl Fn(&str) -> bool) -> HostResult<CommandOutput> {
+        self.start(tool, args)?.finish_output(timeout, answered)
     }
 
     /// Starts the tool and returns at once; [`Running::finish`] collects its
@@ -216,22 +216,7 @@ impl Running {
         };
         // stdout is closed: the tool has exited, or is about to (or closed it
         // early and goes on, which the deadline still bounds).
-        let mut pause = Duration::from_micros(200);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(timed_out());
-                }
-                Ok(None) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                Err(source) => return Err(HostError::ToolSpawn { tool, source }),
-            }
-        };
+        let status = wait_until(&mut child, deadline).ok_or_else(timed_out)?.map_err(|source| HostError::ToolSpawn { tool, source })?;
         // Exited: stderr ends with it (unless something it started holds it).
         let stderr = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
         Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false })
@@ -241,9 +226,11 @@ impl Running {
     /// goes on tearing down (vgpuctl-nvml closes both outputs before NVML's
     /// shutdown, which costs 4–6 ms on an H200): returns when stdout and
     /// stderr have ended, with the exit status if it has exited by then.
-    /// Otherwise `still_running` is set and a thread reaps it; a tool that
-    /// ends its output by exiting is waited for as [`Running::finish`] does.
-    pub fn finish_output(mut self, timeout: Duration) -> HostResult<CommandOutput> {
+    /// Otherwise, when `answered` says stdout holds an answer, `still_running`
+    /// is set and a thread reaps the tool. Output ended without an answer is
+    /// a tool exiting (its descriptors close a moment before it can be
+    /// reaped), so its status is waited for as [`Running::finish`] does.
+    pub fn finish_output(mut self, timeout: Duration, answered: impl Fn(&str) -> bool) -> HostResult<CommandOutput> {
         let tool = self.tool.program();
         let deadline = self.started + timeout;
         let Some(mut child) = self.child.take() else { return Err(HostError::ToolTimeout { tool, seconds: timeout.as_secs() }) };
@@ -256,13 +243,38 @@ impl Running {
         };
         match child.try_wait() {
             Ok(Some(status)) => Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false }),
-            Ok(None) => {
+            Ok(None) if answered(&stdout) => {
                 std::thread::spawn(move || {
                     let _ = child.wait();
                 });
                 Ok(CommandOutput { status: None, stdout, stderr, still_running: true })
             }
+            Ok(None) => {
+                let status = wait_until(&mut child, deadline).ok_or(HostError::ToolTimeout { tool, seconds: timeout.as_secs() })?;
+                Ok(CommandOutput { status: status.map_err(|source| HostError::ToolSpawn { tool, source })?.code(), stdout, stderr, still_running: false })
+            }
             Err(source) => Err(HostError::ToolSpawn { tool, source }),
+        }
+    }
+}
+
+/// The tool's exit, polled on a short back-off (it is exiting as a rule);
+/// `None` when the deadline passed first, and then it is killed and reaped.
+fn wait_until(child: &mut std::process::Child, deadline: Instant) -> Option<std::io::Result<std::process::ExitStatus>> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Some(Err(e)),
         }
     }
 }
@@ -378,14 +390,18 @@ mod tests {
         // Ends its output, then goes on (as the NVML helper's shutdown does).
         let p = script(dir.path(), "echo answer; echo note >&2; exec >&- 2>&-; exec sleep 30");
         let r = CommandRunner::none().with_program(Tool::NvmlHelper, p);
-        let out = r.start(Tool::NvmlHelper, &[]).unwrap().finish_output(Duration::from_secs(20)).unwrap();
+        let out = r.start(Tool::NvmlHelper, &[]).unwrap().finish_output(Duration::from_secs(20), |o| !o.is_empty()).unwrap();
         assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status, out.still_running), ("answer\n", "note\n", None, true));
-        // A tool that ends its output by exiting reports its status.
+        // A tool that ends its output by exiting, without an answer, reports
+        // its status however soon after its output ends it can be reaped.
         let q = dir.path().join("quick");
-        std::fs::write(&q, "#!/bin/sh\necho done; exit 3\n").unwrap();
+        std::fs::write(&q, "#!/bin/sh\necho failed >&2; exit 3\n").unwrap();
         std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = CommandRunner::none().with_program(Tool::NvmlHelper, &q).run_output(Tool::NvmlHelper, &[], Duration::from_secs(20)).unwrap();
-        assert_eq!((out.stdout.as_str(), out.status, out.still_running), ("done\n", Some(3), false));
+        let runner = CommandRunner::none().with_program(Tool::NvmlHelper, &q);
+        for _ in 0..50 {
+            let out = runner.run_output(Tool::NvmlHelper, &[], Duration::from_secs(20), |o| !o.is_empty()).unwrap();
+            assert_eq!((out.stderr.as_str(), out.status, out.still_running), ("failed\n", Some(3), false));
+        }
     }
 
     #[test]
@@ -393,7 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = script(dir.path(), "echo answer; exec >&-; exec sleep 30");
         let r = CommandRunner::none().with_program(Tool::NvmlHelper, p);
-        let err = r.run_output(Tool::NvmlHelper, &[], Duration::from_millis(300)).unwrap_err();
+        let err = r.run_output(Tool::NvmlHelper, &[], Duration::from_millis(300), |o| !o.is_empty()).unwrap_err();
         assert!(matches!(err, HostError::ToolTimeout { .. }), "{err}");
     }
 }

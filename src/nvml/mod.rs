@@ -129,7 +129,7 @@ impl NvmlSource {
         let ahead = self.pending.lock().ok().and_then(|mut p| p.take());
         if let Some((parts, ahead_choice, running)) = ahead {
             if parts.contains(need) && ahead_choice == choice && held.is_none() {
-                let fresh = answer(choice, running.finish_output(HELPER_TIMEOUT)?)?.map(Arc::new);
+                let fresh = answer(choice, running.finish_output(HELPER_TIMEOUT, printed_answer)?)?.map(Arc::new);
                 if let Ok(mut guard) = self.cache.lock() {
                     *guard = Some(Cached { parts, snap: fresh.clone() });
                 }
@@ -172,11 +172,17 @@ fn take(host: &Host, choice: Choice, parts: Wants) -> Result<Option<NvmlSnapshot
         };
     }
     let args = helper_args(parts);
-    let out = runner.run_output(Tool::NvmlHelper, &args.iter().map(String::as_str).collect::<Vec<_>>(), HELPER_TIMEOUT)?;
+    let out = runner.run_output(Tool::NvmlHelper, &args.iter().map(String::as_str).collect::<Vec<_>>(), HELPER_TIMEOUT, printed_answer)?;
     answer(choice, out)
 }
 
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The helper prints nothing on stdout unless it has a snapshot, and ends
+/// its output early only after printing one (a cut-short one fails to parse).
+fn printed_answer(stdout: &str) -> bool {
+    !stdout.trim().is_empty()
+}
 
 fn helper_args(parts: Wants) -> Vec<String> {
     // The GPU-instance utilization window is waited for only when sampled.
