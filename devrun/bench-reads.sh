@@ -32,10 +32,16 @@ sim=$(mktemp -d)
 "$B" --root "$sim/h" vm xml --name bench --vgpu H100-20C --domain-type qemu >"$O/domain.xml"
 rm -rf "$sim"
 
-# A MIG-backed vGPU type of this card: model, 1 slice, the 1g profile's memory.
-model=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | sed 's/^NVIDIA //; s/ .*//')
+# A MIG-backed vGPU type of this card: NVIDIA's type prefix for the board
+# (the SXM H200's types are H200X-*), 1 slice, the 1g profile's memory.
+# MIG_TYPE names one outright.
+board=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)
+case "$board" in
+    "NVIDIA H200") prefix=H200X ;;
+    *) prefix=$(echo "$board" | sed 's/^NVIDIA //; s/ .*//') ;;
+esac
 gb=$(nvidia-smi mig -lgip 2>/dev/null | grep -o 'MIG 1g\.[0-9]*gb ' | head -n1 | sed 's/MIG 1g\.//; s/gb //')
-migtype="${model}-1-${gb:-10}C"
+migtype=${MIG_TYPE:-${prefix}-1-${gb:-10}C}
 
 cmds=("list" "status --json" "mig status --json" "types" "explain --type $migtype" "hook test $O/domain.xml")
 
@@ -70,6 +76,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
     echo "nvidia-smi --query-gpu (+util) $(ms "$t_util") ms"
     for part in identity profiles instances processes utilization vgpu all; do
         printf 'helper --want %-16s %s ms\n' "$part" "$(ms "$(med "$H" snapshot --want "$part" --sample-ms 0)")"
+    done
+    # A command that fails is timed on its error path: say so.
+    for c in "${cmds[@]}"; do
+        # shellcheck disable=SC2086
+        VGPUCTL_NVML_HELPER=$H "$B" $c >/dev/null 2>&1 || echo "NOTE: vgpuctl ${c/$O\//} exits $? here (timed on its error path)"
     done
     printf '%-44s %9s %7s %7s' "command" "ms" "/query" "/-L"
     [ -n "$BASE_B" ] && printf ' %12s %7s %7s' "baseline ms" "/query" "new/base"
