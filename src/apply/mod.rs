@@ -183,6 +183,8 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
     let mut steps = Vec::new();
     let mut seen: BTreeMap<PciAddress, usize> = BTreeMap::new();
     let gis = crate::mig::instances::Instances::open(host).ok();
+    // One judgement of idleness for every GPU the config names (the host-wide facts read once).
+    let judge = gis.as_ref().map(|m| m.judge(false));
     let mut layouts = Vec::new();
     for (i, spec) in cfg.gpu.iter().enumerate() {
         let at = format!("[[gpu]] #{} ({})", i + 1, spec.select);
@@ -228,7 +230,7 @@ pub fn plan(host: &Host, cfg: &HostConfig) -> Result<Plan, ApplyError> {
                     "{at}: {gpu} is bound to vfio-pci (whole-GPU passthrough), so it cannot hold vGPUs or MIG instances; give it back to the nvidia driver first (vgpuctl passthrough release {gpu}), or select mode = \"passthrough\""
                 )),
                 Mode::Vgpu | Mode::Mig => {
-                    if let Some(l) = plan_vgpu(spec, &at, gpu, g, v, gis.as_ref(), &mut steps, &mut problems) {
+                    if let Some(l) = plan_vgpu(spec, &at, gpu, g, v, gis.as_ref().zip(judge.as_ref()), &mut steps, &mut problems) {
                         layouts.push(l);
                     }
                 }
@@ -315,7 +317,7 @@ fn plan_vgpu(
     gpu: PciAddress,
     g: &crate::inventory::Gpu,
     v: Option<&GpuView>,
-    gis: Option<&crate::mig::instances::Instances>,
+    gis: Option<(&crate::mig::instances::Instances, &crate::mig::instances::IdleJudge)>,
     steps: &mut Vec<Step>,
     problems: &mut Vec<String>,
 ) -> Option<LayoutPlan> {
@@ -395,7 +397,7 @@ fn plan_vgpu(
         }
         // The layout must fit the GPU's own profile table; without it apply
         // stops here rather than plan with another model's slices.
-        let table = match gis.map(|m| m.backend().profiles(gpu)) {
+        let table = match gis.map(|(m, _)| m.backend().profiles(gpu)) {
             Some(Ok(t)) if !t.is_empty() => t,
             Some(Err(e)) => {
                 problems.push(format!("{at}: cannot read the MIG profile table of {gpu} ({e}); apply does not plan a layout with another GPU's"));
@@ -426,7 +428,7 @@ fn plan_vgpu(
         // The instances there now, each idle (may move or go) or not, and why.
         // (Without a driver to answer, the profile table above already stopped the plan.)
         let existing: Vec<(crate::mig::backend::GpuInstance, Option<crate::mig::instances::Pin>)> = match gis {
-            Some(m) if current_mig == Some(MigModeState::Enabled) => match m.idleness(gpu, false) {
+            Some((_, judge)) if current_mig == Some(MigModeState::Enabled) => match judge.gpu(gpu) {
                 Ok(v) => v,
                 Err(e) => {
                     problems.push(format!("{at}: cannot read the GPU instances of {gpu} ({e})"));
@@ -647,16 +649,17 @@ pub fn apply(host: &Host, cfg: &HostConfig, progress: &mut dyn FnMut(usize, usiz
             Step::MoveGis { gpu, moves } => {
                 let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;
                 let m = crate::mig::instances::Instances::open(host).map_err(|e| err(Box::new(e)))?;
-                let now = m.backend().instances(*gpu).map_err(|e| err(Box::new(e)))?;
+                // Judged again now, under the lock (the plan came before it), and once.
+                let idle = m.idleness(*gpu, false).map_err(|e| err(Box::new(e)))?;
                 let mut moving = Vec::new();
                 for mv in moves {
-                    let inst = now
+                    let (inst, _) = idle
                         .iter()
-                        .find(|i| i.gi == mv.gi && i.start == mv.from && i.profile == mv.profile)
+                        .find(|(i, _)| i.gi == mv.gi && i.start == mv.from && i.profile == mv.profile)
                         .ok_or_else(|| err(Box::new(crate::mig::backend::MigError::NoInstance { gpu: *gpu, gi: mv.gi })))?;
                     moving.push((inst.clone(), mv.to));
                 }
-                m.relocate(*gpu, &moving, false).map_err(|e| err(Box::new(e)))?;
+                m.relocate_judged(*gpu, &moving, &idle).map_err(|e| err(Box::new(e)))?;
             }
             Step::CreateGi { gpu, profile, placement } => {
                 let _l = crate::lock::HostLock::acquire(host, lock).map_err(|e| err(Box::new(e)))?;

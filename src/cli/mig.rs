@@ -639,6 +639,8 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                 Vec::new()
             };
             let mut gpus = Vec::new();
+            // Moves on one GPU touch only its own ledger entries: one judge serves every GPU.
+            let judge = instances.judge(*include_foreign);
             for g in candidates {
                 if b.mode(g).map_err(mig_err)?.current != MigModeState::Enabled {
                     if gpu.is_some() {
@@ -646,7 +648,7 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
                     }
                     continue;
                 }
-                gpus.push(defrag_gpu(&instances, host, g, *dry_run, *include_foreign)?);
+                gpus.push(defrag_gpu(&instances, &judge, host, g, *dry_run)?);
             }
             if *json {
                 print_json(&super::doc::Versioned::new(MigDefragDoc { dry_run: *dry_run, recovered, gpus }))?;
@@ -796,12 +798,12 @@ pub fn run(host: &Host, cmd: &MigCommand) -> Result<i32, CliError> {
 
 /// One GPU of `mig defrag`: which instances are pinned, the best reshape,
 /// and (unless a dry run) the moves carried out.
-fn defrag_gpu(instances: &Instances, host: &Host, gpu: PciAddress, dry_run: bool, include_foreign: bool) -> Result<GpuDefrag, CliError> {
+fn defrag_gpu(instances: &Instances, judge: &crate::mig::instances::IdleJudge, host: &Host, gpu: PciAddress, dry_run: bool) -> Result<GpuDefrag, CliError> {
     use crate::mig::reshape;
     let b = instances.backend();
     let table = b.profiles(gpu).map_err(mig_err)?;
     let planner = crate::mig::policy::planner(host, &table).map_err(|e| mig_err(e.into()))?;
-    let idle = instances.idleness(gpu, include_foreign).map_err(mig_err)?;
+    let idle = judge.gpu(gpu).map_err(mig_err)?;
     let items: Vec<reshape::Item> = idle.iter().map(|(i, why)| reshape::Item { profile_id: i.profile_id, start: i.start, movable: why.is_none() }).collect();
     let all: Vec<GpuInstance> = idle.iter().map(|(i, _)| i.clone()).collect();
     let before = layout(&all);

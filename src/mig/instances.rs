@@ -76,6 +76,42 @@ impl std::fmt::Display for Pin {
     }
 }
 
+/// What judging an instance idle reads host-wide ([`Instances::judge`]).
+struct IdleFacts {
+    made: Result<Vec<ledger::Made>, ledger::LedgerError>,
+    journals: Result<Vec<crate::hook::journal::LoadedJournal>, String>,
+    users: crate::inventory::VfioUsers,
+}
+
+/// [`Instances::idleness`] for many GPUs under one hold of the host lock.
+/// A move on one GPU changes only that GPU's ledger entries, so what was
+/// read before it still judges the others; a GPU judged again after its
+/// own moves needs a new judge.
+pub struct IdleJudge<'m, 'a> {
+    m: &'m Instances<'a>,
+    include_foreign: bool,
+    facts: std::cell::OnceCell<IdleFacts>,
+}
+
+impl IdleJudge<'_, '_> {
+    /// Every GPU instance of `gpu`, with why it may not move (`None`: idle).
+    pub fn gpu(&self, gpu: PciAddress) -> Result<Vec<(GpuInstance, Option<Pin>)>, MigError> {
+        let instances = self.m.backend.instances(gpu)?;
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let facts = self.facts.get_or_init(|| self.m.idle_facts());
+        let vfs = super::backend::vf_instances(self.m.host, gpu);
+        Ok(instances
+            .into_iter()
+            .map(|inst| {
+                let pinned = self.m.pinned_by(gpu, &inst, facts, &vfs, self.include_foreign);
+                (inst, pinned)
+            })
+            .collect())
+    }
+}
+
 /// Where a new GPU instance goes, and what was moved to make room for it.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -160,10 +196,8 @@ impl<'a> Instances<'a> {
             return Err(refused);
         }
         let planner = policy.planner(table)?;
-        let mut idle = Vec::with_capacity(gpus.len());
-        for g in gpus {
-            idle.push(self.idleness(*g, false)?);
-        }
+        let judge = self.judge(false);
+        let idle = gpus.iter().map(|g| judge.gpu(*g)).collect::<Result<Vec<_>, _>>()?;
         let items: Vec<Vec<super::reshape::Item>> = idle
             .iter()
             .map(|v| v.iter().map(|(i, why)| super::reshape::Item { profile_id: i.profile_id, start: i.start, movable: why.is_none() }).collect())
@@ -254,31 +288,37 @@ impl<'a> Instances<'a> {
     /// something cannot be read (the ledger, a journal, /proc), nothing it
     /// could have vouched for moves. Call under the host lock.
     pub fn idleness(&self, gpu: PciAddress, include_foreign: bool) -> Result<Vec<(GpuInstance, Option<Pin>)>, MigError> {
-        let instances = self.backend.instances(gpu)?;
-        let made = ledger::load(self.host);
-        let journals =
-            if self.host.exists(crate::hook::journal::DIR) { crate::hook::journal::all(self.host).map_err(|e| e.to_string()) } else { Ok(Vec::new()) };
-        let users = crate::inventory::VfioUsers::scan(self.host);
-        let vfs = super::backend::vf_instances(self.host, gpu);
-        let mut out = Vec::with_capacity(instances.len());
-        for inst in instances {
-            let pinned = self.pinned_by(gpu, &inst, &made, &journals, &users, &vfs, include_foreign);
-            out.push((inst, pinned));
-        }
-        Ok(out)
+        self.judge(include_foreign).gpu(gpu)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Judges instances idle GPU after GPU with what the host as a whole
+    /// says (the ledger, the hook journals, a /proc walk for VFIO users)
+    /// read once, when first needed, instead of once per GPU.
+    pub fn judge(&self, include_foreign: bool) -> IdleJudge<'_, 'a> {
+        IdleJudge { m: self, include_foreign, facts: std::cell::OnceCell::new() }
+    }
+
+    fn idle_facts(&self) -> IdleFacts {
+        IdleFacts {
+            made: ledger::load(self.host),
+            journals: if self.host.exists(crate::hook::journal::DIR) {
+                crate::hook::journal::all(self.host).map_err(|e| e.to_string())
+            } else {
+                Ok(Vec::new())
+            },
+            users: crate::inventory::VfioUsers::scan(self.host),
+        }
+    }
+
     fn pinned_by(
         &self,
         gpu: PciAddress,
         inst: &GpuInstance,
-        made: &Result<Vec<ledger::Made>, ledger::LedgerError>,
-        journals: &Result<Vec<crate::hook::journal::LoadedJournal>, String>,
-        users: &crate::inventory::VfioUsers,
+        facts: &IdleFacts,
         vfs: &[(PciAddress, u32, bool, Option<u32>)],
         include_foreign: bool,
     ) -> Option<Pin> {
+        let IdleFacts { made, journals, users } = facts;
         let gi = inst.gi;
         if let Some((vf, ..)) = vfs.iter().find(|(_, g, typed, _)| *g == gi && *typed) {
             return Some(Pin::Vgpu { vf: *vf });
