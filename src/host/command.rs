@@ -217,8 +217,10 @@ impl Running {
         // stdout is closed: the tool has exited, or is about to (or closed it
         // early and goes on, which the deadline still bounds).
         let status = wait_until(&mut child, deadline).ok_or_else(timed_out)?.map_err(|source| HostError::ToolSpawn { tool, source })?;
-        // Exited: stderr ends with it (unless something it started holds it).
-        let stderr = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+        // Exited: stderr ends with it, unless something it started holds it,
+        // which is waited for until the deadline (and a moment, for the
+        // reading thread to hand over what it read).
+        let stderr = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(200))).unwrap_or_default();
         Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false })
     }
 
