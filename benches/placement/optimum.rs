@@ -278,6 +278,69 @@ impl<'a> Mdp<'a> {
         (gain, h)
     }
 
+    /// The long-run reward per unit time of a fixed policy, exactly (no
+    /// sampling): relative value iteration with the decisions fixed.
+    /// `decisions[s][kind]` is the successor state the policy picks for an
+    /// arrival of `kind` in state `s`, or `None` to reject.
+    pub fn evaluate(&self, rate: f64, mix: &[f64], reward: &[f64], tolerance: f64, decisions: &[Vec<Option<u32>>]) -> f64 {
+        let max_inst = self.departures.iter().map(Vec::len).max().unwrap_or(0) as f64;
+        let big = rate + max_inst;
+        let mut h = vec![0.0f64; self.states.len()];
+        let mut next = vec![0.0f64; self.states.len()];
+        let mut gain = 0.0;
+        for _ in 0..200_000 {
+            for (s, out) in next.iter_mut().enumerate() {
+                let mut v = 0.0;
+                for (k, d) in decisions[s].iter().enumerate() {
+                    v += rate * mix[k] * d.map_or(h[s], |t| reward[k] + h[t as usize]);
+                }
+                for t in &self.departures[s] {
+                    v += h[*t as usize];
+                }
+                v += (big - rate - self.departures[s].len() as f64) * h[s];
+                *out = v / big;
+            }
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for (a, b) in next.iter().zip(&h) {
+                lo = lo.min(a - b);
+                hi = hi.max(a - b);
+            }
+            gain = (lo + hi) / 2.0 * big;
+            let base = next[0];
+            for (a, b) in h.iter_mut().zip(&next) {
+                *a = b - base;
+            }
+            if (hi - lo) * big < tolerance {
+                break;
+            }
+        }
+        gain
+    }
+
+    /// A placement rule's decision in every state, per kind, applied to the
+    /// state's canonical layouts (GPUs in the state's order).
+    pub fn decisions(
+        &self,
+        kinds: &[&Profile],
+        layout_index: &HashMap<Key, u16>,
+        choose: impl Fn(&[Layout], usize) -> Option<(usize, u8)>,
+    ) -> Vec<Vec<Option<u32>>> {
+        self.states
+            .iter()
+            .map(|st| {
+                let gpus: Vec<Layout> = st.iter().map(|id| self.u.layout_of(*id)).collect();
+                (0..kinds.len())
+                    .map(|k| {
+                        let (g, s) = choose(&gpus, k)?;
+                        let mut after = gpus.clone();
+                        after[g].place(kinds[k], s);
+                        Some(self.state_of(&after, layout_index))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The optimal decision for an arrival of `kind` in state `s`: the
     /// successor state, or `None` to reject.
     pub fn best(&self, h: &[f64], s: u32, kind: usize, reward: f64) -> Option<u32> {
