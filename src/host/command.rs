@@ -229,9 +229,10 @@ impl Running {
     /// shutdown, which costs 4–6 ms on an H200): returns when stdout and
     /// stderr have ended, with the exit status if it has exited by then.
     /// Otherwise, when `answered` says stdout holds an answer, `still_running`
-    /// is set and a thread reaps the tool. Output ended without an answer is
-    /// a tool exiting (its descriptors close a moment before it can be
-    /// reaped), so its status is waited for as [`Running::finish`] does.
+    /// is set and a thread reaps the tool, killing it at the deadline (when
+    /// vgpuctl exits first, the tool runs its course). Output ended without
+    /// an answer is a tool exiting (its descriptors close a moment before it
+    /// can be reaped), so its status is waited for as [`Running::finish`] does.
     pub fn finish_output(mut self, timeout: Duration, answered: impl Fn(&str) -> bool) -> HostResult<CommandOutput> {
         let tool = self.tool.program();
         let deadline = self.started + timeout;
@@ -246,8 +247,10 @@ impl Running {
         match child.try_wait() {
             Ok(Some(status)) => Ok(CommandOutput { status: status.code(), stdout, stderr, still_running: false }),
             Ok(None) if answered(&stdout) => {
+                // Reaped, and killed at the deadline like any tool: a wedged
+                // driver must not leave `metrics --listen` a hung helper per scrape.
                 std::thread::spawn(move || {
-                    let _ = child.wait();
+                    let _ = wait_until(&mut child, deadline);
                 });
                 Ok(CommandOutput { status: None, stdout, stderr, still_running: true })
             }
@@ -404,6 +407,22 @@ mod tests {
             let out = runner.run_output(Tool::NvmlHelper, &[], Duration::from_secs(20), |o| !o.is_empty()).unwrap();
             assert_eq!((out.stderr.as_str(), out.status, out.still_running), ("failed\n", Some(3), false));
         }
+    }
+
+    #[test]
+    fn test_a_tool_that_answered_and_then_hangs_is_killed_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let p = script(dir.path(), &format!("echo $$ >{}; echo answer; exec >&- 2>&-; exec sleep 30", pidfile.display()));
+        let r = CommandRunner::none().with_program(Tool::NvmlHelper, p);
+        let out = r.run_output(Tool::NvmlHelper, &[], Duration::from_millis(500), |o| !o.is_empty()).unwrap();
+        assert!(out.still_running);
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed at the deadline and reaped");
     }
 
     #[test]
