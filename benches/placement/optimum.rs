@@ -242,6 +242,32 @@ impl<'a> Mdp<'a> {
     /// With `must_place`, a request that fits somewhere must be placed (no
     /// admission control): the best a placement rule alone can do.
     pub fn solve(&self, rate: f64, mix: &[f64], reward: &[f64], tolerance: f64, must_place: bool) -> (f64, Vec<f64>) {
+        self.iterate(rate, tolerance, |s, h| {
+            self.arrivals[s]
+                .iter()
+                .enumerate()
+                .map(|(k, succ)| {
+                    let floor = if must_place && !succ.is_empty() { f64::NEG_INFINITY } else { h[s] };
+                    rate * mix[k] * succ.iter().map(|t| reward[k] + h[*t as usize]).fold(floor, f64::max)
+                })
+                .sum()
+        })
+    }
+
+    /// The long-run reward per unit time of a fixed policy, exactly (no
+    /// sampling): relative value iteration with the decisions fixed.
+    /// `decisions[s][kind]` is the successor state the policy picks for an
+    /// arrival of `kind` in state `s`, or `None` to reject.
+    pub fn evaluate(&self, rate: f64, mix: &[f64], reward: &[f64], tolerance: f64, decisions: &[Vec<Option<u32>>]) -> f64 {
+        self.iterate(rate, tolerance, |s, h| decisions[s].iter().enumerate().map(|(k, d)| rate * mix[k] * d.map_or(h[s], |t| reward[k] + h[t as usize])).sum())
+            .0
+    }
+
+    /// The uniformised relative value iteration both of the above run:
+    /// `arrivals(s, h)` is the arrival term of state `s` (rate times the
+    /// value of what happens to each kind), departures and the self-loop
+    /// are the same for every policy.
+    fn iterate(&self, rate: f64, tolerance: f64, arrivals: impl Fn(usize, &[f64]) -> f64) -> (f64, Vec<f64>) {
         let max_inst = self.departures.iter().map(Vec::len).max().unwrap_or(0) as f64;
         let big = rate + max_inst;
         let mut h = vec![0.0f64; self.states.len()];
@@ -249,12 +275,7 @@ impl<'a> Mdp<'a> {
         let mut gain = 0.0;
         for _ in 0..200_000 {
             for (s, out) in next.iter_mut().enumerate() {
-                let mut v = 0.0;
-                for (k, succ) in self.arrivals[s].iter().enumerate() {
-                    let floor = if must_place && !succ.is_empty() { f64::NEG_INFINITY } else { h[s] };
-                    let best = succ.iter().map(|t| reward[k] + h[*t as usize]).fold(floor, f64::max);
-                    v += rate * mix[k] * best;
-                }
+                let mut v = arrivals(s, &h);
                 for t in &self.departures[s] {
                     v += h[*t as usize];
                 }
@@ -276,45 +297,6 @@ impl<'a> Mdp<'a> {
             }
         }
         (gain, h)
-    }
-
-    /// The long-run reward per unit time of a fixed policy, exactly (no
-    /// sampling): relative value iteration with the decisions fixed.
-    /// `decisions[s][kind]` is the successor state the policy picks for an
-    /// arrival of `kind` in state `s`, or `None` to reject.
-    pub fn evaluate(&self, rate: f64, mix: &[f64], reward: &[f64], tolerance: f64, decisions: &[Vec<Option<u32>>]) -> f64 {
-        let max_inst = self.departures.iter().map(Vec::len).max().unwrap_or(0) as f64;
-        let big = rate + max_inst;
-        let mut h = vec![0.0f64; self.states.len()];
-        let mut next = vec![0.0f64; self.states.len()];
-        let mut gain = 0.0;
-        for _ in 0..200_000 {
-            for (s, out) in next.iter_mut().enumerate() {
-                let mut v = 0.0;
-                for (k, d) in decisions[s].iter().enumerate() {
-                    v += rate * mix[k] * d.map_or(h[s], |t| reward[k] + h[t as usize]);
-                }
-                for t in &self.departures[s] {
-                    v += h[*t as usize];
-                }
-                v += (big - rate - self.departures[s].len() as f64) * h[s];
-                *out = v / big;
-            }
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for (a, b) in next.iter().zip(&h) {
-                lo = lo.min(a - b);
-                hi = hi.max(a - b);
-            }
-            gain = (lo + hi) / 2.0 * big;
-            let base = next[0];
-            for (a, b) in h.iter_mut().zip(&next) {
-                *a = b - base;
-            }
-            if (hi - lo) * big < tolerance {
-                break;
-            }
-        }
-        gain
     }
 
     /// A placement rule's decision in every state, per kind, applied to the
