@@ -160,9 +160,10 @@ fn fill(m: &Instances, j: &Journal, start: impl Fn(&Planned) -> u8) -> Result<()
 /// checks again: a VM may have started on it since), what is missing at
 /// `to` made.
 fn finish(m: &Instances, j: &Journal) -> Result<(), MigError> {
-    let now = places(m, j.gpu)?;
-    // Judged once: destroying idle instances makes no other one busy.
+    // Judged once: destroying idle instances makes no other one busy. The
+    // judgement lists the GPU's instances, so the driver is not asked twice.
     let idle = m.idleness(j.gpu, true)?;
+    let now: Vec<(u32, u8, u32)> = idle.iter().map(|(i, _)| (i.profile_id, i.start, i.gi)).collect();
     for mv in &j.moves {
         let Some(gi) = at(&now, mv.profile_id, mv.from) else { continue };
         if at(&now, mv.profile_id, mv.to).is_some() {
