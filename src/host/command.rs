@@ -312,7 +312,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, body: &str) -> PathBuf {
-        let p = dir.join("fake-tool");
+        named_script(dir, "fake-tool", body)
+    }
+
+    fn named_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
@@ -372,9 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
         let slow = script(dir.path(), &format!("echo $$ >{}\nexec sleep 30", pidfile.display()));
-        let quick = dir.path().join("quick");
-        std::fs::write(&quick, "#!/bin/sh\necho \"$@\"; echo oops >&2; exit 3\n").unwrap();
-        std::fs::set_permissions(&quick, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let quick = named_script(dir.path(), "quick", "echo \"$@\"; echo oops >&2; exit 3");
         let r = CommandRunner::none().with_program(Tool::NvidiaSmi, &slow).with_program(Tool::Mdevctl, &quick);
         let running = r.start(Tool::NvidiaSmi, &[]).unwrap();
         let out = r.start(Tool::Mdevctl, &["a b", "c"]).unwrap().finish(Duration::from_secs(10)).unwrap();
@@ -399,9 +401,7 @@ mod tests {
         assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status, out.still_running), ("answer\n", "note\n", None, true));
         // A tool that ends its output by exiting, without an answer, reports
         // its status however soon after its output ends it can be reaped.
-        let q = dir.path().join("quick");
-        std::fs::write(&q, "#!/bin/sh\necho failed >&2; exit 3\n").unwrap();
-        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let q = named_script(dir.path(), "quick", "echo failed >&2; exit 3");
         let runner = CommandRunner::none().with_program(Tool::NvmlHelper, &q);
         for _ in 0..50 {
             let out = runner.run_output(Tool::NvmlHelper, &[], Duration::from_secs(20), |o| !o.is_empty()).unwrap();
