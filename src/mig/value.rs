@@ -5,11 +5,13 @@
 //! relative value iteration when the planner is built (about a thousand
 //! layouts for an H100's whole table: milliseconds).
 //!
-//! The planner's `score = "value"` places an instance where the host's value,
-//! taken as the sum of its GPUs' values, drops least; with `admission = true`
-//! it also turns a request away when placing it is worth less than the room
-//! it takes (the optimal rule on one GPU). On one GPU this is the optimal
-//! policy; on more it is the classic separable approximation of it.
+//! The planner's `score = "value"` takes, on each GPU, the start after which
+//! the GPU is worth most, and chooses among the GPUs by the host-wide
+//! capacity loss, the value lost and how many instances each holds; with
+//! `admission = true` it also turns a request away when placing it is worth
+//! less than the room it takes (the optimal rule on one GPU). On one GPU
+//! this is the optimal policy; on more, the one-GPU view decides where on a
+//! GPU and the host view which GPU.
 
 use std::collections::HashMap;
 
