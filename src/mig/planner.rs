@@ -270,7 +270,9 @@ impl Planner {
                 Some((v, _)) => allowed
                     .map(|s| (s, v.value(v.key(&with_placed(l, p, s)))))
                     .fold(None, |best: Option<(u8, f64)>, c| match best {
-                        Some(b) if b.1 >= c.1 - 1e-12 => Some(b),
+                        // Equal values (within rounding) go to the lower start,
+                        // whatever order the driver listed the starts in.
+                        Some(b) if b.1 > c.1 + 1e-12 || (b.1 - c.1).abs() <= 1e-12 && b.0 < c.0 => Some(b),
                         _ => Some(c),
                     })
                     .map(|(s, after)| (s, Some(after)))
