@@ -420,9 +420,6 @@ mod tests {
     }
 
     proptest! {
-        /// Any sequence of planner placements and removals keeps every GPU's
-        /// instances non-overlapping and within their allowed starts and counts.
-        #[test]
         /// The value score takes, on the GPU it picks, the free start the
         /// one-GPU value rates highest (the lowest of equals).
         #[test]
@@ -458,6 +455,8 @@ mod tests {
             }
         }
 
+        /// Any sequence of planner placements and removals keeps every GPU's
+        /// instances non-overlapping and within their allowed starts and counts.
         #[test]
         fn prop_planner_never_overlaps(ops in prop::collection::vec((0usize..7, any::<bool>(), 0usize..64), 1..80), frag in any::<bool>()) {
             let t = hopper_80gb();
