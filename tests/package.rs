@@ -40,6 +40,10 @@ fn ok(program: &str, args: &[&str]) -> String {
 }
 
 const ADMIN_CONFIG: &str = "/etc/vgpuctl/host.toml";
+/// Held for the whole test: two runs at once (two checkouts' test scripts)
+/// would install and purge the one system package under each other, and
+/// each would fail somewhere far from the cause.
+const RUN_LOCK: &str = "/run/lock/vgpuctl-package-test.lock";
 const ADMIN_TEXT: &str = "# the admin's own host config: no package may touch it\n";
 
 /// Purges the package and puts back what the test changed, however it ends.
@@ -90,6 +94,11 @@ fn as_on_rpm(p: &str) -> String {
 #[ignore = "builds the .deb and .rpm, installs the .deb on this machine (root, dpkg-dev, lintian, rpm, man-db, systemd) and boots the real-kernel guest; scripts/test.sh installs the tools and runs it"]
 fn test_packages_build_lint_install_upgrade_and_purge_clean() {
     assert_eq!(run("id", &["-u"], &[]).stdout.trim(), "0", "the package test installs with dpkg: run it as root (scripts/test.sh)");
+    std::fs::create_dir_all("/run/lock").unwrap();
+    let run_lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(RUN_LOCK).unwrap_or_else(|e| panic!("{RUN_LOCK}: {e}"));
+    if let Err(e) = run_lock.try_lock() {
+        panic!("another run of the package test holds {RUN_LOCK} ({e}): it installs and purges this machine's vgpuctl package, so wait for it to end and run this one again");
+    }
     let pre = run("dpkg-query", &["-W", "-f=${Status}", "vgpuctl"], &[]);
     assert!(!pre.stdout.contains("installed"), "a vgpuctl package is already installed here; this test installs and purges its own and will not replace it");
 
