@@ -3,8 +3,8 @@
 //! of capacity, 10 fixed seeds, two mixes. Policies: first fit, best fit,
 //! vgpuctl's planner; reference: a repack oracle (accept when the active set
 //! plus the request fits the N GPUs in some valid layout: exact, by
-//! `mig::shapes`, the search over one GPU's possible contents that is checked
-//! against brute force; run for N <= 64).
+//! `mig::batch::Packer`, the search `mig plan` runs, checked against brute
+//! force; run for N <= 64).
 //!
 //!   cargo bench --bench placement [-- --quick|--headline|--no-oracle|--gpus N|--out FILE.jsonl]
 //!   cargo bench --bench placement -- --idle [--quick]   (moving idle instances: placement/idle.rs)
@@ -17,10 +17,10 @@ use std::collections::BinaryHeap;
 use std::io::Write;
 use std::time::Instant;
 
+use vgpuctl::mig::batch::Packer;
 use vgpuctl::mig::layout::Layout;
 use vgpuctl::mig::planner::{best_fit, first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{find, hopper_80gb, Profile};
-use vgpuctl::mig::shapes::Shapes;
 
 #[path = "placement/idle.rs"]
 mod idle;
@@ -56,8 +56,10 @@ fn bench_kinds(table: &[Profile]) -> Vec<&Profile> {
     KINDS.iter().map(|n| find(table, n).expect("profile")).collect()
 }
 
-fn shapes_of(kinds: &[&Profile]) -> Shapes {
-    Shapes::new(&kinds.iter().map(|p| (*p).clone()).collect::<Vec<_>>())
+/// The benchmark's profiles as a table of their own, in `kinds` order: the
+/// repack oracle's packer counts instances per entry of it.
+fn oracle_table(kinds: &[&Profile]) -> Vec<Profile> {
+    kinds.iter().map(|p| (*p).clone()).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -146,13 +148,15 @@ fn simulate(
     kinds: &[&Profile],
     policy: Policy,
     planners: &[&Planner; 5],
-    shapes: &Shapes,
+    oracle_table: &[Profile],
     optimal: Option<&optimum::OptimalPolicy>,
     warmup: usize,
 ) -> Stats {
     let mut st = Stats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut counts = vec![0u32; kinds.len()];
+    // One packer per run: what it proves about these N GPUs stays proven.
+    let mut oracle = Packer::new(oracle_table, &vec![Layout::default(); n]);
     // (end time bits, gpu, start, kind)
     let mut ends: BinaryHeap<Reverse<(u64, usize, u8, usize)>> = BinaryHeap::new();
     for (i, r) in reqs.iter().enumerate() {
@@ -181,7 +185,7 @@ fn simulate(
             Policy::Optimal => optimal.and_then(|o| o.choose(&gpus, p, r.kind)),
             Policy::Oracle => {
                 counts[r.kind] += 1;
-                let ok = shapes.fits(&counts, n);
+                let ok = oracle.fits(&counts);
                 if !ok {
                     counts[r.kind] -= 1;
                 }
@@ -263,7 +267,7 @@ fn main() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = shapes_of(&kinds);
+    let oracle_kinds = oracle_table(&kinds);
     let mixes = MIXES;
     let all_sizes: &[(usize, usize)] = if headline_only {
         &[(8, 4000)]
@@ -310,7 +314,7 @@ fn main() {
                         policies.push(Policy::Oracle);
                     }
                     for pol in policies {
-                        let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &shapes, None, count / 10);
+                        let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &oracle_kinds, None, count / 10);
                         writeln!(
                             f,
                             "{{\"mix\":\"{mix_name}\",\"gpus\":{n},\"load\":{load},\"seed\":{seed},\"requests\":{count},\"policy\":\"{}\",\"offered\":{},\"accepted\":{},\"offered_slices\":{},\"accepted_slices\":{},\"offered_big\":{},\"accepted_big\":{},\"frag_rejections\":{},\"policy_rejections\":{},\"ns_per_decision\":{}}}",
@@ -416,7 +420,7 @@ fn optimum_table() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = shapes_of(&kinds);
+    let oracle_kinds = oracle_table(&kinds);
     let universe = optimum::Universe::new(&kinds);
     println!("one GPU: {} layouts up to symmetry ({} slice symmetries)", universe.len(), universe.symmetries());
     let mixes = MIXES;
@@ -459,7 +463,7 @@ fn optimum_table() {
                 for seed in 0..10u64 {
                     let mut rng = Rng(0x0971_0000 + seed * 104_729 + n as u64);
                     let reqs = stream(&mut rng, n, 1.0, mix, &slices, 60_000);
-                    let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &shapes, Some(&opt), 6_000);
+                    let s = simulate(&reqs, n, &kinds, pol, &[&planner, &reserving, &fragmenting, &valuing, &admitting], &oracle_kinds, Some(&opt), 6_000);
                     a += s.accepted_slices;
                     o += s.offered_slices;
                 }
@@ -609,7 +613,7 @@ fn sweep() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = shapes_of(&kinds);
+    let oracle_kinds = oracle_table(&kinds);
     let mixes = MIXES;
     use vgpuctl::mig::planner::Score;
     for (name, score, admission) in [
@@ -627,7 +631,7 @@ fn sweep() {
                 for seed in 0..10u64 {
                     let mut rng = if base != 0 { Rng(base + seed * 104_729 + n as u64) } else { Rng(0x5eed_0000 + seed * 7919 + n as u64 * 31 + 100) };
                     let reqs = stream(&mut rng, n, 1.0, mix, &slices, count);
-                    let s = simulate(&reqs, n, &kinds, Policy::Planner, &[&planner, &planner, &planner, &planner, &planner], &shapes, None, count / 10);
+                    let s = simulate(&reqs, n, &kinds, Policy::Planner, &[&planner, &planner, &planner, &planner, &planner], &oracle_kinds, None, count / 10);
                     a += s.accepted_slices;
                     o += s.offered_slices;
                     ab += s.accepted_big;

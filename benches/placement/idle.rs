@@ -23,7 +23,7 @@ use vgpuctl::mig::planner::{first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{hopper_80gb, Profile};
 use vgpuctl::mig::reshape::{self, Item};
 
-use super::{bench_kinds, shapes_of, stream, Rng, MIXES};
+use super::{bench_kinds, stream, Rng, MIXES};
 
 #[derive(Default, Clone, Copy)]
 struct IdleStats {
@@ -77,22 +77,14 @@ enum Pol<'a> {
     Oracle,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn simulate(
-    reqs: &[super::Req],
-    idle: &[bool],
-    n: usize,
-    kinds: &[&Profile],
-    table: &[Profile],
-    pol: &Pol,
-    shapes: &vgpuctl::mig::shapes::Shapes,
-    warmup: usize,
-) -> IdleStats {
+fn simulate(reqs: &[super::Req], idle: &[bool], n: usize, kinds: &[&Profile], table: &[Profile], pol: &Pol, warmup: usize) -> IdleStats {
     let mut st = IdleStats::default();
     let mut gpus = vec![Layout::default(); n];
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut insts: Vec<Option<Inst>> = vec![None; reqs.len()];
     let mut counts = vec![0u32; kinds.len()];
+    // The repack oracle: `table` is `kinds` as a table, in the same order.
+    let mut oracle = vgpuctl::mig::batch::Packer::new(table, &vec![Layout::default(); n]);
     let mut ends: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     for (i, r) in reqs.iter().enumerate() {
         while let Some(Reverse((t, id))) = ends.peek().copied() {
@@ -116,7 +108,7 @@ fn simulate(
             Pol::FirstFit => first_fit(&gpus, p),
             Pol::Oracle => {
                 counts[r.kind] += 1;
-                let ok = shapes.fits(&counts, n);
+                let ok = oracle.fits(&counts);
                 if !ok {
                     counts[r.kind] -= 1;
                 }
@@ -292,7 +284,6 @@ pub fn run(quick: bool) {
     let kinds = bench_kinds(&table);
     let own: Vec<Profile> = kinds.iter().map(|p| (*p).clone()).collect();
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let shapes = shapes_of(&kinds);
     let seeds: u64 = if quick { 3 } else { 10 };
     println!("load 1.0, {seeds} seeds, repack of at most {MOVES} moves of idle instances per request; gap = (policy - first fit) / (exact repack oracle - first fit)");
     println!(
@@ -317,22 +308,13 @@ pub fn run(quick: bool) {
                     let mut flip = Rng(0x1d1e_0000 + seed * 104_729 + n as u64);
                     let idle: Vec<bool> = reqs.iter().map(|_| flip.unit() < f).collect();
                     if f == 0.0 {
-                        ends[0].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::FirstFit, &shapes, count / 10));
+                        ends[0].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::FirstFit, count / 10));
                         if oracle_ok {
-                            ends[1].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::Oracle, &shapes, count / 10));
+                            ends[1].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::Oracle, count / 10));
                         }
                     }
-                    per[0].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::Planner { planner: &planner, max_moves: 0, across: false }, &shapes, count / 10));
-                    per[1].add(&simulate(
-                        &reqs,
-                        &idle,
-                        n,
-                        &kinds,
-                        &own,
-                        &Pol::Planner { planner: &planner, max_moves: MOVES, across: false },
-                        &shapes,
-                        count / 10,
-                    ));
+                    per[0].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::Planner { planner: &planner, max_moves: 0, across: false }, count / 10));
+                    per[1].add(&simulate(&reqs, &idle, n, &kinds, &own, &Pol::Planner { planner: &planner, max_moves: MOVES, across: false }, count / 10));
                     per[2].add(&simulate(
                         &reqs,
                         &idle,
@@ -344,7 +326,6 @@ pub fn run(quick: bool) {
                             max_moves: std::env::var("IDLE_K").ok().and_then(|v| v.parse().ok()).unwrap_or(MOVES),
                             across: true,
                         },
-                        &shapes,
                         count / 10,
                     ));
                 }

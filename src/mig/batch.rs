@@ -11,6 +11,11 @@
 //! and a memo of (demand, GPUs left per class) proven not to fit. So the
 //! answer is exact; first-fit-decreasing succeeding ends easy cases at once.
 //! Checked against a brute-force placement search (`brute_force_onto`).
+//!
+//! A [`Packer`] keeps, for one set of current layouts, what it has proven
+//! across questions: the placement benchmark's repack oracle (the best any
+//! policy that may move every instance can do) is a packer over N empty
+//! GPUs asked once per request, so it and `mig plan` run the same search.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,37 +60,67 @@ pub fn place(table: &[Profile], current: &[Layout], demand: &[u32]) -> Option<Ad
 /// many GPUs that do not hold it can take the exact search long to refute,
 /// and a command must answer in bounded time.
 pub fn place_within(table: &[Profile], current: &[Layout], demand: &[u32], budget: u64) -> Result<Option<Additions>, GaveUp> {
-    assert_eq!(demand.len(), table.len(), "one count per profile");
-    if demand.iter().all(|n| *n == 0) {
-        return Ok(Some(vec![Vec::new(); current.len()]));
-    }
-    if let Some(a) = first_fit_decreasing(table, current, demand) {
-        return Ok(Some(a));
+    Packer::new(table, current).place_within(demand, budget)
+}
+
+/// The exact search for one set of current layouts, asked any number of
+/// batches: the GPUs' classes and fillings are enumerated once (on the first
+/// batch first-fit-decreasing cannot place), and every (demand, GPUs left)
+/// proven not to fit stays proven for later questions.
+pub struct Packer<'t> {
+    table: &'t [Profile],
+    current: Vec<Layout>,
+    classes: Option<Vec<Class>>,
+    /// The subset bounds for each set of wanted profiles.
+    bounds: HashMap<Vec<bool>, Vec<Bound>>,
+    failed: HashSet<(Vec<u32>, Vec<usize>)>,
+}
+
+impl<'t> Packer<'t> {
+    pub fn new(table: &'t [Profile], current: &[Layout]) -> Self {
+        Self { table, current: current.to_vec(), classes: None, bounds: HashMap::new(), failed: HashSet::new() }
     }
 
-    let classes = classes(table, current);
-    let bounds = bounds(table, &classes, demand);
-    let mut search = Search { table, classes: &classes, bounds, failed: HashSet::new(), budget };
-    let mut d = demand.to_vec();
-    let mut left: Vec<usize> = classes.iter().map(|c| c.gpus.len()).collect();
-    let mut chosen: Vec<(usize, usize, Vec<u32>)> = Vec::new();
-    if !search.solve(&mut d, &mut left, &mut chosen) {
-        return if search.budget == 0 { Err(GaveUp) } else { Ok(None) };
+    /// Does the batch fit? Exact, unbounded.
+    pub fn fits(&mut self, demand: &[u32]) -> bool {
+        matches!(self.place_within(demand, u64::MAX), Ok(Some(_)))
     }
-    let mut out = vec![Vec::new(); current.len()];
-    let mut used = vec![0usize; classes.len()];
-    for (c, f, take) in chosen {
-        let gpu = classes[c].gpus[used[c]];
-        used[c] += 1;
-        let mut want = take;
-        for &(k, s) in &classes[c].maximal[f].placed {
-            if want[k] > 0 {
-                want[k] -= 1;
-                out[gpu].push((k, s));
+
+    /// [`place_within`] with what earlier questions proved.
+    pub fn place_within(&mut self, demand: &[u32], budget: u64) -> Result<Option<Additions>, GaveUp> {
+        let table = self.table;
+        assert_eq!(demand.len(), table.len(), "one count per profile");
+        if demand.iter().all(|n| *n == 0) {
+            return Ok(Some(vec![Vec::new(); self.current.len()]));
+        }
+        if let Some(a) = first_fit_decreasing(table, &self.current, demand) {
+            return Ok(Some(a));
+        }
+        let classes: &[Class] = self.classes.get_or_insert_with(|| classes(table, &self.current));
+        let wanted: Vec<bool> = demand.iter().map(|n| *n > 0).collect();
+        let bounds = self.bounds.entry(wanted).or_insert_with(|| bounds(table, classes, demand));
+        let mut search = Search { table, classes, bounds, failed: &mut self.failed, budget };
+        let mut d = demand.to_vec();
+        let mut left: Vec<usize> = classes.iter().map(|c| c.gpus.len()).collect();
+        let mut chosen: Vec<(usize, usize, Vec<u32>)> = Vec::new();
+        if !search.solve(&mut d, &mut left, &mut chosen) {
+            return if search.budget == 0 { Err(GaveUp) } else { Ok(None) };
+        }
+        let mut out = vec![Vec::new(); self.current.len()];
+        let mut used = vec![0usize; classes.len()];
+        for (c, f, take) in chosen {
+            let gpu = classes[c].gpus[used[c]];
+            used[c] += 1;
+            let mut want = take;
+            for &(k, s) in &classes[c].maximal[f].placed {
+                if want[k] > 0 {
+                    want[k] -= 1;
+                    out[gpu].push((k, s));
+                }
             }
         }
+        Ok(Some(out))
     }
-    Ok(Some(out))
 }
 
 /// Largest profiles first, each on the lowest GPU and start that fits.
@@ -205,8 +240,9 @@ fn dot(a: &[u32], b: &[u32]) -> u32 {
 struct Search<'a> {
     table: &'a [Profile],
     classes: &'a [Class],
-    bounds: Vec<Bound>,
-    failed: HashSet<(Vec<u32>, Vec<usize>)>,
+    bounds: &'a [Bound],
+    /// Shared with the packer: a failure found with budget left is proven.
+    failed: &'a mut HashSet<(Vec<u32>, Vec<usize>)>,
     /// Steps left; at 0 every branch fails (and the caller is told).
     budget: u64,
 }
@@ -360,8 +396,14 @@ pub fn brute_force_onto(table: &[Profile], current: &[Layout], demand: &[u32]) -
 
 #[cfg(test)]
 mod tests {
-    use super::super::profiles::{hopper_80gb, reference_tables, Profile};
+    use super::super::profiles::{find, hopper_80gb, reference_tables, Profile};
     use super::*;
+
+    /// The placement benchmark's five profiles.
+    fn bench_kinds() -> Vec<Profile> {
+        let t = hopper_80gb();
+        ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"].iter().map(|n| find(&t, n).unwrap().clone()).collect()
+    }
 
     /// The real H200's table, as its NVML snapshot reported it.
     fn h200() -> Vec<Profile> {
@@ -477,5 +519,87 @@ mod tests {
         assert!(disagreements.is_empty(), "{} of {runs} disagree:\n{}", disagreements.len(), disagreements.join("\n"));
         // Both answers occur often enough for the comparison to mean something.
         assert!(fits > runs / 5 && fits < runs * 4 / 5, "{fits} of {runs} fit");
+    }
+
+    /// What the enumeration finds an empty H100 can hold, with the
+    /// benchmark's profiles, is the closed form of issue #22: one 7g, or a
+    /// left half (one 4g, one 3g, or one-slice units with at most two 2g)
+    /// and a right half (one 3g, or three units with at most one 2g).
+    #[test]
+    fn test_an_empty_h100_holds_what_the_two_halves_rule_says() {
+        let k = bench_kinds();
+        let mut all = HashMap::new();
+        fill(&k, 0, &mut Layout::default(), &mut vec![0; k.len()], &mut Vec::new(), &mut all);
+        let mut expect = std::collections::BTreeSet::new();
+        let mut left: Vec<[u32; 4]> = vec![[0, 0, 0, 1], [0, 0, 1, 0]];
+        for b in 0..=2u32 {
+            for a in 0..=(4 - 2 * b) {
+                left.push([a, b, 0, 0]);
+            }
+        }
+        let mut right: Vec<[u32; 3]> = vec![[0, 0, 1]];
+        for b in 0..=1u32 {
+            for a in 0..=(3 - 2 * b) {
+                right.push([a, b, 0]);
+            }
+        }
+        for l in &left {
+            for r in &right {
+                expect.insert(vec![l[0] + r[0], l[1] + r[1], l[2] + r[2], l[3], 0]);
+            }
+        }
+        expect.insert(vec![0, 0, 0, 0, 1]);
+        let got: std::collections::BTreeSet<Vec<u32>> = all.keys().cloned().collect();
+        assert_eq!(got, expect);
+        // Every filling found is a real layout.
+        for placed in all.values() {
+            let mut l = Layout::default();
+            for &(i, s) in placed {
+                assert!(l.place(&k[i], s), "{placed:?}");
+            }
+        }
+        let classes = classes(&k, &[Layout::default()]);
+        assert_eq!((all.len(), classes[0].maximal.len()), (38, 12));
+    }
+
+    /// The fewest empty GPUs some batches need, from one packer per size.
+    #[test]
+    fn test_fewest_empty_gpus_for_a_batch() {
+        let k = bench_kinds();
+        let fewest = |demand: &[u32]| (0..=8).find(|n| Packer::new(&k, &vec![Layout::default(); *n]).fits(demand)).unwrap();
+        assert_eq!(fewest(&[7, 0, 0, 0, 0]), 1);
+        assert_eq!(fewest(&[0, 0, 0, 0, 3]), 3);
+        assert_eq!(fewest(&[0, 0, 3, 0, 0]), 2);
+        assert_eq!(fewest(&[32, 0, 8, 0, 0]), 8);
+    }
+
+    /// One packer asked thousands of batches in a row (as the benchmark's
+    /// oracle asks it) answers each as brute force does: what it keeps
+    /// proven from earlier questions never turns a later answer wrong.
+    #[test]
+    fn test_a_packer_asked_many_batches_agrees_with_brute_force() {
+        let mut rng = Rng(0x1234_5678_9abc_def0);
+        for table in [bench_kinds(), hopper_80gb()] {
+            for gpus in 1..=3 {
+                let mut packer = Packer::new(&table, &vec![Layout::default(); gpus]);
+                let (mut fit, mut not) = (0, 0);
+                for _ in 0..700 {
+                    // Up to about one GPU's worth of each profile per two GPUs.
+                    let most = |p: &Profile| u64::from(8 / p.size.max(1)) * (gpus as u64 + 1) / 2;
+                    let demand: Vec<u32> = table.iter().map(|p| rng.next(most(p) + 1) as u32 * (rng.next(3) as u32).min(1)).collect();
+                    if demand.iter().sum::<u32>() > 12 {
+                        continue;
+                    }
+                    let exact = packer.fits(&demand);
+                    assert_eq!(exact, brute_force_onto(&table, &vec![Layout::default(); gpus], &demand), "{gpus} GPUs, demand {demand:?}");
+                    if exact {
+                        fit += 1;
+                    } else {
+                        not += 1;
+                    }
+                }
+                assert!(fit > 50 && not > 50, "both answers tested on {gpus} GPUs: {fit} fit, {not} do not");
+            }
+        }
     }
 }

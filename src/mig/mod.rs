@@ -15,7 +15,6 @@ pub mod policy;
 pub mod reshape;
 /// GPU-instance profile tables: shared NVIDIA domain types, in the leaf `nvidia` module.
 pub use crate::nvidia::profiles;
-pub mod shapes;
 pub mod smi;
 pub mod smi_backend;
 pub mod value;
