@@ -56,9 +56,10 @@ fn bench_kinds(table: &[Profile]) -> Vec<&Profile> {
     KINDS.iter().map(|n| find(table, n).expect("profile")).collect()
 }
 
-/// The benchmark's profiles as a table of their own, in `kinds` order: the
-/// repack oracle's packer counts instances per entry of it.
-fn oracle_table(kinds: &[&Profile]) -> Vec<Profile> {
+/// The benchmark's profiles as a table of their own, in `kinds` order (the
+/// repack oracle's packer counts instances per entry of it; idle.rs plans
+/// moves against it).
+fn kinds_table(kinds: &[&Profile]) -> Vec<Profile> {
     kinds.iter().map(|p| (*p).clone()).collect()
 }
 
@@ -267,7 +268,7 @@ fn main() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let oracle_kinds = oracle_table(&kinds);
+    let oracle_kinds = kinds_table(&kinds);
     let mixes = MIXES;
     let all_sizes: &[(usize, usize)] = if headline_only {
         &[(8, 4000)]
@@ -420,7 +421,7 @@ fn optimum_table() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let oracle_kinds = oracle_table(&kinds);
+    let oracle_kinds = kinds_table(&kinds);
     let universe = optimum::Universe::new(&kinds);
     println!("one GPU: {} layouts up to symmetry ({} slice symmetries)", universe.len(), universe.symmetries());
     let mixes = MIXES;
@@ -613,7 +614,7 @@ fn sweep() {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
-    let oracle_kinds = oracle_table(&kinds);
+    let oracle_kinds = kinds_table(&kinds);
     let mixes = MIXES;
     use vgpuctl::mig::planner::Score;
     for (name, score, admission) in [

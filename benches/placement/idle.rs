@@ -23,7 +23,7 @@ use vgpuctl::mig::planner::{first_fit, Mix, Planner};
 use vgpuctl::mig::profiles::{hopper_80gb, Profile};
 use vgpuctl::mig::reshape::{self, Item};
 
-use super::{bench_kinds, stream, Rng, MIXES};
+use super::{bench_kinds, kinds_table, stream, Rng, MIXES};
 
 #[derive(Default, Clone, Copy)]
 struct IdleStats {
@@ -282,7 +282,7 @@ pub const MOVES: usize = 3;
 pub fn run(quick: bool) {
     let table = hopper_80gb();
     let kinds = bench_kinds(&table);
-    let own: Vec<Profile> = kinds.iter().map(|p| (*p).clone()).collect();
+    let own = kinds_table(&kinds);
     let slices: Vec<f64> = kinds.iter().map(|p| f64::from(p.compute_slices())).collect();
     let seeds: u64 = if quick { 3 } else { 10 };
     println!("load 1.0, {seeds} seeds, repack of at most {MOVES} moves of idle instances per request; gap = (policy - first fit) / (exact repack oracle - first fit)");
